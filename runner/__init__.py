@@ -1,0 +1,6 @@
+"""agent-run: declarative voice agents for Amazon Nova Sonic."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]

@@ -1,0 +1,1 @@
+"""Agent files: YAML in, frozen typed objects out."""

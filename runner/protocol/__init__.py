@@ -1,0 +1,1 @@
+"""The sans-IO Nova Sonic protocol core: events, event templates, codec and session state."""

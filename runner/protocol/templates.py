@@ -1,0 +1,237 @@
+"""Renders Nova Sonic input events from Jinja templates.
+
+Every input event the runner sends comes from a `*.json.j2` template (built-in, or overridden by
+an agent's `templates:` folder). Rendering is sandboxed with undefined variables as errors, values
+go through `tojson`, and the text is parsed as JSON and validated against that event's schema
+before it can reach the wire, so a broken override fails here with its file and line, not as an
+opaque ValidationException from the service.
+
+This module does no file I/O: template sources arrive as strings (see `runner.config.templates`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import jinja2
+import jsonschema
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from runner.errors import ConfigError
+from runner.schemas import INPUT_EVENT, load_schema
+
+# Template name -> the Nova event it renders.
+TEMPLATE_EVENTS: dict[str, str] = {
+    "sessionStart": "sessionStart",
+    "promptStart": "promptStart",
+    "contentStartText": "contentStart",
+    "contentStartAudio": "contentStart",
+    "contentStartTool": "contentStart",
+    "textInput": "textInput",
+    "audioInput": "audioInput",
+    "toolResult": "toolResult",
+    "contentEnd": "contentEnd",
+    "promptEnd": "promptEnd",
+    "sessionEnd": "sessionEnd",
+}
+TEMPLATE_SUFFIX = ".json.j2"
+
+# A representative context for each template, used to check overrides before a session starts.
+SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
+    "sessionStart": {
+        "inference": {"max_tokens": 1024, "top_p": 0.9, "temperature": 0.7},
+        "endpointing_sensitivity": "MEDIUM",
+    },
+    "promptStart": {
+        "prompt_name": "prompt-1",
+        "output_sample_rate": 24000,
+        "voice_id": "matthew",
+        "tools": [{"name": "sampleTool", "description": "A sample tool.",
+                   "input_schema": {"type": "object", "properties": {}}}],
+    },
+    "contentStartText": {"prompt_name": "prompt-1", "content_name": "c-1", "role": "SYSTEM",
+                         "interactive": False},
+    "contentStartAudio": {"prompt_name": "prompt-1", "content_name": "c-2", "input_sample_rate": 16000},
+    "contentStartTool": {"prompt_name": "prompt-1", "content_name": "c-3", "tool_use_id": "t-1"},
+    "textInput": {"prompt_name": "prompt-1", "content_name": "c-1", "content": "Hello \"quoted\" <b>"},
+    "audioInput": {"prompt_name": "prompt-1", "content_name": "c-2", "content": "AAAA"},
+    "toolResult": {"prompt_name": "prompt-1", "content_name": "c-3", "content": "{\"ok\": true}"},
+    "contentEnd": {"prompt_name": "prompt-1", "content_name": "c-1"},
+    "promptEnd": {"prompt_name": "prompt-1"},
+    "sessionEnd": {},
+}
+
+
+class EventTemplateError(ConfigError):
+    """A template failed to render into a valid event. `filename`/`line` locate the cause."""
+
+    def __init__(self, message: str, *, filename: str, line: int) -> None:
+        super().__init__(f"{filename}:{line}: {message}")
+        self.filename = filename
+        self.line = line
+        self.detail = message
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateSource:
+    """A template's text and the file it came from (for error messages)."""
+
+    text: str
+    filename: str
+
+
+def make_environment() -> ImmutableSandboxedEnvironment:
+    """The sandbox every template (event or system prompt) renders in."""
+    env = ImmutableSandboxedEnvironment(
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=False,
+    )
+    # Jinja's own tojson is HTML-safe (escapes <, >, &, ') and sorts keys; these templates make
+    # JSON, not HTML, and a tool's schema should reach Nova as the author wrote it.
+    env.filters["tojson"] = _tojson
+    return env
+
+
+def _tojson(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+@cache
+def _event_validator(event: str) -> jsonschema.protocols.Validator:
+    schema = load_schema(INPUT_EVENT)
+    envelope = {
+        "type": "object",
+        "required": ["event"],
+        "additionalProperties": False,
+        "properties": {
+            "event": {
+                "type": "object",
+                "required": [event],
+                "additionalProperties": False,
+                "properties": {event: {"$ref": f"#/$defs/{event}"}},
+            }
+        },
+        "$defs": schema["$defs"],
+    }
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(envelope)
+
+
+def validate_event(event_name: str, payload: Any) -> list[str]:
+    """Every way `payload` is not a valid `event_name` input event (empty when valid)."""
+    messages = []
+    for err in sorted(_event_validator(event_name).iter_errors(payload), key=lambda e: e.path):
+        where = ".".join(str(p) for p in err.absolute_path) or "(root)"
+        messages.append(f"{where}: {err.message}")
+    return messages
+
+
+class EventTemplates:
+    """The compiled set of event templates for one agent."""
+
+    def __init__(self, sources: Mapping[str, TemplateSource]) -> None:
+        missing = sorted(set(TEMPLATE_EVENTS) - set(sources))
+        if missing:
+            raise ConfigError(f"missing event templates: {', '.join(missing)}")
+        self._sources = dict(sources)
+        self._env = make_environment()
+        self._compiled: dict[str, jinja2.Template] = {}
+        for name, src in self._sources.items():
+            try:
+                self._compiled[name] = self._env.from_string(src.text)
+            except jinja2.TemplateSyntaxError as exc:
+                raise EventTemplateError(
+                    f"template syntax error: {exc.message}", filename=src.filename,
+                    line=exc.lineno or 1) from None
+
+    def source(self, name: str) -> TemplateSource:
+        return self._sources[name]
+
+    def render(self, name: str, context: Mapping[str, Any]) -> dict[str, Any]:
+        """Render template `name` with `context` into a validated event dict.
+
+        Raises EventTemplateError (with the template's file and line) when the template cannot
+        render, does not produce JSON, or produces an event Nova Sonic would reject.
+        """
+        src = self._sources[name]
+        try:
+            text = self._compiled[name].render(context)
+        except jinja2.TemplateError as exc:
+            raise EventTemplateError(
+                f"template error: {exc}", filename=src.filename,
+                line=_jinja_error_line(exc, src.filename)) from None
+        try:
+            payload = json.loads(text)
+        except json.JSONDecodeError as exc:
+            bad_line = text.splitlines()[exc.lineno - 1] if text.splitlines() else ""
+            raise EventTemplateError(
+                f"rendered {name} is not JSON: {exc.msg} (rendered line {exc.lineno}: "
+                f"{bad_line.strip()[:60]!r})",
+                filename=src.filename, line=_locate(src.text, bad_line.strip())) from None
+        event = TEMPLATE_EVENTS[name]
+        problems = _event_validator(event).iter_errors(payload)
+        first = next(iter(sorted(problems, key=lambda e: list(e.absolute_path))), None)
+        if first is not None:
+            where = ".".join(str(p) for p in first.absolute_path) or "(root)"
+            needle = _error_key(first)
+            raise EventTemplateError(
+                f"rendered {name} is not a valid {event} event: at {where}: {first.message}",
+                filename=src.filename, line=_locate(src.text, f'"{needle}"' if needle else "")) from None
+        result: dict[str, Any] = payload
+        return result
+
+    def render_bytes(self, name: str, context: Mapping[str, Any]) -> bytes:
+        """`render`, serialised compactly as UTF-8 JSON (what goes on the wire)."""
+        return json.dumps(self.render(name, context), separators=(",", ":"),
+                          ensure_ascii=False).encode()
+
+    def check(self) -> list[EventTemplateError]:
+        """Render every template with its sample context; return every failure."""
+        failures = []
+        for name in TEMPLATE_EVENTS:
+            try:
+                self.render(name, SAMPLE_CONTEXTS[name])
+            except EventTemplateError as exc:
+                failures.append(exc)
+        return failures
+
+
+def _jinja_error_line(exc: jinja2.TemplateError, filename: str) -> int:
+    lineno = getattr(exc, "lineno", None)
+    if isinstance(lineno, int):
+        return lineno
+    # Runtime errors (e.g. undefined variables) carry the line only in the traceback.
+    tb = exc.__traceback__
+    line = 1
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _error_key(err: jsonschema.ValidationError) -> str:
+    """The JSON key most likely written wrongly in the template, for locating the error."""
+    if err.validator == "additionalProperties":
+        found = re.findall(r"'([^']+)' was unexpected", err.message)
+        if found:
+            return found[0]
+    for part in reversed(list(err.absolute_path)):
+        if isinstance(part, str):
+            return part
+    return ""
+
+
+def _locate(template_text: str, needle: str) -> int:
+    """1-based line of the first template line containing `needle` (1 when not found)."""
+    if needle:
+        for number, line in enumerate(template_text.splitlines(), start=1):
+            if needle in line:
+                return number
+    return 1
