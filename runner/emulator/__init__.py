@@ -1,0 +1,1 @@
+"""A local Nova Sonic emulator: Bedrock's InvokeModelWithBidirectionalStream over HTTP/2 + TLS."""
