@@ -99,7 +99,8 @@ def make_environment() -> ImmutableSandboxedEnvironment:
 
 
 def _tojson(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    text: str = json.dumps(value, ensure_ascii=False)
+    return text
 
 
 @cache
