@@ -222,7 +222,7 @@ def _error_key(err: jsonschema.ValidationError) -> str:
     if err.validator == "additionalProperties":
         found = re.findall(r"'([^']+)' was unexpected", err.message)
         if found:
-            return found[0]
+            return str(found[0])
     for part in reversed(list(err.absolute_path)):
         if isinstance(part, str):
             return part
