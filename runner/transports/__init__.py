@@ -1,0 +1,1 @@
+"""Transports carry Nova Sonic event payloads to and from a model (see base.py)."""

@@ -1,0 +1,48 @@
+"""The transport seam: payload bytes in, payload bytes out.
+
+A Connector is opened once per run (it owns credentials and the HTTP client); each Nova Sonic
+stream is a Stream opened from it, so a conversation can rotate streams without re-resolving
+credentials or reconnecting TLS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    """Where a connector talks to and where its settings came from (for status and doctor)."""
+
+    region: str
+    endpoint: str
+    credentials_source: str
+    credentials_expiry: datetime | None
+
+
+class Stream(Protocol):
+    """One bidirectional Nova Sonic stream."""
+
+    async def send(self, payload: bytes) -> None:
+        """Send one input event (UTF-8 JSON). Raises TransportError once the stream is dead."""
+
+    async def receive(self) -> bytes | None:
+        """The next output event payload; None when the stream ended cleanly.
+
+        Raises TransportError (with the service's exception kind) when the service fails the stream.
+        """
+
+    async def aclose(self) -> None:
+        """Close the input side and release the stream within bounded time. Idempotent."""
+
+
+class Connector(Protocol):
+    info: ConnectionInfo
+
+    async def open_stream(self, model_id: str) -> Stream:
+        """Open a new stream for `model_id`."""
+
+    async def aclose(self) -> None:
+        """Release the HTTP client. Idempotent."""

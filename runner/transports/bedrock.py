@@ -1,0 +1,270 @@
+"""Bedrock transport: the only module that imports the Bedrock SDK (`aws_sdk_bedrock_runtime`, smithy).
+
+Facts this relies on (verified in ../shared/reference/bedrock-sdk.md, SDK 0.12.0):
+- the default aiohttp transport cannot do duplex streams: always pass AWSCRTHTTPClient();
+- with no resolvable credentials the SDK hangs forever inside invoke, so credentials are resolved
+  here first and a failure becomes CredentialsError within a second;
+- after an HTTP/2 RST_STREAM, `receive()` returns None, later sends block once the 16-slot
+  buffer fills, and `input_stream.close()` blocks and swallows the first cancellation: so sends
+  stop once the output has ended, and closing is bounded by repeated cancellation;
+- awscrt logs "Task exception was never retrieved ... AWS_ERROR_HTTP_STREAM_HAS_COMPLETED" on
+  non-clean shutdowns: a loop exception handler filters exactly that noise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from aws_sdk_bedrock_runtime.client import AsyncBedrockRuntimeClient
+from aws_sdk_bedrock_runtime.config import AsyncBedrockRuntimeConfig
+from aws_sdk_bedrock_runtime.models import (
+    BidirectionalInputPayloadPart,
+    InvokeModelWithBidirectionalStreamInputChunk,
+    InvokeModelWithBidirectionalStreamOperationInput,
+    InvokeModelWithBidirectionalStreamOutputChunk,
+    ServiceError,
+)
+from smithy_aws_core.config.exceptions import ConfigValidationError
+from smithy_aws_core.identity import AWSCredentialsIdentity
+from smithy_aws_core.identity.chain import IdentityChain
+from smithy_aws_event_stream.exceptions import EventError
+from smithy_core.exceptions import SmithyError
+from smithy_http.aio.crt import AWSCRTHTTPClient
+
+from runner.errors import CredentialsError, TransportError
+from runner.transports.base import ConnectionInfo
+
+log = logging.getLogger("runner.transport")
+
+# Service errors after which a new stream may well succeed (nova-sonic-protocol.md §5.3).
+RETRYABLE_KINDS = frozenset({
+    "ModelTimeoutException", "ThrottlingException", "ModelStreamErrorException",
+    "InternalServerException", "ServiceUnavailableException", "ModelNotReadyException",
+    "ModelErrorException", "InvalidEventBytes", "StreamReset", "ConnectionError",
+})
+# ValidationExceptions that are really transient (livekit's RECOVERABLE_VALIDATION_ERROR_MESSAGES).
+RECOVERABLE_VALIDATION_MESSAGES = ("InternalErrorCode=531", "System instability detected")
+
+CREDENTIALS_TIMEOUT_S = 5.0
+OPEN_TIMEOUT_S = 10.0
+SEND_TIMEOUT_S = 5.0
+CLOSE_TIMEOUT_S = 2.0
+
+
+def translate_error(exc: BaseException) -> TransportError:
+    """Turn an SDK exception into the runner's TransportError, keeping the service's message."""
+    if isinstance(exc, TransportError):
+        return exc
+    if isinstance(exc, ServiceError):
+        kind = type(exc).__name__
+        message = getattr(exc, "message", None) or str(exc)
+        retryable = kind in RETRYABLE_KINDS or (
+            kind == "ValidationException"
+            and any(m in message for m in RECOVERABLE_VALIDATION_MESSAGES))
+        return TransportError(f"{kind}: {message}", kind=kind, retryable=retryable)
+    if isinstance(exc, EventError):
+        kind = type(exc).__name__
+        return TransportError(f"malformed event from the service ({kind}): {exc}",
+                              kind="InvalidEventBytes", retryable=True)
+    if isinstance(exc, SmithyError | OSError):
+        return TransportError(f"connection failed: {exc}", kind="ConnectionError", retryable=True)
+    return TransportError(f"stream failed: {type(exc).__name__}: {exc}", kind=type(exc).__name__)
+
+
+class BedrockStream:
+    """One InvokeModelWithBidirectionalStream call."""
+
+    def __init__(self, sdk_stream: Any) -> None:
+        self._sdk = sdk_stream
+        self._receiver: Any = None
+        self._output_ended = False
+        self._closed = False
+
+    async def send(self, payload: bytes) -> None:
+        if self._output_ended or self._closed:
+            # Sending after the service ended the stream blocks forever (gotcha 2).
+            raise TransportError("the stream has ended", kind="StreamReset", retryable=True)
+        chunk = InvokeModelWithBidirectionalStreamInputChunk(
+            value=BidirectionalInputPayloadPart(bytes_=payload))
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT_S):
+                await self._sdk.input_stream.send(chunk)
+        except TimeoutError:
+            raise TransportError("sending to the stream timed out", kind="ConnectionError",
+                                 retryable=True) from None
+        except Exception as exc:
+            raise translate_error(exc) from exc
+
+    async def receive(self) -> bytes | None:
+        try:
+            if self._receiver is None:
+                async with asyncio.timeout(OPEN_TIMEOUT_S):
+                    _, self._receiver = await self._sdk.await_output()
+            while True:
+                item = await self._receiver.receive()
+                if item is None:
+                    self._output_ended = True
+                    return None
+                if isinstance(item, InvokeModelWithBidirectionalStreamOutputChunk):
+                    data: bytes = item.value.bytes_
+                    return data
+                log.warning("ignoring unmodelled output member %s", type(item).__name__)
+        except TimeoutError:
+            self._output_ended = True
+            raise TransportError(f"no response from the service within {OPEN_TIMEOUT_S:.0f} s",
+                                 kind="ConnectionError", retryable=True) from None
+        except Exception as exc:
+            self._output_ended = True
+            raise translate_error(exc) from exc
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await _bounded(self._sdk.input_stream.close(), CLOSE_TIMEOUT_S)
+        if self._receiver is not None and not self._output_ended:
+            await _bounded(self._drain(), CLOSE_TIMEOUT_S)
+
+    async def _drain(self) -> None:
+        while await self._receiver.receive() is not None:
+            pass
+
+
+async def _bounded(coro: Any, limit_s: float) -> None:
+    """Await `coro` for at most `limit_s` s, then cancel it until it really stops.
+
+    `input_stream.close()` swallows the first cancellation after a reset, so a single
+    `wait_for` can hang; cancelling repeatedly is what terminates it (bedrock-sdk.md §6).
+    """
+    task = asyncio.ensure_future(coro)
+    await asyncio.wait({task}, timeout=limit_s)
+    for _ in range(50):
+        if task.done():
+            break
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        log.debug("stream close ended with %r", task.exception())
+
+
+class BedrockConnector:
+    """Resolves region, endpoint and credentials once, then opens streams on one SDK client."""
+
+    def __init__(self, client: AsyncBedrockRuntimeClient, info: ConnectionInfo) -> None:
+        self._client = client
+        self.info = info
+        self._closed = False
+
+    async def open_stream(self, model_id: str) -> BedrockStream:
+        try:
+            async with asyncio.timeout(OPEN_TIMEOUT_S):
+                sdk_stream = await self._client.invoke_model_with_bidirectional_stream(
+                    InvokeModelWithBidirectionalStreamOperationInput(model_id=model_id))
+        except TimeoutError:
+            raise TransportError("opening the stream timed out", kind="ConnectionError",
+                                 retryable=True) from None
+        except Exception as exc:
+            raise translate_error(exc) from exc
+        return BedrockStream(sdk_stream)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await _bounded(self._client.close(), CLOSE_TIMEOUT_S)
+
+
+async def open_connector(*, region: str | None, endpoint: str | None,
+                         profile: str | None = None) -> BedrockConnector:
+    """Resolve settings and credentials and build the SDK client.
+
+    Raises CredentialsError / TransportError with an actionable message instead of letting the
+    SDK hang on missing credentials.
+    """
+    install_crt_noise_filter()
+    overrides: dict[str, Any] = {"transport": AWSCRTHTTPClient()}
+    if region:
+        overrides["region"] = region
+    if endpoint:
+        overrides["endpoint_uri"] = endpoint
+    try:
+        config = await AsyncBedrockRuntimeConfig.resolve(profile=profile, **overrides)
+    except ConfigValidationError as exc:
+        raise TransportError(
+            f"cannot configure Bedrock: {str(exc).rstrip('.')}. "
+            "Set model.region in the agent file, or AWS_REGION.",
+            kind="ConfigError") from None
+    resolved_region = str(config.region)
+    chain = await _credentials_chain(profile, resolved_region)
+    identity = await _resolve_identity(chain)
+    config.aws_credentials_identity_resolver = chain
+    info = ConnectionInfo(
+        region=resolved_region,
+        endpoint=str(endpoint or os.environ.get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
+                     or os.environ.get("AWS_ENDPOINT_URL")
+                     or f"https://bedrock-runtime.{resolved_region}.amazonaws.com"),
+        credentials_source=_credentials_source(profile, os.environ),
+        credentials_expiry=identity.expiration,
+    )
+    return BedrockConnector(AsyncBedrockRuntimeClient(config=config), info)
+
+
+async def _credentials_chain(profile: str | None, region: str) -> IdentityChain[AWSCredentialsIdentity]:
+    try:
+        return await IdentityChain.create(AWSCredentialsIdentity, profile_name=profile,
+                                          region_override=region)
+    except SmithyError as exc:
+        raise CredentialsError(f"cannot set up AWS credentials: {exc}", kind="CredentialsError") from None
+
+
+async def _resolve_identity(chain: IdentityChain[AWSCredentialsIdentity]) -> AWSCredentialsIdentity:
+    try:
+        async with asyncio.timeout(CREDENTIALS_TIMEOUT_S):
+            return await chain.get_identity(properties={})
+    except TimeoutError:
+        raise CredentialsError("timed out resolving AWS credentials", kind="CredentialsError") from None
+    except SmithyError:
+        raise CredentialsError(
+            "no AWS credentials found (looked in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+            "~/.aws/credentials and ~/.aws/config, AWS_PROFILE). Configure credentials "
+            "(e.g. `aws configure`, or `eval $(aws configure export-credentials --format env)`), "
+            "or run offline against the built-in emulator with --emulate.",
+            kind="CredentialsError") from None
+
+
+def _credentials_source(profile: str | None, env: Mapping[str, str]) -> str:
+    if profile:
+        return f"profile {profile!r}"
+    if env.get("AWS_ACCESS_KEY_ID"):
+        return "environment (AWS_ACCESS_KEY_ID)"
+    if env.get("AWS_PROFILE"):
+        return f"profile {env['AWS_PROFILE']!r} (AWS_PROFILE)"
+    return "shared config files (default profile)"
+
+
+_NOISE = ("AWS_ERROR_HTTP_STREAM_HAS_COMPLETED", "asynchronous generator is already running")
+
+
+def install_crt_noise_filter() -> None:
+    """Drop awscrt's known harmless 'never retrieved' errors from the running loop's handler."""
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    if getattr(previous, "_runner_crt_filter", False):
+        return
+
+    def handler(lp: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        text = f"{context.get('message', '')} {context.get('exception', '')!r}"
+        if any(n in text for n in _NOISE):
+            log.debug("suppressed awscrt shutdown noise: %s", text)
+            return
+        if previous is not None:
+            previous(lp, context)
+        else:
+            lp.default_exception_handler(context)
+
+    handler._runner_crt_filter = True  # type: ignore[attr-defined]
+    loop.set_exception_handler(handler)
