@@ -1,0 +1,78 @@
+"""What the person running an agent sees: a live, readable view of the conversation.
+
+Normal mode prints one line per thing that happened (user and assistant final text, tool calls
+with arguments, results and durations, interruptions, stream changes) and, on a terminal, a
+status line saying who is speaking. `quiet` prints only problems; `verbose` adds every raw
+event (audio shown as byte counts, never as base64).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, TextIO
+
+_STATUS_WIDTH = 60
+
+
+class Console:
+    def __init__(self, *, quiet: bool = False, verbose: bool = False,
+                 stream: TextIO | None = None) -> None:
+        self.quiet = quiet
+        self.verbose = verbose and not quiet
+        self._out = stream if stream is not None else sys.stdout
+        self._tty = self._out.isatty()
+        self._status = ""
+
+    def _emit(self, line: str) -> None:
+        if self._tty and self._status:
+            self._out.write("\r" + " " * _STATUS_WIDTH + "\r")
+        self._out.write(line + "\n")
+        if self._tty and self._status:
+            self._out.write(self._status)
+        self._out.flush()
+
+    def status(self, text: str) -> None:
+        """Who is speaking / what is going on; shown in place on a terminal only."""
+        if self.quiet or not self._tty or text == self._status:
+            return
+        self._status = text[:_STATUS_WIDTH]
+        self._out.write("\r" + " " * _STATUS_WIDTH + "\r" + self._status)
+        self._out.flush()
+
+    def info(self, text: str) -> None:
+        if not self.quiet:
+            self._emit(text)
+
+    def user(self, text: str) -> None:
+        self.info(f"you:       {text}")
+
+    def assistant(self, text: str) -> None:
+        self.info(f"assistant: {text}")
+
+    def tool_call(self, name: str, arguments: Any) -> None:
+        self.info(f"  -> tool {name}({json.dumps(arguments, ensure_ascii=False)})")
+
+    def tool_result(self, name: str, result: str, duration_ms: float, ok: bool) -> None:
+        word = "result" if ok else "ERROR"
+        self.info(f"  <- tool {name} {word} in {duration_ms:.0f} ms: {_clip(result, 200)}")
+
+    def interrupted(self) -> None:
+        self.info("  [assistant interrupted]")
+
+    def raw(self, direction: str, summary: str) -> None:
+        if self.verbose:
+            self._emit(f"  {direction} {summary}")
+
+    def warning(self, text: str) -> None:
+        self._emit(f"warning: {text}")
+
+    def close(self) -> None:
+        if self._tty and self._status:
+            self._out.write("\r" + " " * _STATUS_WIDTH + "\r")
+            self._out.flush()
+            self._status = ""
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
