@@ -1,0 +1,149 @@
+"""WAV file as a source (a recorded question, paced like a microphone) and as a sink (a recording
+of what the listener would have heard, barge-in cuts included)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from runner.audio.base import DEFAULT_BLOCK_MS, DEFAULT_CHUNK_MS, AudioFormat
+from runner.audio.pacing import Clock, PacedSource, Sleep
+from runner.audio.playback import DEFAULT_CAPACITY_MS, PacedSink
+from runner.audio.resample import Resampler
+from runner.errors import AudioDeviceError
+
+_HEADER_BYTES = 44
+
+
+def read_wav(path: str | os.PathLike[str], sample_rate: int) -> bytes:
+    """The whole file as 16-bit mono PCM at `sample_rate`: any integer PCM width, channels, rate."""
+    try:
+        with wave.open(os.fspath(path), "rb") as w:
+            channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
+            raw = w.readframes(w.getnframes())
+    except FileNotFoundError:
+        raise AudioDeviceError(f"input file not found: {path}") from None
+    except (wave.Error, EOFError) as exc:
+        raise AudioDeviceError(f"{path}: not a PCM WAV file ({exc})") from None
+    except OSError as exc:
+        raise AudioDeviceError(f"cannot read {path}: {exc.strerror or exc}") from None
+    mono = _to_int16(raw, width, path).reshape(-1, channels).mean(axis=1).round().astype("<i2")
+    resampler = Resampler(rate, sample_rate)
+    return resampler.process(mono.tobytes()) + resampler.flush()
+
+
+def _to_int16(raw: bytes, width: int, path: object) -> np.ndarray:
+    if width == 1:  # 8-bit WAV is unsigned
+        return (np.frombuffer(raw, dtype=np.uint8).astype(np.int16) - 128) << 8
+    if width == 2:
+        return np.frombuffer(raw, dtype="<i2")
+    if width == 3:
+        b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3)
+        return (b[:, 2].astype(np.int8).astype(np.int16) << 8) | b[:, 1].astype(np.int16)
+    if width == 4:
+        return (np.frombuffer(raw, dtype="<i4") >> 16).astype(np.int16)
+    raise AudioDeviceError(f"{path}: unsupported sample width {width * 8} bits")
+
+
+class WavSource(PacedSource):
+    """Plays a WAV file as microphone input in real time, then silence forever.
+
+    The file is read, mixed to mono and resampled to `fmt.sample_rate` when the source opens.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fmt: AudioFormat,
+        chunk_ms: int = DEFAULT_CHUNK_MS,
+        *,
+        lead_in_ms: int = 0,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        super().__init__(fmt, chunk_ms, clock=clock, sleep=sleep)
+        self.path = Path(path)
+        # Silence before the speech, as if the user paused before talking.
+        self._lead_in = fmt.bytes_for_ms(lead_in_ms) if lead_in_ms else 0
+        self._pcm = b""
+        self._pos = 0
+
+    @property
+    def finished(self) -> bool:
+        """True once the whole file has been read (the source now yields silence)."""
+        return self._open_state and self._pos >= len(self._pcm)
+
+    def _open(self) -> None:
+        self._pcm = bytes(self._lead_in) + read_wav(self.path, self.fmt.sample_rate)
+        self._pos = 0
+
+    def _next_chunk(self) -> bytes:
+        chunk = self._pcm[self._pos:self._pos + self.chunk_bytes]
+        self._pos += self.chunk_bytes
+        return chunk + bytes(self.chunk_bytes - len(chunk))
+
+
+class WavSink(PacedSink):
+    """"Plays" in real time into a 16-bit mono WAV file at `fmt.sample_rate`.
+
+    Each block is appended as it plays, and the header's sizes are patched after every block, so the
+    file is a valid WAV at all times (a crash loses at most the block being written). Audio dropped by
+    `flush()` never reaches the file, exactly as it would never reach a speaker.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fmt: AudioFormat,
+        *,
+        block_ms: int = DEFAULT_BLOCK_MS,
+        capacity_ms: float = DEFAULT_CAPACITY_MS,
+        record_gaps: bool = False,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        super().__init__(fmt, block_ms=block_ms, capacity_ms=capacity_ms, record_gaps=record_gaps,
+                         clock=clock, sleep=sleep)
+        self.path = Path(path)
+        self._fd: int | None = None
+        self._data_bytes = 0
+
+    def _open(self) -> None:
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except OSError as exc:
+            raise AudioDeviceError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+        self._data_bytes = 0
+        os.write(self._fd, _wav_header(self.fmt, 0))
+
+    def _play(self, block: bytes) -> None:
+        assert self._fd is not None
+        os.write(self._fd, block)
+        self._data_bytes += len(block)
+        # pwrite leaves the append position alone: patch RIFF and data sizes in place.
+        os.pwrite(self._fd, struct.pack("<I", 36 + self._data_bytes), 4)
+        os.pwrite(self._fd, struct.pack("<I", self._data_bytes), 40)
+
+    def _close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def _wav_header(fmt: AudioFormat, data_bytes: int) -> bytes:
+    byte_rate = fmt.sample_rate * fmt.frame_bytes
+    return (
+        b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVE"
+        + b"fmt " + struct.pack("<IHHIIHH", 16, 1, fmt.channels, fmt.sample_rate, byte_rate,
+                                fmt.frame_bytes, fmt.sample_width * 8)
+        + b"data" + struct.pack("<I", data_bytes)
+    )
+
+
+assert len(_wav_header(AudioFormat(16000), 0)) == _HEADER_BYTES
