@@ -1,0 +1,276 @@
+"""AWS event-stream framing (`application/vnd.amazon.eventstream`), written from the spec.
+
+Deliberately independent of smithy's codec so that the SDK's encoder and decoder are checked
+against a second implementation. Sans-IO: `encode_message` returns bytes, `EventStreamDecoder.feed`
+takes bytes and returns whole messages.
+
+    message := prelude headers payload message_crc
+    prelude := total_length u32 | headers_length u32 | prelude_crc u32 (CRC32 of the first 8 bytes)
+    header  := name_len u8 | name (UTF-8) | type u8 | value
+    message_crc := CRC32 of everything before it
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Final
+
+MAX_HEADERS_LENGTH: Final = 128 * 1024
+MAX_PAYLOAD_LENGTH: Final = 16 * 1024 * 1024
+PRELUDE_LENGTH: Final = 12
+CRC_LENGTH: Final = 4
+MIN_MESSAGE_LENGTH: Final = PRELUDE_LENGTH + CRC_LENGTH
+MAX_MESSAGE_LENGTH: Final = MIN_MESSAGE_LENGTH + MAX_HEADERS_LENGTH + MAX_PAYLOAD_LENGTH
+
+# Header value type tags.
+_TRUE, _FALSE, _BYTE, _SHORT, _INT, _LONG, _BYTES, _STRING, _TIMESTAMP, _UUID = range(10)
+
+
+class EventStreamError(Exception):
+    """The bytes are not a valid event-stream message (or a message could not be encoded)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Byte:
+    """An i8 header value (type 2)."""
+
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class Short:
+    """An i16 header value (type 3)."""
+
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class Long:
+    """An i64 header value (type 5). A plain `int` encodes as i32 (type 4)."""
+
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class Timestamp:
+    """A timestamp header value (type 8): milliseconds since the epoch, as i64."""
+
+    millis: int
+
+    @classmethod
+    def from_datetime(cls, when: datetime) -> Timestamp:
+        return cls(int(when.timestamp() * 1000))
+
+    def to_datetime(self) -> datetime:
+        return datetime.fromtimestamp(self.millis / 1000, tz=UTC)
+
+
+# bool → 0/1, int → i32, bytes → 6, str → 7, uuid.UUID → 9.
+HeaderValue = bool | Byte | Short | int | Long | bytes | str | Timestamp | uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    headers: dict[str, HeaderValue] = field(default_factory=dict)
+    payload: bytes = b""
+
+
+# --- encoding ---------------------------------------------------------------------------------
+
+_INT_FORMATS: Final = {_BYTE: ">b", _SHORT: ">h", _INT: ">i", _LONG: ">q", _TIMESTAMP: ">q"}
+
+
+def _encode_value(value: HeaderValue) -> bytes:
+    # bool before int: bool is an int subclass.
+    if isinstance(value, bool):
+        return bytes([_TRUE if value else _FALSE])
+    if isinstance(value, int):
+        return _pack_int(_INT, value)
+    if isinstance(value, Byte):
+        return _pack_int(_BYTE, value.value)
+    if isinstance(value, Short):
+        return _pack_int(_SHORT, value.value)
+    if isinstance(value, Long):
+        return _pack_int(_LONG, value.value)
+    if isinstance(value, Timestamp):
+        return _pack_int(_TIMESTAMP, value.millis)
+    if isinstance(value, uuid.UUID):
+        return bytes([_UUID]) + value.bytes
+    if isinstance(value, bytes):
+        return _pack_sized(_BYTES, value)
+    if isinstance(value, str):
+        return _pack_sized(_STRING, value.encode("utf-8"))
+    raise EventStreamError(f"unsupported header value type {type(value).__name__}")
+
+
+def _pack_int(tag: int, value: int) -> bytes:
+    try:
+        return bytes([tag]) + struct.pack(_INT_FORMATS[tag], value)
+    except struct.error as exc:
+        raise EventStreamError(f"header value {value} out of range for type {tag}") from exc
+
+
+def _pack_sized(tag: int, data: bytes) -> bytes:
+    if len(data) > 0xFFFF:
+        raise EventStreamError(f"header value of {len(data)} bytes exceeds 65535")
+    return struct.pack(">BH", tag, len(data)) + data
+
+
+def encode_headers(headers: dict[str, HeaderValue]) -> bytes:
+    parts: list[bytes] = []
+    for name, value in headers.items():
+        raw_name = name.encode("utf-8")
+        if not 1 <= len(raw_name) <= 255:
+            raise EventStreamError(f"header name must be 1..255 bytes, got {len(raw_name)}")
+        parts.append(bytes([len(raw_name)]) + raw_name + _encode_value(value))
+    return b"".join(parts)
+
+
+def encode_message(headers: dict[str, HeaderValue], payload: bytes = b"") -> bytes:
+    """Frame one message. Raises EventStreamError if it breaks the spec's limits."""
+    raw_headers = encode_headers(headers)
+    if len(raw_headers) > MAX_HEADERS_LENGTH:
+        raise EventStreamError(f"headers of {len(raw_headers)} bytes exceed {MAX_HEADERS_LENGTH}")
+    if len(payload) > MAX_PAYLOAD_LENGTH:
+        raise EventStreamError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_LENGTH}")
+    total = MIN_MESSAGE_LENGTH + len(raw_headers) + len(payload)
+    prelude = struct.pack(">II", total, len(raw_headers))
+    prelude += struct.pack(">I", zlib.crc32(prelude))
+    body = prelude + raw_headers + payload
+    return body + struct.pack(">I", zlib.crc32(body))
+
+
+# --- decoding ---------------------------------------------------------------------------------
+
+
+class _Reader:
+    """Cursor over one message's header block; every short read is an EventStreamError."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, n: int) -> bytes:
+        end = self.pos + n
+        if end > len(self.data):
+            raise EventStreamError("truncated header")
+        chunk = self.data[self.pos : end]
+        self.pos = end
+        return chunk
+
+    def unpack(self, fmt: str) -> int:
+        (value,) = struct.unpack(fmt, self.take(struct.calcsize(fmt)))
+        return int(value)
+
+
+def _decode_value(reader: _Reader, tag: int) -> HeaderValue:
+    match tag:
+        case 0:
+            return True
+        case 1:
+            return False
+        case 2:
+            return Byte(reader.unpack(">b"))
+        case 3:
+            return Short(reader.unpack(">h"))
+        case 4:
+            return reader.unpack(">i")
+        case 5:
+            return Long(reader.unpack(">q"))
+        case 6:
+            return reader.take(reader.unpack(">H"))
+        case 7:
+            try:
+                return reader.take(reader.unpack(">H")).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise EventStreamError("string header value is not UTF-8") from exc
+        case 8:
+            return Timestamp(reader.unpack(">q"))
+        case 9:
+            return uuid.UUID(bytes=reader.take(16))
+    raise EventStreamError(f"unknown header value type {tag}")
+
+
+def decode_headers(data: bytes) -> dict[str, HeaderValue]:
+    reader = _Reader(data)
+    headers: dict[str, HeaderValue] = {}
+    while reader.pos < len(data):
+        name_len = reader.unpack(">B")
+        if name_len == 0:
+            raise EventStreamError("empty header name")
+        try:
+            name = reader.take(name_len).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise EventStreamError("header name is not UTF-8") from exc
+        headers[name] = _decode_value(reader, reader.unpack(">B"))
+    return headers
+
+
+def decode_message(data: bytes) -> Message:
+    """Decode exactly one whole message."""
+    decoder = EventStreamDecoder()
+    messages = decoder.feed(data)
+    if len(messages) != 1 or decoder.buffered:
+        raise EventStreamError(f"expected exactly one message, got {len(messages)} (+{decoder.buffered} B)")
+    return messages[0]
+
+
+class EventStreamDecoder:
+    """Incremental decoder: feed any split of the byte stream, get whole messages back.
+
+    After an EventStreamError the stream is unrecoverable (framing is lost); the decoder stays
+    failed and raises again on every later feed.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._failed: EventStreamError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received that do not yet form a whole message."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[Message]:
+        if self._failed is not None:
+            raise self._failed
+        self._buffer += data
+        messages: list[Message] = []
+        try:
+            while (message := self._next()) is not None:
+                messages.append(message)
+        except EventStreamError as exc:
+            self._failed = exc
+            raise
+        return messages
+
+    def _next(self) -> Message | None:
+        buf = self._buffer
+        if len(buf) < PRELUDE_LENGTH:
+            return None
+        total, headers_len, prelude_crc = struct.unpack_from(">III", buf)
+        if zlib.crc32(buf[:8]) != prelude_crc:
+            raise EventStreamError("prelude CRC mismatch")
+        if headers_len > MAX_HEADERS_LENGTH:
+            raise EventStreamError(f"headers length {headers_len} exceeds {MAX_HEADERS_LENGTH}")
+        payload_len = total - MIN_MESSAGE_LENGTH - headers_len
+        if payload_len < 0:
+            raise EventStreamError(f"total length {total} too small for {headers_len} B of headers")
+        if payload_len > MAX_PAYLOAD_LENGTH:
+            raise EventStreamError(f"payload length {payload_len} exceeds {MAX_PAYLOAD_LENGTH}")
+        if len(buf) < total:
+            return None
+        frame = bytes(buf[:total])
+        (message_crc,) = struct.unpack_from(">I", frame, total - CRC_LENGTH)
+        if zlib.crc32(frame[: total - CRC_LENGTH]) != message_crc:
+            raise EventStreamError("message CRC mismatch")
+        del buf[:total]
+        headers_end = PRELUDE_LENGTH + headers_len
+        return Message(
+            headers=decode_headers(frame[PRELUDE_LENGTH:headers_end]),
+            payload=frame[headers_end : total - CRC_LENGTH],
+        )

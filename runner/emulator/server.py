@@ -1,0 +1,744 @@
+"""The emulator's wire layer: TLS + HTTP/2 (h2) + SigV4 + event-stream, on asyncio.
+
+It serves `POST /model/{modelId}/invoke-with-bidirectional-stream` the way Bedrock does and hands
+each accepted stream to a `StreamHandler` (the model behaviour) as an `EmulatorStream`.
+
+Failure policy (what the client sees):
+* unknown path or method → HTTP 404 `UnknownOperationException`;
+* missing/bad request signature → HTTP 403 with AWS's `x-amzn-errortype` and message;
+* `handler.admit` returns a Rejection → that HTTP status / error type / message;
+* after the 200, a bad chunk signature or undecodable input frame → an unmodeled event-stream
+  error (`:message-type error`, `:error-code InvalidSignatureException` / `SerializationException`)
+  and END_STREAM; the SDK raises `UnmodeledEventError` from `receive()`. Bedrock cannot answer
+  with an HTTP status at that point either; an error event is the only in-band channel it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import re
+import shutil
+import socket
+import ssl
+import tempfile
+import uuid
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self
+from urllib.parse import unquote
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+
+from runner.emulator.api import EXCEPTION_KINDS, StreamHandler, StreamRequest
+from runner.emulator.certs import make_certificates
+from runner.emulator.eventstream import EventStreamDecoder, EventStreamError, decode_message, encode_message
+from runner.emulator.sigv4 import ChunkVerifier, Credentials, SignatureError, verify_request
+
+logger = logging.getLogger("runner.emulator")
+
+DEFAULT_ACCESS_KEY_ID: Final = "AKIAEMULATOR0000TEST"
+DEFAULT_SECRET_ACCESS_KEY: Final = "EmulatorTestSecretKey0000000000000000000"
+_ROUTE: Final = re.compile(r"/model/(?P<model>[^/]+)/invoke-with-bidirectional-stream")
+
+# Bounds on every wait the wire layer does on the client's behalf.
+WRITE_TIMEOUT: Final = 30.0  # a client that stops reading (window or socket buffer stays full)
+HANDLER_GRACE: Final = 2.0  # a handler still running this long after its stream ended is cancelled
+CLOSE_TIMEOUT: Final = 3.0  # closing the emulator
+# Stop acknowledging input (closing the client's window) while this many events wait unread.
+_QUEUE_SOFT_LIMIT: Final = 256
+_STREAM_WINDOW: Final = 1 << 20
+_CONNECTION_WINDOW: Final = 1 << 24
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorStats:
+    connections_total: int
+    connections_open: int
+    streams_total: int
+    streams_open: int
+    rejected: int
+    events_in: int
+    events_out: int
+    bytes_in: int
+    bytes_out: int
+    chunk_signatures_verified: int
+
+
+@dataclass(slots=True)
+class _Counters:
+    connections_total: int = 0
+    connections_open: int = 0
+    streams_total: int = 0
+    streams_open: int = 0
+    rejected: int = 0
+    events_in: int = 0
+    events_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    chunk_signatures_verified: int = 0
+
+
+# --- event summaries for the log ----------------------------------------------------------------
+
+
+def _b64_size(text: str) -> int:
+    return len(text) * 3 // 4 - text[-2:].count("=") if text else 0
+
+
+def summarize_event(event: object) -> str:
+    """One line: event name and its scalar fields; audio as a byte count, never base64."""
+    body = event.get("event") if isinstance(event, Mapping) else None
+    if not isinstance(body, Mapping) or len(body) != 1:
+        return f"unrecognised {type(event).__name__}"
+    name, fields = next(iter(body.items()))
+    parts = [str(name)]
+    for key, value in fields.items() if isinstance(fields, Mapping) else ():
+        if key == "content" and name in ("audioInput", "audioOutput") and isinstance(value, str):
+            parts.append(f"audio={_b64_size(value)}B")
+        elif isinstance(value, str):
+            parts.append(f"{key}={value[:60]!r}" + ("…" if len(value) > 60 else ""))
+        elif isinstance(value, bool | int | float):
+            parts.append(f"{key}={value}")
+        elif isinstance(value, Mapping):
+            parts.append(f"{key}={{{','.join(map(str, value))}}}")
+    return " ".join(parts)
+
+
+def _summarize_payload(payload: bytes) -> str:
+    try:
+        return summarize_event(json.loads(payload))
+    except ValueError:
+        return f"non-JSON payload ({len(payload)} B)"
+
+
+# --- framing helpers ----------------------------------------------------------------------------
+
+
+def _unwrap_chunk(inner: bytes) -> bytes:
+    """Inner event-stream message → the Nova JSON bytes. Raises ValueError on any shape problem."""
+    message = decode_message(inner)
+    if message.headers.get(":message-type") != "event" or message.headers.get(":event-type") != "chunk":
+        raise ValueError(f"unexpected input event headers {sorted(message.headers)}")
+    body = json.loads(message.payload)
+    if not isinstance(body, dict) or not isinstance(body.get("bytes"), str):
+        raise ValueError('input chunk payload is not {"bytes": <base64>}')
+    try:
+        return base64.b64decode(body["bytes"], validate=True)
+    except binascii.Error as exc:
+        raise ValueError("input chunk bytes are not base64") from exc
+
+
+def _chunk_message(event: Mapping[str, Any]) -> bytes:
+    payload = json.dumps({"bytes": base64.b64encode(json.dumps(event).encode()).decode()}).encode()
+    headers = {":message-type": "event", ":event-type": "chunk", ":content-type": "application/json"}
+    return encode_message(dict(headers), payload)
+
+
+def _exception_message(kind: str, message: str) -> bytes:
+    headers = {":message-type": "exception", ":exception-type": kind, ":content-type": "application/json"}
+    return encode_message(dict(headers), json.dumps({"message": message}).encode())
+
+
+def _error_message(code: str, message: str) -> bytes:
+    headers = {":message-type": "error", ":error-code": code, ":error-message": message}
+    return encode_message(dict(headers))
+
+
+# --- one HTTP/2 stream --------------------------------------------------------------------------
+
+
+class _Stream:
+    """EmulatorStream over one HTTP/2 stream."""
+
+    def __init__(self, conn: _Connection, stream_id: int, request: StreamRequest, verifier: ChunkVerifier):
+        self.request = request
+        self._conn = conn
+        self._id = stream_id
+        self._verifier = verifier
+        self._decoder = EventStreamDecoder()
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._unacked = 0
+        self._input_done = False
+        self._local_closed = False
+        self._remote_closed = False
+        self._dead = False
+        self._write_lock = asyncio.Lock()
+        self._window = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self._grace_timer: asyncio.TimerHandle | None = None
+        self._label = f"{request.request_id[:8]}"
+
+    # EmulatorStream -------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._local_closed or self._dead
+
+    async def receive(self) -> bytes | None:
+        payload = await self._queue.get()
+        if payload is None:
+            self._queue.put_nowait(None)  # every later receive() also sees the end
+            return None
+        self._ack_if_room()
+        return payload
+
+    async def send_event(self, event: Mapping[str, Any]) -> None:
+        data = _chunk_message(event)
+        if await self._write(data):
+            self._conn.counters.events_out += 1
+            if logger.isEnabledFor(logging.INFO):
+                logger.info("%s out %s", self._label, summarize_event(event))
+
+    async def send_exception(self, kind: str, message: str) -> None:
+        if kind not in EXCEPTION_KINDS:
+            raise ValueError(f"unknown exception kind {kind!r}; expected one of {EXCEPTION_KINDS}")
+        logger.info("%s out exception %s: %s", self._label, kind, message)
+        await self._write(_exception_message(kind, message), end=True)
+
+    async def send_error(self, code: str, message: str) -> None:
+        """An unmodeled event-stream error, then END_STREAM (SDK: UnmodeledEventError)."""
+        logger.info("%s out error %s: %s", self._label, code, message)
+        await self._write(_error_message(code, message), end=True)
+
+    async def send_raw(self, data: bytes) -> None:
+        logger.info("%s out raw %d B", self._label, len(data))
+        await self._write(data)
+
+    async def reset(self) -> None:
+        if self.closed:
+            return
+        logger.info("%s out RST_STREAM", self._label)
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self._conn.h2.reset_stream(self._id, h2.errors.ErrorCodes.INTERNAL_ERROR)
+            self._conn.flush()
+        self._mark_dead()
+
+    async def end(self) -> None:
+        if self.closed:
+            return
+        if self._write_lock.locked():
+            # Another writer is mid-message; ending now would truncate it, so abort instead.
+            await self.reset()
+            return
+        self._end_now()
+
+    # wire side --------------------------------------------------------------------------------
+
+    def _end_now(self) -> None:
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self._conn.h2.end_stream(self._id)
+            self._conn.flush()
+        self._set_local_closed()
+
+    async def _write(self, data: bytes, *, end: bool = False) -> bool:
+        """Send `data` within the client's flow-control window; False if the stream is gone."""
+        async with self._write_lock:
+            offset = 0
+            h2conn = self._conn.h2
+            while offset < len(data):
+                if self.closed:
+                    return False
+                try:
+                    window = h2conn.local_flow_control_window(self._id)
+                except h2.exceptions.ProtocolError:
+                    self._mark_dead()
+                    return False
+                size = min(window, h2conn.max_outbound_frame_size, len(data) - offset)
+                if size <= 0:
+                    self._window.clear()
+                    if not await self._bounded_wait(self._window.wait()):
+                        return False
+                    continue
+                h2conn.send_data(self._id, data[offset : offset + size])
+                offset += size
+                self._conn.flush()
+                if not await self._bounded_wait(self._conn.writable()):
+                    return False
+            self._conn.counters.bytes_out += len(data)
+            if end:
+                self._end_now()
+            return True
+
+    async def _bounded_wait(self, waiter: Any) -> bool:
+        try:
+            async with asyncio.timeout(WRITE_TIMEOUT):
+                await waiter
+        except TimeoutError:
+            logger.warning("%s client stopped reading for %.0f s; resetting", self._label, WRITE_TIMEOUT)
+            await self.reset()
+            return False
+        return not self.closed
+
+    def on_window(self) -> None:
+        self._window.set()
+
+    def on_data(self, data: bytes, flow_length: int) -> None:
+        self._conn.counters.bytes_in += len(data)
+        self._unacked += flow_length
+        if not self._input_done:
+            self._feed(data)
+        self._ack_if_room()
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            outer_messages = self._decoder.feed(data)
+        except EventStreamError as exc:
+            self._fail_input("SerializationException", f"Malformed event stream: {exc}")
+            return
+        for outer in outer_messages:
+            try:
+                inner = self._verifier.verify(outer)
+            except SignatureError as exc:
+                self._fail_input(exc.error_type, exc.message)
+                return
+            self._conn.counters.chunk_signatures_verified += 1
+            if not inner:
+                logger.info("%s in  end of input (signed empty frame)", self._label)
+                self._finish_input()
+                return
+            try:
+                payload = _unwrap_chunk(inner)
+            except (ValueError, EventStreamError) as exc:
+                self._fail_input("SerializationException", f"Malformed input event: {exc}")
+                return
+            self._conn.counters.events_in += 1
+            if logger.isEnabledFor(logging.INFO):
+                logger.info("%s in  %s", self._label, _summarize_payload(payload))
+            self._queue.put_nowait(payload)
+
+    def _fail_input(self, code: str, message: str) -> None:
+        logger.warning("%s input rejected: %s: %s", self._label, code, message)
+        self._finish_input()
+        self._conn.emulator.spawn(self.send_error(code, message))
+
+    def _finish_input(self) -> None:
+        if not self._input_done:
+            self._input_done = True
+            self._queue.put_nowait(None)
+
+    def _ack_if_room(self) -> None:
+        if self._unacked and (self._input_done or self._queue.qsize() < _QUEUE_SOFT_LIMIT):
+            self._conn.h2.acknowledge_received_data(self._unacked, self._id)
+            self._unacked = 0
+            self._conn.flush()
+
+    def on_remote_end(self) -> None:
+        if not self._input_done:
+            logger.info("%s in  END_STREAM", self._label)
+        self._remote_closed = True
+        self._finish_input()
+        self._maybe_forget()
+
+    def _set_local_closed(self) -> None:
+        if self._local_closed:
+            return
+        self._local_closed = True
+        self._finish_input()
+        self._maybe_forget()
+        if self.task is not None and not self.task.done():
+            self._grace_timer = asyncio.get_running_loop().call_later(HANDLER_GRACE, self._cancel_task)
+
+    def _mark_dead(self) -> None:
+        if self._dead:
+            return
+        self._dead = True
+        self._window.set()
+        self._finish_input()
+        self._conn.forget(self._id)
+        self._cancel_task()
+
+    def _cancel_task(self) -> None:
+        if self.task is not None and not self.task.done():
+            logger.info("%s stream gone; cancelling its handler", self._label)
+            self.task.cancel()
+
+    def _maybe_forget(self) -> None:
+        if self._local_closed and self._remote_closed:
+            self._conn.forget(self._id)
+
+    def on_handler_done(self) -> None:
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+
+
+# --- one connection -----------------------------------------------------------------------------
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, emulator: Emulator) -> None:
+        self.emulator = emulator
+        self.counters = emulator.counters
+        config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+        self.h2 = h2.connection.H2Connection(config=config)
+        self.streams: dict[int, _Stream] = {}
+        self.transport: asyncio.Transport | None = None
+        self._sock: Any = None
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self.lost = asyncio.Event()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.counters.connections_total += 1
+        self.counters.connections_open += 1
+        self.emulator.connections.add(self)
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
+            logger.warning("connection without ALPN h2; closing")
+            transport.close()
+            return
+        self._sock = transport.get_extra_info("socket")
+        with contextlib.suppress(OSError):
+            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._quickack()
+        self.h2.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1000,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _STREAM_WINDOW,
+            },
+        )
+        self.h2.initiate_connection()
+        self.h2.increment_flow_control_window(_CONNECTION_WINDOW - 65535)
+        self.flush()
+        logger.info("TLS connection from %s, ALPN h2", transport.get_extra_info("peername"))
+
+    def _quickack(self) -> None:
+        # awscrt never sets TCP_NODELAY; without QUICKACK its small writes wait ~40 ms for our
+        # delayed ACK. The kernel clears QUICKACK, so it is re-armed on every read.
+        if self._sock is not None and hasattr(socket, "TCP_QUICKACK"):
+            with contextlib.suppress(OSError):
+                self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.counters.connections_open -= 1
+        self.emulator.connections.discard(self)
+        for stream in list(self.streams.values()):
+            stream._mark_dead()
+        self._writable.set()
+        self.lost.set()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    async def writable(self) -> None:
+        await self._writable.wait()
+
+    def flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def forget(self, stream_id: int) -> None:
+        if self.streams.pop(stream_id, None) is not None:
+            self.counters.streams_open -= 1
+
+    def close(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self.h2.close_connection()
+            self.flush()
+        self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self._quickack()
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            logger.warning("HTTP/2 protocol error from client: %s", exc)
+            self.flush()
+            if self.transport is not None:
+                self.transport.close()
+            return
+        for event in events:
+            self._dispatch(event)
+        self.flush()
+
+    def _dispatch(self, event: h2.events.Event) -> None:
+        match event:
+            case h2.events.RequestReceived(stream_id=sid, headers=headers, stream_ended=ended):
+                self._on_request(sid, headers)
+                if ended is not None and sid in self.streams:
+                    self.streams[sid].on_remote_end()
+            case h2.events.DataReceived(stream_id=sid, data=data, flow_controlled_length=length):
+                stream = self.streams.get(sid)
+                if stream is not None:
+                    stream.on_data(data, length)
+                else:  # a refused or finished stream: keep the connection window open
+                    self.h2.acknowledge_received_data(length, sid)
+            case h2.events.StreamEnded(stream_id=sid):
+                if sid in self.streams:
+                    self.streams[sid].on_remote_end()
+            case h2.events.StreamReset(stream_id=sid):
+                if sid in self.streams:
+                    logger.info("%s in  RST_STREAM", self.streams[sid]._label)
+                    self.streams[sid]._mark_dead()
+            case h2.events.WindowUpdated(stream_id=sid):
+                targets = self.streams.values() if sid == 0 else filter(None, [self.streams.get(sid)])
+                for stream in list(targets):
+                    stream.on_window()
+            case h2.events.RemoteSettingsChanged():
+                for stream in list(self.streams.values()):
+                    stream.on_window()
+            case h2.events.ConnectionTerminated():
+                if self.transport is not None:
+                    self.transport.close()
+            case _:
+                pass
+
+    def _on_request(self, stream_id: int, raw_headers: Any) -> None:
+        headers: dict[str, str] = {}
+        for name, value in raw_headers:
+            key = str(name).lower()
+            headers[key] = f"{headers[key]},{value}" if key in headers else str(value)
+        headers["host"] = headers.get(":authority", headers.get("host", ""))
+        request_id = str(uuid.uuid4())
+        method, path = headers.get(":method", ""), headers.get(":path", "")
+        route = _ROUTE.fullmatch(path.partition("?")[0])
+        logger.info("request %s %s %s", request_id[:8], method, path)
+        if self.emulator.closing:
+            self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
+        if route is None or method != "POST":
+            self._send_http_error(stream_id, request_id, 404, "UnknownOperationException", "Not Found")
+            return
+        emulator = self.emulator
+        try:
+            verified = verify_request(method, path, headers, emulator.credentials, region=emulator.region)
+        except SignatureError as exc:
+            self._send_http_error(stream_id, request_id, 403, exc.error_type, exc.message)
+            return
+        request = StreamRequest(
+            model_id=unquote(route["model"]), request_id=request_id, sequence=emulator.next_sequence()
+        )
+        try:
+            rejection = emulator.handler.admit(request)
+        except Exception:
+            logger.exception("handler.admit failed")
+            self._send_http_error(stream_id, request_id, 500, "InternalServerException", "Internal error")
+            return
+        if rejection is not None:
+            self._send_http_error(
+                stream_id, request_id, rejection.status, rejection.error_type, rejection.message
+            )
+            return
+        verifier = ChunkVerifier(
+            verified.signature, emulator.credentials.secret_access_key, region=emulator.region
+        )
+        stream = _Stream(self, stream_id, request, verifier)
+        self.streams[stream_id] = stream
+        self.counters.streams_total += 1
+        self.counters.streams_open += 1
+        self.h2.send_headers(
+            stream_id,
+            [
+                (":status", "200"),
+                ("content-type", "application/vnd.amazon.eventstream"),
+                ("x-amzn-requestid", request_id),
+            ],
+        )
+        logger.info("%s accepted: model %s", request_id[:8], request.model_id)
+        stream.task = emulator.spawn(emulator.run_handler(stream))
+
+    def _send_http_error(
+        self, stream_id: int, request_id: str, status: int, error_type: str, message: str
+    ) -> None:
+        self.counters.rejected += 1
+        logger.info("%s rejected: %d %s: %s", request_id[:8], status, error_type, message)
+        body = json.dumps({"message": message}).encode()
+        self.h2.send_headers(
+            stream_id,
+            [
+                (":status", str(status)),
+                ("content-type", "application/json"),
+                ("content-length", str(len(body))),
+                ("x-amzn-requestid", request_id),
+                ("x-amzn-errortype", error_type),
+            ],
+        )
+        self.h2.send_data(stream_id, body, end_stream=True)
+
+
+# --- the server ---------------------------------------------------------------------------------
+
+
+class Emulator:
+    """The Bedrock bidirectional-stream endpoint on loopback. Use as an async context manager."""
+
+    def __init__(
+        self,
+        handler: StreamHandler,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        access_key_id: str = DEFAULT_ACCESS_KEY_ID,
+        secret_access_key: str = DEFAULT_SECRET_ACCESS_KEY,
+        session_token: str | None = None,
+        region: str = "us-east-1",
+        workdir: Path | None = None,
+    ) -> None:
+        self.handler = handler
+        self.host = host
+        self.credentials = Credentials(access_key_id, secret_access_key, session_token)
+        self.region = region
+        self.counters = _Counters()
+        self.connections: set[_Connection] = set()
+        self._requested_port = port
+        self._workdir = workdir
+        self._own_workdir: Path | None = None
+        self._server: asyncio.Server | None = None
+        self._tasks: asyncio.TaskGroup | None = None
+        self._sequence = 0
+        self._closing = False
+        self.port = 0
+        self.ca_file = Path()
+
+    # lifecycle ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        workdir = self._workdir
+        if workdir is None:
+            workdir = self._own_workdir = Path(tempfile.mkdtemp(prefix="nova-emulator-"))
+        certs = await asyncio.to_thread(make_certificates, workdir, [self.host])
+        self.ca_file = certs.ca_file
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(certs.cert_file, certs.key_file)
+        context.set_alpn_protocols(["h2"])
+        self._tasks = asyncio.TaskGroup()
+        await self._tasks.__aenter__()
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Connection(self), self.host, self._requested_port, ssl=context, ssl_handshake_timeout=10
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        logger.info("emulator listening on %s", self.endpoint)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the listener, every connection and every handler, within CLOSE_TIMEOUT-ish."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        connections = list(self.connections)
+        for conn in connections:
+            conn.close()
+            for stream in list(conn.streams.values()):
+                stream._cancel_task()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                for conn in connections:
+                    await conn.lost.wait()
+        for conn in connections:
+            if not conn.lost.is_set() and conn.transport is not None:
+                conn.transport.abort()
+        if self._tasks is not None:
+            await self._tasks.__aexit__(None, None, None)
+        if self._server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), CLOSE_TIMEOUT)
+        if self._own_workdir is not None:
+            shutil.rmtree(self._own_workdir, ignore_errors=True)
+        logger.info("emulator closed")
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run `coro` in the emulator's task group; its failure is logged, never propagated (an
+        escaping exception would cancel the task that owns the emulator)."""
+        assert self._tasks is not None
+        return self._tasks.create_task(self._guarded(coro))
+
+    @staticmethod
+    async def _guarded(coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            await coro
+        except Exception:
+            logger.exception("emulator task failed")
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def next_sequence(self) -> int:
+        self._sequence += 1
+        return self._sequence
+
+    async def run_handler(self, stream: _Stream) -> None:
+        task = asyncio.current_task()
+        try:
+            await self.handler.handle(stream)
+        except asyncio.CancelledError:
+            # Cancelled because its stream died: a normal end for the handler, not for the server.
+            if self._closing or task is None or not stream.closed:
+                raise
+            task.uncancel()
+        except Exception:
+            logger.exception("%s handler failed", stream._label)
+            if not stream.closed:
+                await stream.send_exception("internalServerException", "The emulator's model handler failed.")
+        finally:
+            stream.on_handler_done()
+            await stream.end()
+
+    # client configuration -------------------------------------------------------------------
+
+    @property
+    def endpoint(self) -> str:
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
+        return f"https://[{host}]:{self.port}" if ":" in host else f"https://{host}:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": self.endpoint,
+            "SSL_CERT_FILE": str(self.ca_file),
+            "AWS_ACCESS_KEY_ID": self.credentials.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.credentials.secret_access_key,
+            "AWS_REGION": self.region,
+        }
+
+    def export_lines(self) -> list[str]:
+        env = self.env()
+        return [
+            f"export AWS_ENDPOINT_URL_BEDROCK_RUNTIME={env['AWS_ENDPOINT_URL_BEDROCK_RUNTIME']}",
+            f"export SSL_CERT_FILE={env['SSL_CERT_FILE']}",
+            f"export AWS_ACCESS_KEY_ID={env['AWS_ACCESS_KEY_ID']} "
+            f"AWS_SECRET_ACCESS_KEY={env['AWS_SECRET_ACCESS_KEY']} AWS_REGION={env['AWS_REGION']}",
+        ]
+
+    def stats(self) -> EmulatorStats:
+        c = self.counters
+        return EmulatorStats(
+            connections_total=c.connections_total,
+            connections_open=c.connections_open,
+            streams_total=c.streams_total,
+            streams_open=c.streams_open,
+            rejected=c.rejected,
+            events_in=c.events_in,
+            events_out=c.events_out,
+            bytes_in=c.bytes_in,
+            bytes_out=c.bytes_out,
+            chunk_signatures_verified=c.chunk_signatures_verified,
+        )

@@ -1,0 +1,219 @@
+"""SigV4 verification for the emulator: the request signature and the per-event chunk chain.
+
+Written from the SigV4 spec (not with the SDK's signer) so that the SDK's signing is checked
+independently. What the Bedrock SDK signs (see bedrock-sdk.md §3):
+
+* the request: standard SigV4 for service `bedrock`; the already percent-encoded path is encoded
+  again (`%3A` → `%253A`); the payload hash is the literal `STREAMING-AWS4-HMAC-SHA256-EVENTS`;
+* each event: an outer message with `:date` and `:chunk-signature` headers whose signature chains on
+  the previous one (the request's signature seeds the chain); the final message has an empty payload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Final
+from urllib.parse import parse_qsl, quote
+
+from runner.emulator.eventstream import Message, Timestamp, encode_headers
+
+STREAMING_PAYLOAD: Final = "STREAMING-AWS4-HMAC-SHA256-EVENTS"
+TIMESTAMP_FORMAT: Final = "%Y%m%dT%H%M%SZ"
+MAX_CLOCK_SKEW: Final = timedelta(minutes=15)
+
+# AWS's own wording, so clients see what they would see from Bedrock.
+SIGNATURE_MISMATCH: Final = (
+    "The request signature we calculated does not match the signature you provided. Check your AWS "
+    "Secret Access Key and signing method. Consult the service documentation for details."
+)
+UNKNOWN_KEY: Final = "The security token included in the request is invalid."
+MISSING_AUTH: Final = "Missing Authentication Token"
+
+_AUTH_RE: Final = re.compile(
+    r"^AWS4-HMAC-SHA256\s+Credential=(?P<credential>[^,\s]+),\s*"
+    r"SignedHeaders=(?P<signed>[^,\s]+),\s*Signature=(?P<signature>[0-9a-f]{64})$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """The one key pair the emulator accepts. `session_token`, when set, must match exactly;
+    when None, any (signed) `x-amz-security-token` is accepted."""
+
+    access_key_id: str
+    secret_access_key: str
+    session_token: str | None = None
+
+
+class SignatureError(Exception):
+    """Verification failed. `error_type` is the `x-amzn-errortype` AWS sends for it (HTTP 403)."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(f"{error_type}: {message}")
+        self.error_type = error_type
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedRequest:
+    """A request whose signature checked out; seeds the chunk chain."""
+
+    signature: str
+    timestamp: str
+
+
+def _hmac(key: bytes, msg: str | bytes) -> bytes:
+    return hmac.new(key, msg.encode() if isinstance(msg, str) else msg, hashlib.sha256).digest()
+
+
+def signing_key(secret: str, day: str, region: str, service: str) -> bytes:
+    k_date = _hmac(b"AWS4" + secret.encode(), day)
+    return _hmac(_hmac(_hmac(k_date, region), service), "aws4_request")
+
+
+def canonical_uri(raw_path: str) -> str:
+    """The SDK percent-encodes the path once more, keeping '/' (non-S3 SigV4)."""
+    return quote(raw_path or "/", safe="/")
+
+
+def canonical_query(query: str) -> str:
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return "&".join(f"{k}={v}" for k, v in sorted((quote(k, safe=""), quote(v, safe="")) for k, v in pairs))
+
+
+def canonical_headers(headers: Mapping[str, str], signed: list[str]) -> str:
+    return "".join(f"{name}:{' '.join(headers[name].split())}\n" for name in signed)
+
+
+def _credential_scope(
+    credential: str, credentials: Credentials, region: str, service: str
+) -> tuple[str, str]:
+    parts = credential.split("/")
+    if len(parts) != 5 or parts[4] != "aws4_request":
+        raise SignatureError("IncompleteSignatureException", f"Credential has an invalid scope: {credential}")
+    key_id, day, scope_region, scope_service, _ = parts
+    if key_id != credentials.access_key_id:
+        raise SignatureError("UnrecognizedClientException", UNKNOWN_KEY)
+    if scope_region != region:
+        raise SignatureError(
+            "InvalidSignatureException",
+            f"Credential should be scoped to a valid region, not '{scope_region}'. ",
+        )
+    if scope_service != service:
+        raise SignatureError(
+            "InvalidSignatureException", f"Credential should be scoped to correct service: '{service}'. "
+        )
+    return day, "/".join(parts[1:])
+
+
+def _check_clock(timestamp: str, now: datetime) -> None:
+    try:
+        when = datetime.strptime(timestamp, TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        raise SignatureError("IncompleteSignatureException", f"Invalid X-Amz-Date: {timestamp}") from None
+    if abs(now - when) > MAX_CLOCK_SKEW:
+        raise SignatureError(
+            "InvalidSignatureException",
+            f"Signature expired: {timestamp} is now earlier than "
+            f"{(now - MAX_CLOCK_SKEW).strftime(TIMESTAMP_FORMAT)} "
+            f"({now.strftime(TIMESTAMP_FORMAT)} - 15 min.)",
+        )
+
+
+def verify_request(
+    method: str,
+    path: str,
+    headers: Mapping[str, str],
+    credentials: Credentials,
+    *,
+    region: str,
+    service: str = "bedrock",
+    now: datetime | None = None,
+) -> VerifiedRequest:
+    """Check a request's Authorization header. `headers` has lower-case names and must include
+    `host` (HTTP/2 `:authority`); `path` is the raw `:path` (query included)."""
+    auth = headers.get("authorization")
+    if auth is None:
+        raise SignatureError("MissingAuthenticationTokenException", MISSING_AUTH)
+    match = _AUTH_RE.match(auth.strip())
+    if match is None:
+        raise SignatureError("IncompleteSignatureException", f"Authorization header is invalid: {auth[:80]}")
+    day, scope = _credential_scope(match["credential"], credentials, region, service)
+    timestamp = headers.get("x-amz-date", "")
+    _check_clock(timestamp, now or datetime.now(UTC))
+    if timestamp[:8] != day:
+        raise SignatureError("InvalidSignatureException", "Date in Credential scope does not match YYYYMMDD.")
+    signed = match["signed"].split(";")
+    missing = [name for name in signed if name not in headers]
+    if missing or "host" not in signed:
+        raise SignatureError("InvalidSignatureException", SIGNATURE_MISMATCH)
+    token = headers.get("x-amz-security-token")
+    if credentials.session_token is not None and token != credentials.session_token:
+        raise SignatureError("UnrecognizedClientException", UNKNOWN_KEY)
+    if token is not None and "x-amz-security-token" not in signed:
+        raise SignatureError("InvalidSignatureException", SIGNATURE_MISMATCH)
+
+    raw_path, _, query = path.partition("?")
+    canonical = "\n".join(
+        [
+            method.upper(),
+            canonical_uri(raw_path),
+            canonical_query(query),
+            canonical_headers(headers, signed),
+            ";".join(signed),
+            headers.get("x-amz-content-sha256", hashlib.sha256(b"").hexdigest()),
+        ]
+    )
+    string_to_sign = "\n".join(
+        ["AWS4-HMAC-SHA256", timestamp, scope, hashlib.sha256(canonical.encode()).hexdigest()]
+    )
+    key = signing_key(credentials.secret_access_key, day, region, service)
+    expected = _hmac(key, string_to_sign).hex()
+    if not hmac.compare_digest(expected, match["signature"]):
+        raise SignatureError("InvalidSignatureException", SIGNATURE_MISMATCH)
+    return VerifiedRequest(signature=expected, timestamp=timestamp)
+
+
+class ChunkVerifier:
+    """Verifies the rolling `:chunk-signature` chain of one stream's outer messages."""
+
+    def __init__(self, seed_signature: str, secret: str, *, region: str, service: str = "bedrock") -> None:
+        self._prior = seed_signature
+        self._secret = secret
+        self._region = region
+        self._service = service
+        self.verified = 0
+        self.finished = False
+
+    def verify(self, message: Message) -> bytes:
+        """Check one outer message and return its payload (the inner message; b"" = end of input)."""
+        if self.finished:
+            raise SignatureError("InvalidSignatureException", "Event received after the final signed event.")
+        date = message.headers.get(":date")
+        signature = message.headers.get(":chunk-signature")
+        if not isinstance(date, Timestamp) or not isinstance(signature, bytes):
+            raise SignatureError("MissingAuthenticationTokenException", "Event is missing its signature.")
+        timestamp = date.to_datetime().strftime(TIMESTAMP_FORMAT)
+        day = timestamp[:8]
+        string_to_sign = "\n".join(
+            [
+                "AWS4-HMAC-SHA256-PAYLOAD",
+                timestamp,
+                f"{day}/{self._region}/{self._service}/aws4_request",
+                self._prior,
+                hashlib.sha256(encode_headers({":date": date})).hexdigest(),
+                hashlib.sha256(message.payload).hexdigest(),
+            ]
+        )
+        expected = _hmac(signing_key(self._secret, day, self._region, self._service), string_to_sign)
+        if not hmac.compare_digest(expected, signature):
+            raise SignatureError("InvalidSignatureException", SIGNATURE_MISMATCH)
+        self._prior = expected.hex()
+        self.verified += 1
+        self.finished = not message.payload
+        return message.payload
