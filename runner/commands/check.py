@@ -1,17 +1,38 @@
-"""`agent-run check`: not implemented yet (placeholder so the CLI wires up; owned by its issue)."""
+"""`agent-run check FILE...`: report every problem in every agent file, without touching the network."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
-from runner.errors import RunnerError
+from runner.config.loader import check_agent
+from runner.config.overrides import add_var_option, var_overrides
+from runner.config.report import Problem, count, summary
 
 
 def add_parser(sub: Any) -> None:
-    p: argparse.ArgumentParser = sub.add_parser("check", help="(not implemented yet)")
-    p.add_argument("rest", nargs="*")
+    p: argparse.ArgumentParser = sub.add_parser(
+        "check", help="validate agent files (no network)",
+        description="Check agent files: YAML, schema, model and voice, tools and their handlers, the "
+                    "system prompt and template overrides. Prints FILE:LINE:COL: error: message for "
+                    "every problem; exits 1 when any file has an error.")
+    p.add_argument("files", nargs="+", metavar="FILE", help="agent YAML files")
+    p.add_argument("--json", action="store_true", help="print the problems as a JSON array")
+    add_var_option(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise RunnerError("'agent-run check' is not implemented yet")
+    overrides = var_overrides(args)
+    problems: list[Problem] = []
+    for file in args.files:
+        _, found = check_agent(file, overrides)
+        problems.extend(found)
+    if args.json:
+        print(json.dumps([p.to_json() for p in problems], indent=2))
+    else:
+        for problem in problems:
+            print(problem.format())
+        print(summary(len(args.files), problems))
+    errors, _ = count(problems)
+    return 1 if errors else 0

@@ -1,0 +1,391 @@
+"""Agent files: read, parse, check everything, build frozen AgentConfig values.
+
+`check_agent` never stops at the first problem: YAML structure, the JSON Schema, then semantic
+checks (model and voice, tools and their handlers, the prompt, template overrides, `--var`s) each
+run on whatever parts are well-formed, and every problem carries FILE:LINE:COL.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import jsonschema
+from jsonschema import Draft202012Validator
+
+from runner.config import yaml
+from runner.config.model import (
+    DEFAULT_POLICY,
+    DEFAULT_ROTATE_AFTER_S,
+    DEFAULT_TIMEOUT_S,
+    AgentConfig,
+    AudioConfig,
+    ModelConfig,
+    SessionConfig,
+    ToolConfig,
+    VarValue,
+)
+from runner.config.prompt import MAX_PROMPT_BYTES, PromptError, convert_override, render_prompt
+from runner.config.report import Problem, Severity
+from runner.config.schema import did_you_mean, schema_problems
+from runner.config.signature import signature_problems
+from runner.config.templates import load_event_templates
+from runner.errors import ConfigError
+from runner.models import ALL_VOICES, MODELS, ModelInfo, model_info
+from runner.protocol.setup import InferenceSettings
+from runner.protocol.templates import TEMPLATE_EVENTS, TEMPLATE_SUFFIX, EventTemplateError, EventTemplates
+from runner.tools.importer import HandlerImportError, resolve_handler
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass
+class _Check:
+    """One file's check in progress: where it is, what was parsed, what is wrong so far."""
+
+    label: str  # the path as the user wrote it: problems are reported with it
+    folder: Path
+    text: str = ""
+    doc: yaml.YamlDocument = field(default_factory=lambda: yaml.YamlDocument(None, {}))
+    problems: list[Problem] = field(default_factory=list)
+
+    def add(self, path: yaml.Path, message: str, severity: Severity = "error") -> None:
+        mark = self.doc.locate(path)
+        self.problems.append(Problem(self.label, mark.line, mark.col, severity, message))
+
+    def add_at(self, file: str, line: int, col: int, message: str) -> None:
+        self.problems.append(Problem(file, line, col, "error", message))
+
+    @property
+    def failed(self) -> bool:
+        return any(p.is_error for p in self.problems)
+
+
+def _read(check: _Check, path: Path) -> str | None:
+    try:
+        raw = path.read_bytes()
+    except IsADirectoryError:
+        check.add_at(check.label, 1, 1, "is a directory, not an agent file")
+        return None
+    except FileNotFoundError:
+        check.add_at(check.label, 1, 1, "no such file")
+        return None
+    except OSError as exc:
+        check.add_at(check.label, 1, 1, f"cannot read the file: {exc.strerror or exc}")
+        return None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        check.add_at(check.label, line, col,
+                     f"the file is not UTF-8 text (byte 0x{raw[exc.start]:02x} cannot be decoded)")
+        return None
+
+
+def _parse(check: _Check) -> dict[str, Any] | None:
+    try:
+        check.doc = yaml.load(check.text)
+    except yaml.YamlSyntaxError as exc:
+        check.add_at(check.label, exc.mark.line, exc.mark.col, exc.message)
+        return None
+    for mark, message in check.doc.issues:
+        check.add_at(check.label, mark.line, mark.col, message)
+    if check.doc.data is None:
+        check.add_at(check.label, 1, 1, "the file is empty: an agent needs version, name, model, voice "
+                                        "and system_prompt")
+        return None
+    if not isinstance(check.doc.data, dict):
+        check.add_at(check.label, 1, 1, "an agent file must be a mapping of keys (version, name, model, ...)")
+        return None
+    data: dict[str, Any] = check.doc.data
+    return data
+
+
+def _model(check: _Check, data: dict[str, Any]) -> tuple[str | None, ModelInfo | None]:
+    model = data.get("model")
+    model_id = model.get("id") if isinstance(model, dict) else None
+    if not isinstance(model_id, str) or not model_id:
+        return None, None
+    info = model_info(model_id)
+    if info is None:
+        check.add(("model", "id"), f"unknown model id {model_id!r} (known: {', '.join(MODELS)}); "
+                                   f"assuming a newer model with Nova 2 capabilities", "warning")
+    return model_id, info
+
+
+def _check_voice(check: _Check, data: dict[str, Any], model_id: str | None, info: ModelInfo | None) -> None:
+    voice = data.get("voice")
+    if not isinstance(voice, str):
+        return
+    voices = info.voices if info is not None else ALL_VOICES
+    if voice in voices:
+        return
+    for_model = f"{info.label} ({model_id})" if info is not None else "any known model"
+    if voice.lower() in voices:
+        check.add(("voice",), f"voice ids are lowercase: write {voice.lower()!r}")
+    else:
+        check.add(("voice",), f"voice {voice!r} is not available for {for_model}"
+                              f"{did_you_mean(voice.lower(), voices)} (voices: {', '.join(voices)})")
+
+
+def _check_capabilities(check: _Check, data: dict[str, Any], model_id: str | None,
+                        info: ModelInfo | None) -> None:
+    turn = data.get("turn_detection")
+    if info is not None and not info.supports_endpointing and isinstance(turn, dict) \
+            and "endpointing_sensitivity" in turn:
+        check.add(("turn_detection", "endpointing_sensitivity"),
+                  f"turn_detection.endpointing_sensitivity is only supported by Nova 2 models; "
+                  f"{model_id} does not accept it")
+    if info is not None and not info.supports_interactive_text and isinstance(data.get("greeting"), str):
+        check.add(("greeting",), f"{model_id} cannot be made to speak first with text (Nova 2 only, "
+                                 f"nova-sonic-protocol.md §2.6); the greeting may not be spoken", "warning")
+
+
+def _check_input_schema(check: _Check, index: int, schema: Any) -> bool:
+    base: yaml.Path = ("tools", index, "input_schema")
+    if not isinstance(schema, dict):
+        return False
+    cls = jsonschema.validators.validator_for(schema, default=Draft202012Validator)
+    errors = list(cls(cls.META_SCHEMA).iter_errors(schema))
+    for err in errors:
+        inner = ".".join(str(p) for p in err.absolute_path)
+        at = f" at {inner}" if inner else ""
+        check.add((*base, *err.absolute_path),
+                  f"tools[{index}].input_schema is not a valid JSON Schema{at}: {err.message}")
+    if schema.get("type") != "object":
+        check.add(base, f"tools[{index}].input_schema must be an object schema ('type: object'): "
+                        f"the model sends tool arguments as a JSON object")
+        return False
+    return not errors
+
+
+def _check_tool(check: _Check, index: int, tool: Any, seen: dict[str, int]) -> ToolConfig | None:
+    if not isinstance(tool, dict):
+        return None
+    name = tool.get("name")
+    if isinstance(name, str):
+        if name in seen:
+            check.add(("tools", index, "name"),
+                      f"duplicate tool name {name!r} (first used by tools[{seen[name]}])")
+        seen.setdefault(name, index)
+    schema_ok = _check_input_schema(check, index, tool.get("input_schema"))
+    handler = tool.get("handler")
+    if not isinstance(handler, str):
+        return None
+    try:
+        function = resolve_handler(handler, check.folder)
+    except HandlerImportError as exc:
+        check.add(("tools", index, "handler"), f"tools[{index}].handler: {exc}")
+        return None
+    if schema_ok:
+        for problem in signature_problems(function, tool["input_schema"]):
+            check.add(("tools", index, "handler"), f"tools[{index}].handler {handler!r}: {problem}")
+    if not (isinstance(name, str) and isinstance(tool.get("description"), str) and schema_ok):
+        return None
+    timeout = tool.get("timeout_s", DEFAULT_TIMEOUT_S)
+    return ToolConfig(name=name, description=tool["description"],
+                      input_schema=copy.deepcopy(tool["input_schema"]), handler=handler,
+                      function=function, timeout_s=float(timeout))
+
+
+def _check_tools(check: _Check, data: dict[str, Any]) -> tuple[ToolConfig, ...]:
+    tools = data.get("tools")
+    if not isinstance(tools, list):
+        return ()
+    seen: dict[str, int] = {}
+    built = [_check_tool(check, i, tool, seen) for i, tool in enumerate(tools)]
+    return tuple(t for t in built if t is not None)
+
+
+def _variables(check: _Check, data: dict[str, Any], overrides: Mapping[str, str]) -> dict[str, VarValue]:
+    declared = data.get("vars")
+    defaults: dict[str, VarValue] = {}
+    if isinstance(declared, dict):
+        defaults = {k: v for k, v in declared.items() if isinstance(v, str | int | float | bool)}
+    result = dict(defaults)
+    for key, text in overrides.items():
+        if key not in defaults:
+            names = ", ".join(sorted(defaults)) or "none"
+            check.add(("vars",), f"--var {key}: no such variable in vars{did_you_mean(key, list(defaults))} "
+                                 f"(declared: {names})")
+            continue
+        try:
+            result[key] = convert_override(text, defaults[key])
+        except ValueError as exc:
+            check.add(("vars", key), f"--var {key}: {exc}")
+    return result
+
+
+def _prompt_source(check: _Check, data: dict[str, Any]) -> tuple[str, str, yaml.Path] | None:
+    """(template text, file label, path of its key) of the system prompt, if it can be read."""
+    inline = data.get("system_prompt")
+    if isinstance(inline, str) and "system_prompt_file" not in data:
+        return inline, check.label, ("system_prompt",)
+    rel = data.get("system_prompt_file")
+    if not isinstance(rel, str) or "system_prompt" in data:
+        return None
+    file = Path(check.label).parent / rel
+    try:
+        return file.read_text(encoding="utf-8"), str(file), ("system_prompt_file",)
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = "is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else \
+            (exc.strerror or str(exc)).lower()
+        check.add(("system_prompt_file",), f"system_prompt_file {rel!r}: {reason} (resolved to {file})")
+        return None
+
+
+def _prompt_error_mark(check: _Check, key: yaml.Path, line: int) -> tuple[int, int]:
+    pos = check.doc.positions.get(key)
+    if pos is None:
+        return 1, 1
+    if not pos.block_scalar:
+        return pos.key.line, pos.key.col
+    # A `|` block: template line N is file line (indicator line + N); point at its first character.
+    file_line = pos.value.line + line
+    lines = check.text.splitlines()
+    text = lines[file_line - 1] if file_line <= len(lines) else ""
+    return file_line, len(text) - len(text.lstrip()) + 1
+
+
+def _check_prompt(check: _Check, data: dict[str, Any], variables: Mapping[str, VarValue]) -> str | None:
+    source = _prompt_source(check, data)
+    if source is None:
+        return None
+    text, file, key = source
+    try:
+        rendered = render_prompt(text, variables)
+    except PromptError as exc:
+        if file == check.label and key == ("system_prompt",):
+            line, col = _prompt_error_mark(check, key, exc.line)
+            check.add_at(file, line, col, f"system_prompt: {exc.message}")
+        else:
+            check.add_at(file, exc.line, 1, f"system prompt: {exc.message}")
+        return None
+    size = len(rendered.encode("utf-8"))
+    if size > MAX_PROMPT_BYTES:
+        check.add(key, f"the rendered system prompt is {size} bytes; Nova accepts at most "
+                       f"{MAX_PROMPT_BYTES} bytes of text (40 KB)")
+        return None
+    if not rendered.strip():
+        check.add(key, "the rendered system prompt is empty")
+        return None
+    return rendered
+
+
+def _check_greeting(check: _Check, data: dict[str, Any], variables: Mapping[str, VarValue]) -> str | None:
+    greeting = data.get("greeting")
+    if not isinstance(greeting, str):
+        return None
+    try:
+        return render_prompt(greeting, variables)
+    except PromptError as exc:
+        check.add(("greeting",), f"greeting: {exc.message}")
+        return None
+
+
+def _override_names_ok(check: _Check, folder: Path) -> bool:
+    ok = True
+    for path in sorted(folder.glob(f"*{TEMPLATE_SUFFIX}")):
+        name = path.name.removesuffix(TEMPLATE_SUFFIX)
+        if name not in TEMPLATE_EVENTS:
+            hint = did_you_mean(name, list(TEMPLATE_EVENTS)) or f" (known: {', '.join(TEMPLATE_EVENTS)})"
+            check.add_at(str(path), 1, 1, f"unknown event template {name!r}{hint}")
+            ok = False
+    return ok
+
+
+def _check_templates(check: _Check, data: dict[str, Any]) -> EventTemplates | None:
+    rel = data.get("templates")
+    if "templates" in data and not isinstance(rel, str):
+        return None
+    folder = Path(check.label).parent / rel if isinstance(rel, str) else None
+    if folder is not None:
+        if not folder.is_dir():
+            check.add(("templates",), f"templates folder {rel!r} not found (resolved to {folder})")
+            return None
+        if not _override_names_ok(check, folder):
+            return None
+    try:
+        templates = load_event_templates(folder)
+    except EventTemplateError as exc:
+        check.add_at(exc.filename, exc.line, 1, exc.detail)
+        return None
+    except (ConfigError, OSError, UnicodeDecodeError) as exc:
+        check.add(("templates",), f"templates: {exc}")
+        return None
+    for failure in templates.check():
+        check.add_at(failure.filename, failure.line, 1, failure.detail)
+    return templates
+
+
+def _build(check: _Check, path: Path, data: dict[str, Any], parts: dict[str, Any]) -> AgentConfig:
+    model = data["model"]
+    inference = data.get("inference", {})
+    audio = data.get("audio", {})
+    defaults = InferenceSettings()
+    return AgentConfig(
+        path=path,
+        name=data["name"],
+        description=data.get("description", ""),
+        model=ModelConfig(model["id"], model.get("region"), model.get("endpoint")),
+        inference=InferenceSettings(
+            max_tokens=inference.get("max_tokens", defaults.max_tokens),
+            top_p=float(inference.get("top_p", defaults.top_p)),
+            temperature=float(inference.get("temperature", defaults.temperature))),
+        endpointing_sensitivity=data.get("turn_detection", {}).get("endpointing_sensitivity"),
+        voice=data["voice"],
+        audio=AudioConfig(audio.get("input_sample_rate", 16000), audio.get("output_sample_rate", 24000),
+                          audio.get("chunk_ms", 32)),
+        policy=data.get("policy", DEFAULT_POLICY),
+        vars=MappingProxyType(parts["vars"]),
+        system_prompt=parts["prompt"],
+        greeting=parts["greeting"],
+        tools=parts["tools"],
+        templates=parts["templates"],
+        session=SessionConfig(float(data.get("session", {}).get("rotate_after_s", DEFAULT_ROTATE_AFTER_S))),
+    )
+
+
+def _run_checks(check: _Check, data: dict[str, Any], overrides: Mapping[str, str]) -> dict[str, Any]:
+    for where, message in schema_problems(data):
+        check.add(where, message)
+    model_id, info = _model(check, data)
+    _check_voice(check, data, model_id, info)
+    _check_capabilities(check, data, model_id, info)
+    variables = _variables(check, data, overrides)
+    return {"vars": variables, "prompt": _check_prompt(check, data, variables),
+            "greeting": _check_greeting(check, data, variables),
+            "tools": _check_tools(check, data), "templates": _check_templates(check, data)}
+
+
+def check_agent(path: Path | str, overrides: Mapping[str, str] = _EMPTY
+                ) -> tuple[AgentConfig | None, list[Problem]]:
+    """Check the agent file at `path`: the config (None when any error) and every problem found."""
+    path = Path(path)
+    check = _Check(label=str(path), folder=path.resolve().parent)
+    text = _read(check, path)
+    data = None
+    if text is not None:
+        check.text = text
+        data = _parse(check)
+    if data is None:
+        return None, sorted(check.problems)
+    parts = _run_checks(check, data, overrides)
+    config = None if check.failed else _build(check, path, data, parts)
+    return config, sorted(check.problems)
+
+
+def load_agent(path: Path | str, overrides: Mapping[str, str] = _EMPTY) -> AgentConfig:
+    """The agent at `path`; raises ConfigError listing every error when it is not valid."""
+    config, problems = check_agent(path, overrides)
+    if config is None:
+        errors = [p for p in problems if p.is_error]
+        listing = "\n".join(p.format() for p in errors)
+        raise ConfigError(f"{path}: {len(errors)} error(s) in the agent file:\n{listing}", tuple(problems))
+    return config
+

@@ -1,0 +1,80 @@
+"""The system prompt: `--var` overrides and rendering in the sandboxed template environment."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from types import TracebackType
+
+import jinja2
+
+from runner.config.model import VarValue
+from runner.protocol.templates import make_environment
+
+# Nova's documented text budget (nova-sonic-protocol.md §2.4/§2.5): the session splits text into
+# ≤1 KB textInput pieces, but the total may not exceed 40 KB.
+MAX_PROMPT_BYTES = 40 * 1024
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+class PromptError(Exception):
+    """The prompt template failed; `line` is 1-based within the template."""
+
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+
+def convert_override(text: str, default: VarValue) -> VarValue:
+    """`text` from `--var` converted to the type of the declared default (ValueError if it can't be)."""
+    if isinstance(default, bool):
+        lowered = text.strip().lower()
+        if lowered in _TRUE | _FALSE:
+            return lowered in _TRUE
+        raise ValueError(f"expected true or false, got {text!r}")
+    if isinstance(default, int):
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"expected an integer, got {text!r}") from None
+    if isinstance(default, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"expected a number, got {text!r}") from None
+    return text
+
+
+def _template_line(tb: TracebackType | None) -> int:
+    # Runtime errors carry the template line only in the traceback's "<template>" frames.
+    line = 1
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def render_prompt(text: str, variables: Mapping[str, VarValue]) -> str:
+    """The rendered prompt. Raises PromptError naming an undefined variable or the failure."""
+    env = make_environment()
+    try:
+        template = env.from_string(text)
+    except jinja2.TemplateSyntaxError as exc:
+        raise PromptError(f"template syntax error: {exc.message}", exc.lineno or 1) from None
+    try:
+        return template.render(dict(variables))
+    except jinja2.UndefinedError as exc:
+        line = _template_line(exc.__traceback__)
+        match = re.fullmatch(r"'([^']+)' is undefined", exc.message or "")
+        if match:
+            declared = ", ".join(sorted(variables)) or "none"
+            raise PromptError(f"undefined variable {match.group(1)!r} (declared vars: {declared})",
+                              line) from None
+        raise PromptError(f"template error: {exc.message}", line) from None
+    except Exception as exc:  # a user template can fail in any way (1/0, bad filter argument...)
+        raise PromptError(f"rendering failed: {type(exc).__name__}: {exc}",
+                          _template_line(exc.__traceback__)) from None

@@ -1,0 +1,53 @@
+"""Located problems in agent files, and how they are shown to people and machines."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Problem:
+    """One thing wrong with a file, at a 1-based line and column."""
+
+    file: str
+    line: int
+    col: int
+    severity: Severity
+    message: str
+
+    def format(self) -> str:
+        """`FILE:LINE:COL: error: message`, the form editors and CI annotators parse."""
+        return f"{self.file}:{self.line}:{self.col}: {self.severity}: {self.message}"
+
+    def to_json(self) -> dict[str, str | int]:
+        return {"file": self.file, "line": self.line, "col": self.col,
+                "severity": self.severity, "message": self.message}
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == "error"
+
+
+def count(problems: Iterable[Problem]) -> tuple[int, int]:
+    """(errors, warnings)."""
+    errors = warnings = 0
+    for p in problems:
+        if p.is_error:
+            errors += 1
+        else:
+            warnings += 1
+    return errors, warnings
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def summary(files: int, problems: Iterable[Problem]) -> str:
+    """One line, e.g. `2 files checked: 3 errors, 1 warning`."""
+    errors, warnings = count(problems)
+    return f"{_plural(files, 'file')} checked: {_plural(errors, 'error')}, {_plural(warnings, 'warning')}"

@@ -1,0 +1,1 @@
+"""Tool handlers: resolving `module:function` / `builtin:<name>` and the built-in handlers."""
