@@ -1,0 +1,462 @@
+"""The emulated model for one stream, as a sans-IO state machine with an injected clock.
+
+Theory of operation:
+- The adapter feeds input events (`receive`), the end of input (`input_closed`) and the passing of
+  time (`poll(now)`), and executes the `Action`s that `poll` returns, in order. `next_deadline()`
+  says when `poll` must run again even if no input arrives. When `speech_request` is set, the
+  adapter synthesises that text (blocking work, off the event loop) and hands the PCM back with
+  `provide_speech`.
+- Every input event passes the strict `InputValidator` first; a violation ends the stream with the
+  service's validationException message.
+- USER audio goes through the energy VAD. Speech followed by silence (or an interactive USER text
+  block) is a user turn; turns play one at a time (others queue). A turn is a generator: it emits
+  events through `_emit` and yields `Pace`/`NeedSpeech`/`AwaitTool` when it has to wait, so a
+  barge-in can drop the rest of an answer by closing the generator.
+- Barge-in: the client starts playing at the first audio chunk and plays in real time, so it is
+  still playing until `playback_end` (extended by each chunk's duration). Speech that starts
+  before then interrupts: the open AUDIO block ends INTERRUPTED, then an ASSISTANT FINAL text block
+  carries `{ "interrupted" : true }` and ends INTERRUPTED (nova-sonic-protocol.md §3.1).
+- `Conversation` is shared by the streams of one emulator: the scenario position carries over
+  across streams (a conversation that rotates streams continues its script) and each fault fires
+  once. A turn cut short by a fault is not consumed, so a reconnecting client gets it again.
+"""
+
+from __future__ import annotations
+
+import base64
+import inspect
+import json
+from collections import deque
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jinja2
+
+from runner.emulator.outputs import INTERRUPTED_MARKER, OutputEvents, Tokens, speech_tokens, text_tokens
+from runner.emulator.scenario import Say, Scenario, Turn, default_turn, render_say
+from runner.emulator.vad import EnergyVad, SpeechEnded, SpeechStarted, VadSettings
+from runner.emulator.validation import INPUT_TIMEOUT, InputEvent, InputValidator, NovaValidationError
+
+MODEL_TIMEOUT = "Model has timed out in processing the request. Try your request again."
+STREAM_ERROR = "The system encountered an unexpected error during processing. Try your request again."
+THROTTLED = "Too many requests, please wait before trying again."
+# A prelude cut short: the SDK's decoder cannot read the prelude CRC and raises InvalidEventBytes.
+INVALID_EVENT_BYTES = b"\x00\x00\x00\x40\x00\x00\x00\x10"
+
+
+@dataclass(frozen=True, slots=True)
+class SendEvent:
+    event: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SendException:
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendRaw:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ResetStream:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class EndStream:
+    pass
+
+
+Action = SendEvent | SendException | SendRaw | ResetStream | EndStream
+
+
+@dataclass(frozen=True, slots=True)
+class Pace:
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class NeedSpeech:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class AwaitTool:
+    tool_use_id: str
+
+
+Wait = Pace | NeedSpeech | AwaitTool
+Player = Generator[Wait, Any, None]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResultRecord:
+    tool_use_id: str
+    content: Any
+
+
+@dataclass(slots=True)
+class SessionRecord:
+    """What one stream saw and did (grows while the stream runs; read it in tests)."""
+
+    model_id: str
+    request_id: str = ""
+    input_events: list[str] = field(default_factory=list)
+    audio_bytes: int = 0
+    # The USER audio itself, only when the emulator was asked to keep it.
+    audio: bytearray = field(default_factory=bytearray)
+    system_prompt: str = ""
+    history: list[tuple[str, str]] = field(default_factory=list)
+    user_turns: list[str] = field(default_factory=list)
+    tool_results: list[ToolResultRecord] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    interruptions: int = 0
+    # None while running; then "closed", "validation", "time-limit", "input-timeout", "reset",
+    # "stream-error", "invalid-bytes", "scenario-error" or "gone".
+    ended: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BrainSettings:
+    time_limit_s: float = 480.0
+    input_timeout_s: float = 60.0
+    speed: float = 4.0
+    audio_chunk_ms: int = 100
+    vad: VadSettings = field(default_factory=VadSettings)
+    record_audio: bool = False
+
+
+class Conversation:
+    """State shared by every stream of one emulator: scenario position, connects, fired faults."""
+
+    def __init__(self, scenario: Scenario | None) -> None:
+        self.scenario = scenario or Scenario()
+        self.next_turn = 0
+        self.connects = 0
+        self._fired: set[str] = set()
+
+    def admit(self) -> bool:
+        """Count a connection attempt; False while the throttle fault refuses it."""
+        self.connects += 1
+        return self.connects > self.scenario.faults.throttle_connects
+
+    def turn(self, user: str | None, speech_s: float | None) -> tuple[Turn, int]:
+        """The turn to play next and its 1-based number (not consumed until `consume`)."""
+        number = self.next_turn + 1
+        if self.next_turn < len(self.scenario.turns):
+            return self.scenario.turns[self.next_turn], number
+        return default_turn(user, speech_s=speech_s), number
+
+    def consume(self) -> None:
+        self.next_turn += 1
+
+    def fire(self, fault: str, due: bool) -> bool:
+        """True exactly once per emulator for `fault`, the first time it is `due`."""
+        if not due or fault in self._fired:
+            return False
+        self._fired.add(fault)
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class UserTurn:
+    transcript: str | None  # None: take the scenario's `user`
+    speech_s: float | None  # None for interactive text
+
+
+class Brain:
+    """One stream's model behaviour. See the module docstring for the calling contract."""
+
+    def __init__(self, *, model_id: str, conversation: Conversation, settings: BrainSettings,
+                 now: float, new_id: Callable[[], str], request_id: str = "") -> None:
+        self.conversation = conversation
+        self.settings = settings
+        self.new_id = new_id
+        self.validator = InputValidator(model_id)
+        self.record = SessionRecord(model_id=model_id, request_id=request_id)
+        self.done = False
+        self.speech_request: tuple[str, int] | None = None
+        self._now = now
+        self._deadline = now + min(settings.time_limit_s,
+                                   conversation.scenario.faults.time_limit_s or settings.time_limit_s)
+        self._last_input = now
+        self._actions: list[Action] = []
+        self._out: OutputEvents | None = None
+        self._completion_started = False
+        self._vad: EnergyVad | None = None
+        self._queue: deque[UserTurn] = deque(maxlen=16)
+        self._player: Player | None = None
+        self._resume_at: float | None = None
+        self._awaiting_tool: str | None = None
+        self._send_value: Any = None
+        self._playback_end = 0.0
+        self._open_audio: str | None = None
+
+    # -- inputs ----------------------------------------------------------------------------------
+
+    def receive(self, payload: bytes, now: float) -> None:
+        """Handle one input event payload (raw JSON bytes)."""
+        if self.done:
+            return
+        self._now = self._last_input = now
+        try:
+            event = self.validator.check(payload)
+        except NovaValidationError as exc:
+            self._fail("validation", SendException("validationException", exc.message))
+            return
+        self.record.input_events.append(event.name)
+        self._dispatch(event)
+        limit = self.conversation.scenario.faults.reset_after_events
+        if not self.done and self.conversation.fire(
+                "reset", limit is not None and len(self.record.input_events) >= limit):
+            self._finish("reset", ResetStream())
+        self._advance()
+
+    def input_closed(self, now: float) -> None:
+        """The client closed its input (or the stream is gone)."""
+        self._now = now
+        if not self.done:
+            self._finish("closed", EndStream())
+
+    def provide_speech(self, pcm: bytes, now: float) -> None:
+        """The PCM for `speech_request` (16-bit mono at the requested rate)."""
+        self._now = now
+        self.speech_request = None
+        self._send_value = pcm
+        self._advance()
+
+    def poll(self, now: float) -> list[Action]:
+        """Advance to `now`; return the actions to execute, in order."""
+        self._now = max(self._now, now)
+        if not self.done and self._now >= self._deadline:
+            self._fail("time-limit", SendException("modelTimeoutException", MODEL_TIMEOUT))
+        elif not self.done and self._now >= self._last_input + self.settings.input_timeout_s:
+            self._fail("input-timeout", SendException("validationException", INPUT_TIMEOUT))
+        self._advance()
+        actions, self._actions = self._actions, []
+        return actions
+
+    def next_deadline(self) -> float:
+        """When `poll` must run next, even without input."""
+        deadline = min(self._deadline, self._last_input + self.settings.input_timeout_s)
+        if self._resume_at is not None and self.speech_request is None:
+            deadline = min(deadline, self._resume_at)
+        return deadline
+
+    # -- dispatch --------------------------------------------------------------------------------
+
+    def _dispatch(self, event: InputEvent) -> None:
+        body, block = event.body, event.block
+        if event.name == "promptStart":
+            self._out = OutputEvents(prompt_name=body["promptName"], new_id=self.new_id)
+        elif event.name == "contentStart" and body["type"] == "AUDIO":
+            rate = body["audioInputConfiguration"]["sampleRateHertz"]
+            self._vad = EnergyVad(rate, self.settings.vad)
+        elif event.name == "audioInput":
+            self._on_audio(event.audio)
+        elif event.name == "contentEnd" and block is not None:
+            self._on_block_closed(block.type, block.role, block.interactive, block.tool_use_id,
+                                  "".join(block.text))
+        elif event.name == "promptEnd":
+            self._on_prompt_end()
+        elif event.name == "sessionEnd":
+            self._finish("closed", EndStream())
+
+    def _on_audio(self, pcm: bytes) -> None:
+        self.record.audio_bytes += len(pcm)
+        if self.settings.record_audio:
+            self.record.audio.extend(pcm)
+        assert self._vad is not None  # the validator only accepts audio inside an AUDIO block
+        for vad_event in self._vad.feed(pcm):
+            if isinstance(vad_event, SpeechStarted):
+                if self._now < self._playback_end:
+                    self._interrupt()
+            elif isinstance(vad_event, SpeechEnded):
+                self._user_turn(UserTurn(None, vad_event.duration_s))
+
+    def _on_block_closed(self, kind: str, role: str, interactive: bool, tool_use_id: str | None,
+                         text: str) -> None:
+        if kind == "TOOL" and tool_use_id is not None:
+            result = json.loads(text)  # the validator checked it is JSON
+            self.record.tool_results.append(ToolResultRecord(tool_use_id, result))
+            if self._awaiting_tool == tool_use_id:
+                self._awaiting_tool = None
+                self._send_value = result
+        elif kind == "TEXT" and role == "SYSTEM":
+            self.record.system_prompt = text
+        elif kind == "TEXT" and role == "USER" and interactive:
+            self._user_turn(UserTurn(text, None))
+        elif kind == "TEXT" and role in ("USER", "ASSISTANT"):
+            self.record.history.append((role, text))
+
+    def _on_prompt_end(self) -> None:
+        # Generation stops with the prompt: whatever was still to come of an answer is dropped.
+        self._stop_player()
+        self._queue.clear()
+        out = self._require_out()
+        if not self._completion_started:
+            self._emit(out.completion_start())
+            self._completion_started = True
+        self._emit(out.completion_end())
+
+    # -- turns -----------------------------------------------------------------------------------
+
+    def _user_turn(self, turn: UserTurn) -> None:
+        self._queue.append(turn)
+
+    def _advance(self) -> None:
+        while not self.done:
+            if self._player is None:
+                if not self._queue or self._out is None:
+                    return
+                self._player = self._play(self._queue.popleft())
+                self._send_value = None
+            if self._blocked():
+                return
+            value, self._send_value = self._send_value, None
+            self._resume_at = None
+            try:
+                wait = self._player.send(value)
+            except StopIteration:
+                self._player = None
+                continue
+            if isinstance(wait, Pace):
+                self._resume_at = self._now + wait.seconds
+            elif isinstance(wait, NeedSpeech):
+                self.speech_request = (wait.text, self._require_out_rate())
+            else:
+                self._awaiting_tool = wait.tool_use_id
+
+    def _blocked(self) -> bool:
+        return (self.speech_request is not None or self._awaiting_tool is not None
+                or (self._resume_at is not None and self._now < self._resume_at))
+
+    def _play(self, user: UserTurn) -> Player:
+        out = self._require_out()
+        turn, number = self.conversation.turn(user.transcript, user.speech_s)
+        transcript = user.transcript or turn.user or f"({user.speech_s or 0.0:.1f} seconds of speech)"
+        self.record.user_turns.append(transcript)
+        if not self._completion_started:
+            self._emit(out.completion_start())
+            self._completion_started = True
+        self._text_block("USER", "FINAL", transcript, "PARTIAL_TURN")
+        self._emit(out.usage(Tokens(input_speech=speech_tokens(user.speech_s or 0.0),
+                                    input_text=text_tokens(transcript))))
+        if self._inject_fault(number):
+            return
+        context: dict[str, Any] = {"user": transcript}
+        for index, item in enumerate(turn.items):
+            last = index == len(turn.items) - 1
+            if isinstance(item, Say):
+                try:
+                    text = render_say(item.text, context)
+                except jinja2.TemplateError as exc:
+                    self._fail("scenario-error", SendException(
+                        "internalServerException", f"scenario {number}: {exc}"))
+                    return
+                yield from self._say(text, last)
+            else:
+                tool_use_id = self.new_id()
+                self.validator.tool_use_issued(tool_use_id)
+                content_id = self.new_id()
+                self._emit(out.tool_start(content_id))
+                self._emit(out.tool_use(content_id, item.name, tool_use_id, item.content))
+                self._emit(out.content_end(content_id, "TOOL", "TOOL_USE"))
+                self._emit(out.usage(Tokens(output_text=text_tokens(item.content))))
+                context["tool_result"] = yield AwaitTool(tool_use_id)
+        self.conversation.consume()
+
+    def _say(self, text: str, last: bool) -> Player:
+        out = self._require_out()
+        self._text_block("ASSISTANT", "SPECULATIVE", text, "PARTIAL_TURN")
+        pcm: bytes = yield NeedSpeech(text)
+        rate = self._require_out_rate()
+        content_id = self._open_audio = self.new_id()
+        self._emit(out.audio_start(content_id, rate))
+        chunk = max(2, rate * self.settings.audio_chunk_ms // 1000 * 2)
+        for offset in range(0, len(pcm), chunk):
+            if offset:
+                yield Pace(chunk / 2 / rate / self.settings.speed)
+            piece = pcm[offset:offset + chunk]
+            self._emit(out.audio_output(content_id, base64.b64encode(piece).decode()))
+            self._playback_end = max(self._playback_end, self._now) + len(piece) / 2 / rate
+        self._emit(out.content_end(content_id, "AUDIO", "END_TURN" if last else "PARTIAL_TURN"))
+        self._open_audio = None
+        self._text_block("ASSISTANT", "FINAL", text, "END_TURN" if last else "PARTIAL_TURN")
+        self._emit(out.usage(Tokens(output_speech=speech_tokens(len(pcm) / 2 / rate),
+                                    output_text=text_tokens(text))))
+
+    def _inject_fault(self, number: int) -> bool:
+        faults = self.conversation.scenario.faults
+        if self.conversation.fire("stream-error", faults.stream_error_at_turn == number):
+            self._fail("stream-error", SendException("modelStreamErrorException", STREAM_ERROR))
+            return True
+        if self.conversation.fire("invalid-bytes", faults.invalid_bytes_at_turn == number):
+            self._actions.append(SendRaw(INVALID_EVENT_BYTES))
+            self._finish("invalid-bytes", EndStream())
+            return True
+        return False
+
+    def _interrupt(self) -> None:
+        out = self._require_out()
+        if self._player is not None:
+            self.conversation.consume()  # the answer was given, if only in part
+        self._stop_player()
+        if self._open_audio is not None:
+            self._emit(out.content_end(self._open_audio, "AUDIO", "INTERRUPTED"))
+            self._open_audio = None
+        content_id = self.new_id()
+        self._emit(out.text_start(content_id, "ASSISTANT", "FINAL"))
+        self._emit(out.text_output(content_id, "ASSISTANT", INTERRUPTED_MARKER))
+        self._emit(out.content_end(content_id, "TEXT", "INTERRUPTED"))
+        # The client flushed its playback buffer.
+        self._playback_end = self._now
+        self.record.interruptions += 1
+
+    def _stop_player(self) -> None:
+        # A turn may end the stream itself (fault injection), and a running generator cannot be
+        # closed: it returns right after, which `_advance` handles.
+        if self._player is not None and inspect.getgeneratorstate(self._player) != inspect.GEN_RUNNING:
+            self._player.close()
+        self._player = None
+        self._resume_at = None
+        self._awaiting_tool = None
+        self.speech_request = None
+        self._send_value = None
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _text_block(self, role: str, stage: str, text: str, stop_reason: str) -> None:
+        out = self._require_out()
+        content_id = self.new_id()
+        self._emit(out.text_start(content_id, role, stage))
+        self._emit(out.text_output(content_id, role, text))
+        self._emit(out.content_end(content_id, "TEXT", stop_reason))
+
+    def _emit(self, event: Mapping[str, Any]) -> None:
+        self.record.outputs.append(next(iter(event["event"])))
+        self._actions.append(SendEvent(event))
+
+    def _require_out(self) -> OutputEvents:
+        assert self._out is not None  # turns start only after promptStart
+        return self._out
+
+    def _require_out_rate(self) -> int:
+        prompt = self.validator.prompt
+        assert prompt is not None
+        return prompt.output_rate
+
+    def _fail(self, reason: str, action: SendException) -> None:
+        self.record.error = action.message
+        self._finish(reason, action)
+
+    def _finish(self, reason: str, action: Action) -> None:
+        self._stop_player()
+        self._actions.append(action)
+        self.record.ended = reason
+        self.done = True

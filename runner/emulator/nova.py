@@ -1,0 +1,151 @@
+"""NovaHandler: the emulator's model behaviour behind the wire layer (a `StreamHandler`).
+
+A thin async adapter over the sans-IO `Brain`: one reader task moves input payloads into a
+bounded queue; the session loop feeds them to the brain with the current time, waits (bounded by
+the brain's next deadline) for more, and executes the actions the brain returns on the stream.
+Speech synthesis (a subprocess) runs in a worker thread so that other streams keep flowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from runner.emulator import speech
+from runner.emulator.api import EmulatorStream, Rejection, StreamRequest
+from runner.emulator.brain import (
+    THROTTLED,
+    Action,
+    Brain,
+    BrainSettings,
+    Conversation,
+    EndStream,
+    ResetStream,
+    SendEvent,
+    SendException,
+    SendRaw,
+    SessionRecord,
+)
+from runner.emulator.scenario import Scenario
+from runner.emulator.vad import VadSettings
+
+log = logging.getLogger(__name__)
+
+INBOX_SIZE = 64
+
+
+@dataclass(frozen=True, slots=True)
+class NovaConfig:
+    scenario: Scenario | None = None
+    # Bedrock ends every stream after 8 minutes (nova-sonic-protocol.md §4.4); a scenario's
+    # `faults.time_limit_s` can only shorten it.
+    time_limit_s: float = 480.0
+    # The service's silence timeout is undocumented; reports range from 60 s to 175 s (§4.2).
+    input_timeout_s: float = 60.0
+    # Overrides the scenario's `settings.speed` (how much faster than real time audio streams).
+    speed: float | None = None
+    # Keep every USER audio byte in SessionRecord.audio (tests of "no audio lost").
+    record_audio: bool = False
+
+
+class NovaHandler:
+    """Plays Nova Sonic from a scenario for every stream the wire layer accepts.
+
+    `sessions` holds one SessionRecord per handled stream, in arrival order.
+    """
+
+    def __init__(self, config: NovaConfig | None = None, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+                 synthesize: Callable[[str, int], bytes] = speech.synthesize) -> None:
+        self.config = config or NovaConfig()
+        self.sessions: list[SessionRecord] = []
+        self._conversation = Conversation(self.config.scenario)
+        self._clock = clock
+        self._new_id = new_id
+        self._synthesize = synthesize
+        s = self._conversation.scenario.settings
+        self._settings = BrainSettings(
+            time_limit_s=self.config.time_limit_s, input_timeout_s=self.config.input_timeout_s,
+            speed=self.config.speed or s.speed, audio_chunk_ms=s.audio_chunk_ms,
+            vad=VadSettings(threshold_dbfs=s.speech_threshold_dbfs, start_ms=s.speech_start_ms,
+                            end_ms=s.speech_end_ms),
+            record_audio=self.config.record_audio)
+
+    def admit(self, request: StreamRequest) -> Rejection | None:
+        if self._conversation.admit():
+            return None
+        log.info("throttling request %s (fault injection)", request.request_id)
+        return Rejection(status=429, error_type="ThrottlingException", message=THROTTLED)
+
+    async def handle(self, stream: EmulatorStream) -> None:
+        brain = Brain(model_id=stream.request.model_id, conversation=self._conversation,
+                      settings=self._settings, now=self._clock(), new_id=self._new_id,
+                      request_id=stream.request.request_id)
+        self.sessions.append(brain.record)
+        inbox: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=INBOX_SIZE)
+        async with asyncio.TaskGroup() as tasks:
+            reader = tasks.create_task(_read(stream, inbox))
+            try:
+                await self._run(stream, brain, inbox)
+            finally:
+                reader.cancel()
+        if not stream.closed:
+            await stream.end()
+        log.info("stream %s ended: %s %s", stream.request.request_id, brain.record.ended,
+                 brain.record.error or "")
+
+    async def _run(self, stream: EmulatorStream, brain: Brain,
+                   inbox: asyncio.Queue[bytes | None]) -> None:
+        while True:
+            await _execute(stream, brain.poll(self._clock()))
+            if brain.done:
+                return
+            if stream.closed:
+                brain.input_closed(self._clock())
+                continue
+            if brain.speech_request is not None:
+                text, rate = brain.speech_request
+                pcm = await asyncio.to_thread(self._synthesize, text, rate)
+                brain.provide_speech(pcm, self._clock())
+                continue
+            timeout = max(0.0, brain.next_deadline() - self._clock())
+            try:
+                payload = await asyncio.wait_for(inbox.get(), timeout)
+            except TimeoutError:
+                continue
+            if payload is None:
+                brain.input_closed(self._clock())
+            else:
+                brain.receive(payload, self._clock())
+
+
+async def _read(stream: EmulatorStream, inbox: asyncio.Queue[bytes | None]) -> None:
+    while True:
+        payload = await stream.receive()
+        await inbox.put(payload)
+        if payload is None:
+            return
+
+
+async def _execute(stream: EmulatorStream, actions: list[Action]) -> None:
+    for action in actions:
+        if stream.closed:
+            return
+        if isinstance(action, SendEvent):
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("out: %s", next(iter(action.event["event"])))
+            await stream.send_event(action.event)
+        elif isinstance(action, SendException):
+            log.info("out: %s %r", action.kind, action.message)
+            await stream.send_exception(action.kind, action.message)
+        elif isinstance(action, SendRaw):
+            await stream.send_raw(action.data)
+        elif isinstance(action, ResetStream):
+            await stream.reset()
+        elif isinstance(action, EndStream):
+            await stream.end()

@@ -1,0 +1,109 @@
+"""Energy-based end-of-speech detection over 16-bit PCM (sans-IO).
+
+Theory of operation: audio is cut into fixed frames (20 ms by default); a frame is "loud" when its
+RMS level in dBFS is at or above the threshold. Speech starts once loud frames have lasted
+`start_ms` in a row (short clicks do not count), and ends once `end_ms` of quiet frames follow.
+Times are audio time in seconds from the first sample fed, so the detector is deterministic and
+independent of how the audio was chunked or paced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SILENCE_DBFS = -120.0
+
+
+@dataclass(frozen=True, slots=True)
+class VadSettings:
+    threshold_dbfs: float = -40.0
+    start_ms: int = 100
+    end_ms: int = 600
+    frame_ms: int = 20
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    at_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechEnded:
+    start_s: float
+    end_s: float
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+VadEvent = SpeechStarted | SpeechEnded
+
+
+def frame_dbfs(samples: np.ndarray) -> float:
+    """RMS level of int16 `samples` relative to full scale (SILENCE_DBFS for digital silence)."""
+    if samples.size == 0:
+        return SILENCE_DBFS
+    rms = float(np.sqrt(np.mean(np.square(samples.astype(np.float64)))))
+    if rms <= 0.0:
+        return SILENCE_DBFS
+    return max(SILENCE_DBFS, 20.0 * float(np.log10(rms / 32768.0)))
+
+
+class EnergyVad:
+    """Feed PCM with `feed()`; it returns the speech start/end events the new audio completed."""
+
+    def __init__(self, sample_rate: int, settings: VadSettings | None = None) -> None:
+        self.settings = settings or VadSettings()
+        self.sample_rate = sample_rate
+        self._frame_len = max(1, sample_rate * self.settings.frame_ms // 1000)
+        self._pending = b""
+        self._frames = 0  # frames consumed so far
+        self._run_loud = 0  # consecutive loud frames (while not in speech)
+        self._run_quiet = 0  # consecutive quiet frames (while in speech)
+        self._speech_start: float | None = None
+
+    @property
+    def in_speech(self) -> bool:
+        return self._speech_start is not None
+
+    @property
+    def position_s(self) -> float:
+        """Audio time consumed so far."""
+        return self._frames * self._frame_len / self.sample_rate
+
+    def feed(self, pcm: bytes) -> list[VadEvent]:
+        data = self._pending + pcm
+        frame_bytes = self._frame_len * 2
+        whole = len(data) - len(data) % frame_bytes
+        self._pending = data[whole:]
+        if whole == 0:
+            return []
+        samples = np.frombuffer(data[:whole], dtype="<i2").reshape(-1, self._frame_len)
+        events: list[VadEvent] = []
+        for frame in samples:
+            event = self._step(frame_dbfs(frame) >= self.settings.threshold_dbfs)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _step(self, loud: bool) -> VadEvent | None:
+        self._frames += 1
+        frame_s = self._frame_len / self.sample_rate
+        now = self._frames * frame_s
+        if self._speech_start is None:
+            self._run_loud = self._run_loud + 1 if loud else 0
+            if self._run_loud * frame_s * 1000 >= self.settings.start_ms:
+                self._speech_start = now - self._run_loud * frame_s
+                self._run_quiet = 0
+                return SpeechStarted(at_s=self._speech_start)
+            return None
+        self._run_quiet = 0 if loud else self._run_quiet + 1
+        if self._run_quiet * frame_s * 1000 >= self.settings.end_ms:
+            ended = SpeechEnded(start_s=self._speech_start, end_s=now - self._run_quiet * frame_s)
+            self._speech_start = None
+            self._run_loud = 0
+            return ended
+        return None

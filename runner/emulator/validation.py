@@ -1,0 +1,306 @@
+"""Strict, stateful validation of a Nova Sonic input event sequence (sans-IO).
+
+Theory of operation: `InputValidator.check(payload)` is called once per input event, in order. It
+parses the JSON, validates the event against the input-event schema, then applies the ordering
+rules of nova-sonic-protocol.md §2.5 against the state the earlier events built (prompt open,
+content blocks open, history seen, tool uses issued). The first violation raises
+`NovaValidationError` carrying the message the real service sends for that cause (§5.2); the
+caller sends it as a `validationException` and ends the stream, as Bedrock does.
+
+The service documents few of its messages, so every cause without a known message of its own gets
+the generic "Invalid input request, please fix your input and try again." (pipecat#3122,
+livekit/agents#6200).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from runner.models import ALL_VOICES, model_info
+from runner.protocol.templates import validate_event
+
+INVALID_INPUT = "Invalid input request, please fix your input and try again."
+CHAT_HISTORY_FIRST = "Chat history should be sent completely before streaming audio."
+ASSISTANT_FIRST = "First message in chat history should not be Assistant."
+TOOL_PARSE = "Tool Response parsing error"
+INPUT_TIMEOUT = "Timed out waiting for input events"
+
+# History limits: the strictest documented set (nova-sonic-protocol.md §2.5.2; the Nova 2
+# chat-history guide says 1 KB per textInput and 40 KB in total, an AWS maintainer said 40
+# messages). The service has no documented message of its own for them; pipecat PR #3354 saw
+# history problems answered with the generic "Invalid input request", so that is what we send.
+MAX_HISTORY_MESSAGES = 40
+MAX_TEXT_INPUT_BYTES = 1024
+MAX_HISTORY_BYTES = 40 * 1024
+
+INPUT_EVENTS = ("sessionStart", "promptStart", "contentStart", "textInput", "audioInput",
+                "toolResult", "contentEnd", "promptEnd", "sessionEnd")
+
+BlockType = Literal["TEXT", "AUDIO", "TOOL"]
+
+
+def invalid_voice_message(voice: str) -> str:
+    return f"Received invalid id: '{voice}'. Please check AWS documentation for valid voiceIds."
+
+
+class NovaValidationError(Exception):
+    """The input violates Nova Sonic's rules; `message` is what the service answers."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class InputEvent:
+    """One validated input event: its name and its body (the object under `event.<name>`)."""
+
+    name: str
+    body: dict[str, Any]
+    # The content block the event belongs to (for contentEnd: the block it closed).
+    block: Block | None = None
+    # audioInput only: the decoded PCM.
+    audio: bytes = b""
+
+
+@dataclass(slots=True)
+class Block:
+    """An open input content block."""
+
+    type: BlockType
+    role: str
+    interactive: bool
+    tool_use_id: str | None = None
+    text: list[str] = field(default_factory=list)
+    got_result: bool = False
+
+    @property
+    def is_history(self) -> bool:
+        return self.type == "TEXT" and not self.interactive and self.role in ("USER", "ASSISTANT")
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """What promptStart configured (the behaviour needs it for its output events)."""
+
+    name: str
+    output_rate: int
+    voice_id: str
+    tool_names: tuple[str, ...]
+
+
+class InputValidator:
+    """Validates one stream's input events in order. Raises NovaValidationError on the first fault.
+
+    After a violation the validator's state is undefined: the stream must end.
+    """
+
+    def __init__(self, model_id: str) -> None:
+        info = model_info(model_id)
+        self.voices: tuple[str, ...] = info.voices if info else ALL_VOICES
+        # Unknown model ids are treated as Nova 2 capable (runner.models.is_nova2).
+        self.nova2 = info.supports_interactive_text if info else True
+        self.session_started = False
+        self.session_ended = False
+        self.prompt: Prompt | None = None
+        self.prompt_ended = False
+        self.blocks: dict[str, Block] = {}
+        self.audio_started = False
+        self.history_messages = 0
+        self.history_bytes = 0
+        self.issued_tool_uses: set[str] = set()
+        self.answered_tool_uses: set[str] = set()
+
+    # -- the behaviour tells the validator what it emitted --------------------------------------
+
+    def tool_use_issued(self, tool_use_id: str) -> None:
+        """Record that this stream sent a toolUse with `tool_use_id` (its result becomes legal)."""
+        self.issued_tool_uses.add(tool_use_id)
+
+    # -- checking --------------------------------------------------------------------------------
+
+    def check(self, payload: bytes | str) -> InputEvent:
+        """Validate the next input event (raw JSON) and return it; raise NovaValidationError."""
+        event = _parse(payload)
+        if self.session_ended or (not self.session_started and event.name != "sessionStart"):
+            raise NovaValidationError(INVALID_INPUT)
+        if event.name == "promptStart":
+            self._check_voice(event.body)
+        envelope = {"event": {event.name: event.body}}
+        if validate_event(event.name, envelope):
+            raise NovaValidationError(INVALID_INPUT)
+        block = _RULES[event.name](self, event.body)
+        audio = _decode_audio(event.body["content"]) if event.name == "audioInput" else b""
+        return InputEvent(name=event.name, body=event.body, block=block, audio=audio)
+
+    def _check_voice(self, body: dict[str, Any]) -> None:
+        # Checked before the schema: the schema's lowercase pattern would otherwise turn
+        # "Matthew" into the generic message, and the service names the bad id.
+        audio = body.get("audioOutputConfiguration")
+        voice = audio.get("voiceId") if isinstance(audio, dict) else None
+        if isinstance(voice, str) and voice not in self.voices:
+            raise NovaValidationError(invalid_voice_message(voice))
+
+    def _require_prompt(self, body: dict[str, Any]) -> Prompt:
+        if self.prompt is None or self.prompt_ended or body.get("promptName") != self.prompt.name:
+            raise NovaValidationError(INVALID_INPUT)
+        return self.prompt
+
+    def _open_block(self, body: dict[str, Any]) -> Block:
+        self._require_prompt(body)
+        block = self.blocks.get(body["contentName"])
+        if block is None:
+            raise NovaValidationError(INVALID_INPUT)
+        return block
+
+    def _text_or_tool_open(self) -> bool:
+        return any(b.type != "AUDIO" for b in self.blocks.values())
+
+    # -- one rule per event ---------------------------------------------------------------------
+
+    def _session_start(self, body: dict[str, Any]) -> Block | None:
+        if self.session_started:
+            raise NovaValidationError(INVALID_INPUT)
+        if "turnDetectionConfiguration" in body and not self.nova2:
+            raise NovaValidationError(INVALID_INPUT)
+        self.session_started = True
+        return None
+
+    def _prompt_start(self, body: dict[str, Any]) -> Block | None:
+        if not self.session_started or self.prompt is not None:
+            raise NovaValidationError(INVALID_INPUT)
+        tools = body.get("toolConfiguration", {}).get("tools", [])
+        for tool in tools:
+            try:
+                json.loads(tool["toolSpec"]["inputSchema"]["json"])
+            except json.JSONDecodeError:
+                raise NovaValidationError(INVALID_INPUT) from None
+        audio = body["audioOutputConfiguration"]
+        self.prompt = Prompt(name=body["promptName"], output_rate=audio["sampleRateHertz"],
+                             voice_id=audio["voiceId"],
+                             tool_names=tuple(t["toolSpec"]["name"] for t in tools))
+        return None
+
+    def _content_start(self, body: dict[str, Any]) -> Block | None:
+        self._require_prompt(body)
+        name = body["contentName"]
+        kind: BlockType = body["type"]
+        if name in self.blocks or (kind != "AUDIO" and self._text_or_tool_open()):
+            raise NovaValidationError(INVALID_INPUT)
+        block = Block(type=kind, role=body["role"], interactive=body["interactive"])
+        if kind == "AUDIO":
+            if self.audio_started and any(b.type == "AUDIO" for b in self.blocks.values()):
+                raise NovaValidationError(INVALID_INPUT)
+            self.audio_started = True
+        elif kind == "TOOL":
+            block.tool_use_id = body["toolResultInputConfiguration"]["toolUseId"]
+            if block.tool_use_id not in self.issued_tool_uses - self.answered_tool_uses:
+                raise NovaValidationError(INVALID_INPUT)
+        elif not self.nova2 and (block.role == "SYSTEM_SPEECH" or
+                                 (block.interactive and block.role == "USER")):
+            # Cross-modal (interactive) text and speech prompts exist only on Nova 2 (§2.3, §2.6).
+            raise NovaValidationError(INVALID_INPUT)
+        elif block.is_history and self.history_messages == 0 and block.role == "ASSISTANT":
+            raise NovaValidationError(ASSISTANT_FIRST)
+        if block.is_history:
+            self.history_messages += 1
+            if self.history_messages > MAX_HISTORY_MESSAGES:
+                raise NovaValidationError(INVALID_INPUT)
+        self.blocks[name] = block
+        return block
+
+    def _text_input(self, body: dict[str, Any]) -> Block | None:
+        block = self._open_block(body)
+        if block.type != "TEXT":
+            raise NovaValidationError(INVALID_INPUT)
+        size = len(body["content"].encode())
+        if block.is_history:
+            self.history_bytes += size
+            if size > MAX_TEXT_INPUT_BYTES or self.history_bytes > MAX_HISTORY_BYTES:
+                raise NovaValidationError(INVALID_INPUT)
+        block.text.append(body["content"])
+        return block
+
+    def _audio_input(self, body: dict[str, Any]) -> Block | None:
+        self._require_prompt(body)
+        if self._text_or_tool_open():
+            raise NovaValidationError(CHAT_HISTORY_FIRST)
+        block = self._open_block(body)
+        if block.type != "AUDIO":
+            raise NovaValidationError(INVALID_INPUT)
+        return block
+
+    def _tool_result(self, body: dict[str, Any]) -> Block | None:
+        block = self._open_block(body)
+        if block.type != "TOOL" or block.got_result:
+            raise NovaValidationError(INVALID_INPUT)
+        try:
+            json.loads(body["content"])
+        except json.JSONDecodeError:
+            raise NovaValidationError(TOOL_PARSE) from None
+        block.got_result = True
+        block.text.append(body["content"])
+        return block
+
+    def _content_end(self, body: dict[str, Any]) -> Block | None:
+        block = self._open_block(body)
+        del self.blocks[body["contentName"]]
+        if block.type == "TOOL" and block.tool_use_id is not None:
+            self.answered_tool_uses.add(block.tool_use_id)
+        return block
+
+    def _prompt_end(self, body: dict[str, Any]) -> Block | None:
+        self._require_prompt(body)
+        # Open blocks at promptEnd are tolerated: the real service's behaviour is undocumented
+        # (§11) and a client shutting down after a fault should not get a second error.
+        self.blocks.clear()
+        self.prompt_ended = True
+        return None
+
+    def _session_end(self, body: dict[str, Any]) -> Block | None:
+        if not self.session_started:
+            raise NovaValidationError(INVALID_INPUT)
+        self.session_ended = True
+        return None
+
+
+def _parse(payload: bytes | str) -> InputEvent:
+    try:
+        data = json.loads(payload)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise NovaValidationError(INVALID_INPUT) from None
+    event = data.get("event") if isinstance(data, dict) else None
+    if not isinstance(event, dict) or len(data) != 1 or len(event) != 1:
+        raise NovaValidationError(INVALID_INPUT)
+    (name, body), = event.items()
+    if name not in INPUT_EVENTS or not isinstance(body, dict):
+        raise NovaValidationError(INVALID_INPUT)
+    return InputEvent(name=name, body=body)
+
+
+def _decode_audio(content: str) -> bytes:
+    try:
+        pcm = base64.b64decode(content, validate=True)
+    except (binascii.Error, ValueError):
+        raise NovaValidationError(INVALID_INPUT) from None
+    if len(pcm) % 2:
+        # 16-bit samples only (audioInputConfiguration.sampleSizeBits is always 16).
+        raise NovaValidationError(INVALID_INPUT)
+    return pcm
+
+
+_RULES = {
+    "sessionStart": InputValidator._session_start,
+    "promptStart": InputValidator._prompt_start,
+    "contentStart": InputValidator._content_start,
+    "textInput": InputValidator._text_input,
+    "audioInput": InputValidator._audio_input,
+    "toolResult": InputValidator._tool_result,
+    "contentEnd": InputValidator._content_end,
+    "promptEnd": InputValidator._prompt_end,
+    "sessionEnd": InputValidator._session_end,
+}
