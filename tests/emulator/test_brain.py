@@ -1,0 +1,322 @@
+"""The sans-IO model behaviour, driven synchronously with a stepped clock."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from runner.emulator.brain import (
+    INVALID_EVENT_BYTES,
+    MODEL_TIMEOUT,
+    STREAM_ERROR,
+    Conversation,
+    ResetStream,
+)
+from runner.emulator.outputs import INTERRUPTED_MARKER
+from runner.emulator.scenario import parse_scenario
+from runner.emulator.validation import INPUT_TIMEOUT, TOOL_PARSE
+from tests.emulator.fakes import (
+    V1,
+    BrainDriver,
+    audio_input,
+    audio_start,
+    content_end,
+    ev,
+    opening,
+    silence,
+    text_input,
+    text_start,
+    tone,
+    tool_result,
+    tool_start,
+)
+
+ORDER_SCENARIO = parse_scenario({"turns": [
+    {"user": "Where is my order 12345?", "assistant": [
+        {"tool": "trackOrderTool", "input": {"orderId": "12345"}},
+        {"say": "Your order {{ tool_result.orderId }} is {{ tool_result.status }}."}]},
+    {"user": "Thanks, bye.", "assistant": [{"say": "Goodbye!"}]},
+]})
+
+
+def started(driver: BrainDriver, tools: tuple[str, ...] = (), rate: int = 16000) -> BrainDriver:
+    driver.send(*opening(tools=tools, rate=rate), audio_start())
+    return driver
+
+
+def speak(driver: BrainDriver, seconds: float = 1.0) -> None:
+    driver.stream_audio(tone(seconds) + silence(0.8))
+
+
+def text_contents(driver: BrainDriver, role: str | None = None) -> list[str]:
+    return [b["content"] for b in driver.bodies("textOutput") if role is None or b["role"] == role]
+
+
+def stages(driver: BrainDriver) -> list[tuple[str, str, Any]]:
+    """(type, role, generationStage) of every contentStart."""
+    out = []
+    for body in driver.bodies("contentStart"):
+        fields = body.get("additionalModelFields")
+        out.append((body["type"], body["role"], json.loads(fields)["generationStage"] if fields else None))
+    return out
+
+
+def test_default_behaviour_reports_speech_length() -> None:
+    driver = started(BrainDriver.make())
+    speak(driver, 1.2)
+    driver.advance(3)
+    assert driver.names()[0] == "completionStart"
+    user, assistant = text_contents(driver, "USER"), text_contents(driver, "ASSISTANT")
+    assert user == ["(1.2 seconds of speech)"]
+    assert assistant == ["I heard you speak for 1.2 seconds."] * 2  # SPECULATIVE then FINAL
+    assert stages(driver) == [("TEXT", "USER", "FINAL"), ("TEXT", "ASSISTANT", "SPECULATIVE"),
+                              ("AUDIO", "ASSISTANT", None), ("TEXT", "ASSISTANT", "FINAL")]
+    ends = [(b["type"], b["stopReason"]) for b in driver.bodies("contentEnd")]
+    assert ends == [("TEXT", "PARTIAL_TURN"), ("TEXT", "PARTIAL_TURN"), ("AUDIO", "END_TURN"),
+                    ("TEXT", "END_TURN")]
+    assert driver.brain.record.user_turns == ["(1.2 seconds of speech)"]
+
+
+def test_every_output_event_carries_the_ids() -> None:
+    driver = started(BrainDriver.make())
+    speak(driver)
+    driver.advance(3)
+    driver.send(content_end("audio"), ev("promptEnd", promptName="p1"))
+    assert driver.names()[-1] == "completionEnd"
+    for event in driver.events:
+        (name, body), = event["event"].items()
+        assert body["promptName"] == "p1" and body["sessionId"] == "id1" and body["completionId"] == "id2"
+        if name in ("contentStart", "textOutput", "audioOutput", "contentEnd", "toolUse"):
+            assert body["contentId"].startswith("id")
+    audio_ids = {b["contentId"] for b in driver.bodies("audioOutput")}
+    assert len(audio_ids) == 1
+
+
+def test_audio_is_at_the_output_rate_and_faster_than_real_time() -> None:
+    driver = started(BrainDriver.make(speed=4.0), rate=24000)
+    driver.send(text_start("x", "USER", True), text_input("x", "hello there"), content_end("x"))
+    start = driver.now
+    driver.advance(5)
+    pcm = b"".join(base64.b64decode(b["content"]) for b in driver.bodies("audioOutput"))
+    # fake speech: 50 ms per character of "You said: hello there" (21 chars) at 24 kHz.
+    assert len(pcm) == int(0.05 * 21 * 24000) * 2
+    audio_start_body = next(b for b in driver.bodies("contentStart") if b["type"] == "AUDIO")
+    assert audio_start_body["audioOutputConfiguration"]["sampleRateHertz"] == 24000
+    assert text_contents(driver, "USER") == ["hello there"]
+    del start
+
+
+def test_pacing_spreads_chunks_at_speed_factor() -> None:
+    driver = started(BrainDriver.make(speed=2.0, audio_chunk_ms=100))
+    driver.send(text_start("x", "USER", True), text_input("x", "abcdefghij"), content_end("x"))
+    # "You said: abcdefghij" = 20 chars = 1.0 s = 10 chunks; at 2x the last goes out at 0.45 s.
+    assert len(driver.bodies("audioOutput")) == 1
+    driver.advance(0.3)
+    assert 5 <= len(driver.bodies("audioOutput")) <= 7
+    driver.advance(0.3)
+    assert len(driver.bodies("audioOutput")) == 10
+
+
+def test_usage_events_are_cumulative_with_deltas() -> None:
+    driver = started(BrainDriver.make())
+    speak(driver)
+    driver.advance(3)
+    usages = driver.bodies("usageEvent")
+    assert len(usages) >= 2
+    running = 0
+    for usage in usages:
+        delta = usage["details"]["delta"]
+        running += sum(delta[d][k] for d in ("input", "output") for k in ("speechTokens", "textTokens"))
+        assert usage["totalTokens"] == running == usage["totalInputTokens"] + usage["totalOutputTokens"]
+
+
+def test_scripted_tool_round_trip() -> None:
+    driver = started(BrainDriver.make(ORDER_SCENARIO), tools=("trackOrderTool",))
+    speak(driver)
+    tool_use = driver.bodies("toolUse")
+    assert len(tool_use) == 1
+    assert tool_use[0]["toolName"] == "trackOrderTool" and json.loads(tool_use[0]["content"]) == {"orderId": "12345"}
+    assert [b["stopReason"] for b in driver.bodies("contentEnd") if b["type"] == "TOOL"] == ["TOOL_USE"]
+    assert text_contents(driver, "USER") == ["Where is my order 12345?"]
+    driver.advance(2)
+    assert not driver.bodies("audioOutput")  # waiting for the result
+    tool_use_id = tool_use[0]["toolUseId"]
+    driver.send(tool_start("r", tool_use_id), tool_result("r", '{"orderId": "12345", "status": "shipped"}'),
+                content_end("r"))
+    driver.advance(3)
+    assert "Your order 12345 is shipped." in text_contents(driver, "ASSISTANT")
+    assert driver.brain.record.tool_results[0].content == {"orderId": "12345", "status": "shipped"}
+    speak(driver)
+    driver.advance(2)
+    assert text_contents(driver, "ASSISTANT")[-1] == "Goodbye!"
+    assert driver.brain.record.user_turns == ["Where is my order 12345?", "Thanks, bye."]
+
+
+def test_barge_in_interrupts_and_drops_the_rest() -> None:
+    scenario = parse_scenario({"turns": [{"user": "Tell me a story.", "assistant": [
+        {"say": "Once upon a time there was a very long story that nobody wanted to hear."},
+        {"say": "And it went on."}]}]})
+    driver = started(BrainDriver.make(scenario, speed=4.0))
+    speak(driver)
+    driver.advance(0.5)
+    sent_before = len(driver.bodies("audioOutput"))
+    assert sent_before > 0
+    driver.stream_audio(tone(0.5))  # the user talks over the assistant
+    assert INTERRUPTED_MARKER in text_contents(driver, "ASSISTANT")
+    interrupted = [(b["type"], b["stopReason"]) for b in driver.bodies("contentEnd")
+                   if b["stopReason"] == "INTERRUPTED"]
+    assert interrupted == [("AUDIO", "INTERRUPTED"), ("TEXT", "INTERRUPTED")]
+    count = len(driver.bodies("audioOutput"))
+    driver.stream_audio(silence(0.8))
+    driver.advance(5)
+    assert "And it went on." not in text_contents(driver)
+    # The interrupting speech is the next user turn (no script left: the default answer).
+    assert driver.brain.record.user_turns[-1] == "(0.5 seconds of speech)"
+    assert driver.brain.record.interruptions == 1
+    assert len(driver.bodies("audioOutput")) > count
+
+
+def test_speech_after_playback_does_not_interrupt() -> None:
+    driver = started(BrainDriver.make())
+    driver.send(text_start("x", "USER", True), text_input("x", "hi"), content_end("x"))
+    driver.advance(5)  # "You said: hi" = 0.6 s of audio, long finished playing
+    speak(driver)
+    assert INTERRUPTED_MARKER not in text_contents(driver)
+    assert driver.brain.record.interruptions == 0
+
+
+def test_speech_during_tool_wait_is_queued_not_an_interruption() -> None:
+    driver = started(BrainDriver.make(ORDER_SCENARIO), tools=("trackOrderTool",))
+    speak(driver)
+    speak(driver)  # second utterance while waiting for the tool
+    assert driver.brain.record.user_turns == ["Where is my order 12345?"]
+    tool_use_id = driver.bodies("toolUse")[0]["toolUseId"]
+    driver.send(tool_start("r", tool_use_id), tool_result("r", '{"orderId": "1", "status": "lost"}'),
+                content_end("r"))
+    driver.advance(5)
+    assert driver.brain.record.user_turns == ["Where is my order 12345?", "Thanks, bye."]
+
+
+def test_validation_error_ends_the_stream() -> None:
+    driver = started(BrainDriver.make())
+    driver.send(tool_start("t", "never-issued"))
+    exc = driver.exception()
+    assert exc is not None and exc.kind == "validationException"
+    assert driver.brain.done and driver.brain.record.ended == "validation"
+    driver.send(audio_input(bytes(64)))  # ignored once done
+    assert driver.brain.record.input_events[-1] == "audioInput" or driver.brain.done
+
+
+def test_tool_parsing_error_message() -> None:
+    driver = started(BrainDriver.make(ORDER_SCENARIO), tools=("trackOrderTool",))
+    speak(driver)
+    tool_use_id = driver.bodies("toolUse")[0]["toolUseId"]
+    driver.send(tool_start("r", tool_use_id), tool_result("r", "shipped"))
+    exc = driver.exception()
+    assert exc is not None and exc.message == TOOL_PARSE
+
+
+def test_time_limit() -> None:
+    driver = started(BrainDriver.make(time_limit_s=2.0))
+    driver.stream_audio(silence(3.0))
+    exc = driver.exception()
+    assert exc is not None and (exc.kind, exc.message) == ("modelTimeoutException", MODEL_TIMEOUT)
+    assert driver.brain.record.ended == "time-limit"
+
+
+def test_scenario_time_limit_shortens_the_stream() -> None:
+    driver = started(BrainDriver.make(parse_scenario({"faults": {"time_limit_s": 1}})))
+    driver.stream_audio(silence(1.5))
+    exc = driver.exception()
+    assert exc is not None and exc.kind == "modelTimeoutException"
+
+
+def test_input_timeout() -> None:
+    driver = started(BrainDriver.make(input_timeout_s=0.5))
+    driver.advance(1.0)
+    exc = driver.exception()
+    assert exc is not None and (exc.kind, exc.message) == ("validationException", INPUT_TIMEOUT)
+
+
+def test_reset_fault_fires_once_per_emulator() -> None:
+    conversation = Conversation(parse_scenario({"faults": {"reset_after_events": 7}}))
+    first = BrainDriver.make(conversation=conversation)
+    started(first)
+    first.send(audio_input(bytes(64)))
+    assert any(isinstance(a, ResetStream) for a in first.others)
+    assert first.brain.record.ended == "reset" and len(first.brain.record.input_events) == 7
+    second = started(BrainDriver.make(conversation=conversation))
+    second.send(audio_input(bytes(64)), audio_input(bytes(64)))
+    assert not second.brain.done
+
+
+def test_throttle_fault_refuses_first_connects() -> None:
+    conversation = Conversation(parse_scenario({"faults": {"throttle_connects": 2}}))
+    assert [conversation.admit() for _ in range(4)] == [False, False, True, True]
+
+
+def test_stream_error_mid_turn_then_turn_replays_on_next_stream() -> None:
+    scenario = parse_scenario({"turns": [{"user": "one", "assistant": [{"say": "first"}]},
+                                         {"user": "two", "assistant": [{"say": "second"}]}],
+                               "faults": {"stream_error_at_turn": 2}})
+    conversation = Conversation(scenario)
+    first = started(BrainDriver.make(conversation=conversation))
+    speak(first)
+    first.advance(3)
+    speak(first)
+    exc = first.exception()
+    assert exc is not None and (exc.kind, exc.message) == ("modelStreamErrorException", STREAM_ERROR)
+    assert first.brain.record.user_turns == ["one", "two"]  # USER transcript came, then the error
+    second = started(BrainDriver.make(conversation=conversation))
+    speak(second)
+    second.advance(3)
+    assert text_contents(second, "ASSISTANT")[-1] == "second"
+
+
+def test_invalid_bytes_fault() -> None:
+    driver = started(BrainDriver.make(parse_scenario({"faults": {"invalid_bytes_at_turn": 1}})))
+    speak(driver)
+    assert driver.raw_sent() == INVALID_EVENT_BYTES
+    assert driver.ended() and driver.brain.record.ended == "invalid-bytes"
+
+
+def test_scenario_continues_across_streams() -> None:
+    conversation = Conversation(ORDER_SCENARIO)
+    first = started(BrainDriver.make(conversation=conversation), tools=("trackOrderTool",))
+    speak(first)
+    tool_use_id = first.bodies("toolUse")[0]["toolUseId"]
+    first.send(tool_start("r", tool_use_id), tool_result("r", '{"orderId": "1", "status": "ok"}'),
+               content_end("r"))
+    first.advance(3)
+    second = started(BrainDriver.make(conversation=conversation), tools=("trackOrderTool",))
+    speak(second)
+    second.advance(3)
+    assert second.brain.record.user_turns == ["Thanks, bye."]
+
+
+def test_record_keeps_history_audio_and_events() -> None:
+    driver = BrainDriver.make(record_audio=True)
+    driver.send(*opening(), text_start("h", "USER"), text_input("h", "earlier"), content_end("h"),
+                audio_start())
+    driver.stream_audio(tone(0.2), realtime=False)
+    record = driver.brain.record
+    assert record.history == [("USER", "earlier")]
+    assert record.system_prompt == "You are a test."
+    assert record.audio_bytes == len(record.audio) == len(tone(0.2))
+    assert record.input_events[:2] == ["sessionStart", "promptStart"]
+
+
+def test_session_end_ends_the_stream_and_prompt_end_sends_completion_end() -> None:
+    driver = started(BrainDriver.make(model_id=V1))
+    driver.send(content_end("audio"), ev("promptEnd", promptName="p1"), ev("sessionEnd"))
+    assert driver.names() == ["completionStart", "completionEnd"]
+    assert driver.ended() and driver.brain.record.ended == "closed"
+
+
+def test_say_template_error_is_an_internal_error() -> None:
+    scenario = parse_scenario({"turns": [{"assistant": [{"say": "{{ tool_result.x }}"}]}]})
+    driver = started(BrainDriver.make(scenario))
+    speak(driver)
+    exc = driver.exception()
+    assert exc is not None and exc.kind == "internalServerException"
