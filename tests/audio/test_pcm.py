@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from audio_helpers import tone
+
+from runner.audio.base import AudioFormat
+from runner.audio.pcm import SILENCE_DBFS, duration_ms, pad_to, rms_dbfs, silence, split, to_mono
+
+
+def test_silence_is_whole_frames_of_zeros() -> None:
+    assert silence(20, 16000) == bytes(640)
+    assert silence(20, 24000, channels=2) == bytes(1920)
+    assert silence(0.01, 16000) == b""
+
+
+def test_duration_ms() -> None:
+    assert duration_ms(bytes(640), 16000) == 20
+    assert duration_ms(bytes(48000), 24000) == 1000
+    assert duration_ms(bytes(4 * 441), 44100, channels=2) == 10
+
+
+def test_rms_dbfs_levels() -> None:
+    assert rms_dbfs(b"") == SILENCE_DBFS
+    assert rms_dbfs(bytes(640)) == SILENCE_DBFS
+    # A sine at half scale: RMS is amplitude/sqrt(2), i.e. -6.02 - 3.01 dB.
+    assert rms_dbfs(tone(440, 100, 16000, 0.5)) == pytest.approx(-9.03, abs=0.05)
+    assert rms_dbfs(np.full(100, -32768, dtype="<i2").tobytes()) == pytest.approx(0.0)
+
+
+def test_split_keeps_every_byte() -> None:
+    pcm = bytes(range(250)) * 4
+    pieces = list(split(pcm, 64))
+    assert b"".join(pieces) == pcm
+    assert [len(p) for p in pieces[:-1]] == [64] * (len(pieces) - 1)
+    assert len(pieces[-1]) == 1000 % 64
+    with pytest.raises(ValueError, match="positive"):
+        list(split(pcm, 0))
+
+
+def test_to_mono_averages_channels() -> None:
+    stereo = np.array([[100, 300], [-200, -400], [32767, 32767]], dtype="<i2").tobytes()
+    assert np.frombuffer(to_mono(stereo, 2), dtype="<i2").tolist() == [200, -300, 32767]
+    assert to_mono(b"\x01\x02", 1) == b"\x01\x02"
+
+
+def test_pad_to() -> None:
+    assert pad_to(b"ab", 4) == b"ab\x00\x00"
+    assert pad_to(b"abcd", 2) == b"abcd"
+
+
+def test_audio_format_helpers() -> None:
+    f16, f24 = AudioFormat(16000), AudioFormat(24000)
+    assert (f16.frame_bytes, f16.bytes_per_ms) == (2, 32)
+    assert (f16.bytes_for_ms(20), f16.frames_for_ms(20)) == (640, 320)
+    assert f24.bytes_for_ms(20) == 960
+    assert f24.duration_ms(48000) == 1000
+    assert AudioFormat(44100, channels=2).bytes_for_ms(10) == 441 * 4
+    with pytest.raises(ValueError, match="invalid audio format"):
+        AudioFormat(0)
