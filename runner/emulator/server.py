@@ -174,6 +174,7 @@ class _Stream:
         self._local_closed = False
         self._remote_closed = False
         self._dead = False
+        self._failing = False
         self._write_lock = asyncio.Lock()
         self._window = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -226,7 +227,7 @@ class _Stream:
         self._mark_dead()
 
     async def end(self) -> None:
-        if self.closed:
+        if self.closed or self._failing:
             return
         if self._write_lock.locked():
             # Another writer is mid-message; ending now would truncate it, so abort instead.
@@ -320,6 +321,9 @@ class _Stream:
 
     def _fail_input(self, code: str, message: str) -> None:
         logger.warning("%s input rejected: %s: %s", self._label, code, message)
+        # The error must reach the client before the handler (which now sees end of input) can
+        # end the stream cleanly; end() leaves the stream to this writer.
+        self._failing = True
         self._finish_input()
         self._conn.emulator.spawn(self.send_error(code, message))
 
