@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from runner.errors import ToolError
+from runner.tools.invoke import ToolOutcome, invoke_tool, result_to_json
+
+SCHEMA = {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"],
+          "additionalProperties": False}
+
+
+def call(fn: Any, arguments: dict[str, Any] | None = None, *, timeout_s: float = 2.0,
+         schema: dict[str, Any] | None = None) -> ToolOutcome:
+    args = {"order_id": "42"} if arguments is None else arguments
+    return asyncio.run(invoke_tool(fn, args, input_schema=SCHEMA if schema is None else schema,
+                                   timeout_s=timeout_s))
+
+
+def get_order(order_id: str) -> dict[str, Any]:
+    return {"order_id": order_id, "status": "shipped", "thread": threading.current_thread().name}
+
+
+async def get_order_async(order_id: str) -> dict[str, Any]:
+    await asyncio.sleep(0)
+    return {"order_id": order_id, "thread": threading.current_thread().name}
+
+
+def test_sync_handler_runs_in_a_thread() -> None:
+    outcome = call(get_order)
+    assert outcome.ok and outcome.error is None
+    result = json.loads(outcome.result_json)
+    assert result["status"] == "shipped" and result["thread"] != threading.main_thread().name
+    assert outcome.duration_ms >= 0
+
+
+def test_async_handler_runs_on_the_loop() -> None:
+    outcome = call(get_order_async)
+    assert outcome.ok
+    assert json.loads(outcome.result_json) == {"order_id": "42", "thread": threading.main_thread().name}
+
+
+def test_sync_handler_does_not_block_the_loop() -> None:
+    def slow(order_id: str) -> dict[str, str]:
+        time.sleep(0.2)
+        return {"order_id": order_id}
+
+    async def main() -> tuple[ToolOutcome, int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            for _ in range(10):
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(ticker())
+            tool = group.create_task(invoke_tool(slow, {"order_id": "1"}, input_schema=SCHEMA, timeout_s=2))
+        return tool.result(), ticks
+
+    outcome, ticks = asyncio.run(main())
+    assert outcome.ok and ticks == 10
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    ({}, "'order_id' is a required property"),
+    ({"order_id": 42}, "order_id: 42 is not of type 'string'"),
+    ({"order_id": "1", "extra": True}, "Additional properties are not allowed"),
+])
+def test_invalid_arguments_are_refused_before_the_call(arguments: dict[str, Any], message: str) -> None:
+    called = []
+    outcome = call(lambda **kw: called.append(kw), arguments)
+    assert not outcome.ok and called == []
+    assert message in (outcome.error or "")
+    error = json.loads(outcome.result_json)
+    assert error["error"].startswith("invalid arguments") and error["tool"] == "<lambda>"
+
+
+def test_invalid_schema_is_an_error_result() -> None:
+    outcome = call(get_order, schema={"type": "no-such-type"})
+    assert not outcome.ok and "input_schema is invalid" in (outcome.error or "")
+
+
+def test_async_timeout() -> None:
+    async def hang(order_id: str) -> None:
+        await asyncio.sleep(10)
+
+    started = time.perf_counter()
+    outcome = call(hang, timeout_s=0.05)
+    assert time.perf_counter() - started < 1
+    assert not outcome.ok and outcome.error == "timed out after 0.05 s"
+    assert json.loads(outcome.result_json) == {"error": "timed out after 0.05 s", "tool": "hang"}
+
+
+def test_sync_timeout() -> None:
+    release = threading.Event()
+
+    def stuck(order_id: str) -> None:
+        release.wait(5)
+
+    async def main() -> ToolOutcome:
+        try:
+            return await invoke_tool(stuck, {"order_id": "1"}, input_schema=SCHEMA, timeout_s=0.05)
+        finally:
+            release.set()  # else asyncio.run waits for the worker thread at shutdown
+
+    outcome = asyncio.run(main())
+    assert not outcome.ok and outcome.error == "timed out after 0.05 s"
+
+
+def test_timeout_error_raised_by_the_tool_is_not_our_timeout() -> None:
+    def raises(order_id: str) -> None:
+        raise TimeoutError("backend slow")
+
+    outcome = call(raises)
+    assert not outcome.ok and outcome.error == "TimeoutError raised by the tool"
+
+
+def test_exception_becomes_its_message_not_a_traceback() -> None:
+    def broken(order_id: str) -> None:
+        raise KeyError("no such order")
+
+    outcome = call(broken)
+    assert not outcome.ok and outcome.error == "KeyError: 'no such order'"
+    assert "Traceback" not in outcome.result_json
+
+
+def test_tool_error_message_is_used_as_is() -> None:
+    async def refuses(order_id: str) -> None:
+        raise ToolError("order 42 belongs to another customer")
+
+    outcome = call(refuses)
+    assert json.loads(outcome.result_json) == {"error": "order 42 belongs to another customer",
+                                               "tool": "refuses"}
+
+
+@pytest.mark.parametrize("bad", [object(), {"n": math.nan}, {1, 2}])
+def test_non_json_result_is_an_error(bad: Any) -> None:
+    outcome = call(lambda order_id: bad)
+    assert not outcome.ok and "not JSON-serialisable" in (outcome.error or "")
+    assert json.loads(outcome.result_json)["tool"] == "<lambda>"
+
+
+@pytest.mark.parametrize(("result", "expected"), [
+    ("shipped", {"result": "shipped"}),
+    ('{"status": "shipped"}', {"status": "shipped"}),
+    ("[1, 2]", {"result": "[1, 2]"}),
+    ("42", {"result": "42"}),
+    ([1, 2], {"result": [1, 2]}),
+    (None, {"result": None}),
+    ({"café": "crème"}, {"café": "crème"}),
+])
+def test_results_are_always_json_objects(result: Any, expected: dict[str, Any]) -> None:
+    outcome = call(lambda order_id: result)
+    assert outcome.ok and json.loads(outcome.result_json) == expected
+
+
+def test_str_json_object_with_nan_is_refused() -> None:
+    with pytest.raises(ValueError, match="not JSON"):
+        result_to_json('{"x": NaN}')
+
+
+def test_caller_cancellation_propagates() -> None:
+    async def hang(order_id: str) -> None:
+        await asyncio.sleep(10)
+
+    async def main() -> None:
+        task = asyncio.create_task(invoke_tool(hang, {"order_id": "1"}, input_schema=SCHEMA, timeout_s=5))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        await task
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(main())
