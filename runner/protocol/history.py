@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from runner.protocol.events import ContentEnd, ContentStart, ContentType, OutputEvent, Role, TextOutput
 from runner.protocol.setup import HistoryMessage
 
 MAX_MESSAGES = 40
@@ -86,3 +87,44 @@ def split_utf8(text: str, max_bytes: int = MAX_TEXT_INPUT_BYTES) -> list[str]:
         size += n
     pieces.append("".join(current))
     return pieces
+
+
+class HistoryRecorder:
+    """The conversation as the service saw it, built from output events for a later replay.
+
+    The server keeps no state to reattach to (§9), so the runner keeps its own log: USER text
+    blocks (the final transcript) and ASSISTANT FINAL text blocks (what was actually spoken, also
+    for an interrupted answer). SPECULATIVE text and the interruption marker are not recorded.
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[str, tuple[Role, list[str]]] = {}
+        self._messages: list[HistoryMessage] = []
+
+    def feed(self, event: OutputEvent) -> HistoryMessage | None:
+        """Record `event`; returns the message it completed, if any."""
+        match event:
+            case ContentStart(type=ContentType.TEXT) if _recorded(event):
+                self._open[event.content_id] = (event.role, [])
+            case TextOutput() if event.content_id in self._open and not event.is_interruption:
+                self._open[event.content_id][1].append(event.content)
+            case ContentEnd() if event.content_id in self._open:
+                role, parts = self._open.pop(event.content_id)
+                text = "".join(parts).strip()
+                if text:
+                    message = HistoryMessage("USER" if role is Role.USER else "ASSISTANT", text)
+                    self._messages.append(message)
+                    return message
+            case _:
+                pass
+        return None
+
+    @property
+    def messages(self) -> tuple[HistoryMessage, ...]:
+        return tuple(self._messages)
+
+
+def _recorded(event: ContentStart) -> bool:
+    if event.role is Role.USER:
+        return event.generation_stage in (None, "FINAL")
+    return event.role is Role.ASSISTANT and event.generation_stage == "FINAL"

@@ -77,3 +77,29 @@ def test_split_utf8_round_trips_within_the_limit(text: str, limit: int) -> None:
     assert "".join(pieces) == text
     assert all(len(p.encode("utf-8", "surrogatepass")) <= limit for p in pieces)
     assert all(pieces) or pieces == [""]
+
+
+def test_recorder_keeps_user_transcripts_and_assistant_final_text() -> None:
+    from wire_helpers import content_end, content_start, out
+
+    from runner.protocol.codec import decode_output
+    from runner.protocol.history import HistoryRecorder
+
+    payloads = [
+        content_start("u", "TEXT", "USER", "FINAL"),
+        out("textOutput", contentId="u", role="USER", content="Where is "),
+        out("textOutput", contentId="u", role="USER", content="order 42?"),
+        content_end("u", "TEXT", "PARTIAL_TURN"),
+        content_start("s", "TEXT", "ASSISTANT", "SPECULATIVE"),
+        out("textOutput", contentId="s", role="ASSISTANT", content="It shipped yesterday."),
+        content_end("s", "TEXT", "PARTIAL_TURN"),
+        content_start("f", "TEXT", "ASSISTANT", "FINAL"),
+        out("textOutput", contentId="f", role="ASSISTANT", content="It shipped"),
+        out("textOutput", contentId="f", role="ASSISTANT", content='{ "interrupted" : true }'),
+        content_end("f", "TEXT", "INTERRUPTED"),
+        content_start("e", "TEXT", "USER", "FINAL"), content_end("e", "TEXT", "PARTIAL_TURN"),
+    ]
+    recorder = HistoryRecorder()
+    completed = [recorder.feed(decode_output(p)) for p in payloads]
+    assert [m for m in completed if m] == list(recorder.messages) == [
+        HistoryMessage("USER", "Where is order 42?"), HistoryMessage("ASSISTANT", "It shipped")]
