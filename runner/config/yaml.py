@@ -76,6 +76,9 @@ def _syntax_error(exc: yaml.YAMLError) -> YamlSyntaxError:
     return YamlSyntaxError(f"invalid YAML: {exc}", Mark(1, 1))
 
 
+_PLAIN_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
+
+
 class _Builder:
     def __init__(self, loader: yaml.SafeLoader) -> None:
         self._loader = loader
@@ -88,6 +91,10 @@ class _Builder:
             raise YamlSyntaxError("invalid YAML: recursive alias", _mark(node.start_mark))
         self._active.add(id(node))
         try:
+            if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and node.tag not in _PLAIN_TAGS:
+                # Scalars go through SafeConstructor, which refuses unknown tags; collections are
+                # walked here, so refuse theirs explicitly rather than silently ignore them.
+                raise YamlSyntaxError(f"invalid YAML: unsupported tag {node.tag!r}", _mark(node.start_mark))
             if isinstance(node, yaml.MappingNode):
                 return self._mapping(node, path)
             if isinstance(node, yaml.SequenceNode):
