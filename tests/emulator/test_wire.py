@@ -326,3 +326,28 @@ def test_client_configuration_lines(emulator: Emulator) -> None:
         f"export AWS_ACCESS_KEY_ID={env['AWS_ACCESS_KEY_ID']} "
         f"AWS_SECRET_ACCESS_KEY={env['AWS_SECRET_ACCESS_KEY']} AWS_REGION=us-east-1",
     ]
+
+
+def test_closing_the_emulator_ends_live_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the test's own loop: a session blocked in receive() is torn down within a bounded time."""
+    handler = ScriptedHandler()
+
+    async def session() -> tuple[float, bool]:
+        async with Emulator(handler) as emulator:
+            for name, value in emulator.env().items():
+                monkeypatch.setenv(name, value)
+            client = await make_client(emulator)
+            stream = await open_stream(client, "drain-live")
+            await stream.input_stream.send(chunk(SESSION[0]))
+            _, receiver = await stream.await_output()
+            started = asyncio.get_running_loop().time()
+        ended = await receiver.receive() is None  # connection closed under the client
+        elapsed = asyncio.get_running_loop().time() - started
+        await close_input(stream)
+        await client.close()
+        return elapsed, ended
+
+    elapsed, ended = run(session())
+    assert ended
+    assert elapsed < 4
+    assert handler.finished["drain-live"].is_set()
