@@ -264,8 +264,8 @@ class Brain:
                                   "".join(block.text))
         elif event.name == "promptEnd":
             self._on_prompt_end()
-        elif event.name == "sessionEnd":
-            self._finish("closed", EndStream())
+        # sessionEnd ends nothing by itself: the stream ends when the client closes its input, and
+        # anything it sends in between is a validation error.
 
     def _on_audio(self, pcm: bytes) -> None:
         self.record.audio_bytes += len(pcm)

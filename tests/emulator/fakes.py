@@ -92,7 +92,8 @@ def content_end(name: str) -> dict[str, Any]:
     return ev("contentEnd", promptName=PROMPT, contentName=name)
 
 
-def opening(model_voice: str = "matthew", tools: tuple[str, ...] = (), rate: int = 16000) -> list[dict[str, Any]]:
+def opening(model_voice: str = "matthew", tools: tuple[str, ...] = (),
+            rate: int = 16000) -> list[dict[str, Any]]:
     """sessionStart, promptStart and the SYSTEM block."""
     return [session_start(), prompt_start(model_voice, tools=tools, rate=rate),
             text_start("sys", "SYSTEM"), text_input("sys", "You are a test."), content_end("sys")]

@@ -136,7 +136,8 @@ def test_scripted_tool_round_trip() -> None:
     speak(driver)
     tool_use = driver.bodies("toolUse")
     assert len(tool_use) == 1
-    assert tool_use[0]["toolName"] == "trackOrderTool" and json.loads(tool_use[0]["content"]) == {"orderId": "12345"}
+    assert tool_use[0]["toolName"] == "trackOrderTool"
+    assert json.loads(tool_use[0]["content"]) == {"orderId": "12345"}
     assert [b["stopReason"] for b in driver.bodies("contentEnd") if b["type"] == "TOOL"] == ["TOOL_USE"]
     assert text_contents(driver, "USER") == ["Where is my order 12345?"]
     driver.advance(2)
@@ -307,10 +308,13 @@ def test_record_keeps_history_audio_and_events() -> None:
     assert record.input_events[:2] == ["sessionStart", "promptStart"]
 
 
-def test_session_end_ends_the_stream_and_prompt_end_sends_completion_end() -> None:
+def test_input_close_ends_the_stream_and_prompt_end_sends_completion_end() -> None:
     driver = started(BrainDriver.make(model_id=V1))
     driver.send(content_end("audio"), ev("promptEnd", promptName="p1"), ev("sessionEnd"))
     assert driver.names() == ["completionStart", "completionEnd"]
+    assert not driver.ended()
+    driver.brain.input_closed(driver.now)
+    driver.pump()
     assert driver.ended() and driver.brain.record.ended == "closed"
 
 

@@ -14,6 +14,7 @@ from runner.emulator.validation import (
     TOOL_PARSE,
     InputValidator,
     NovaValidationError,
+    invalid_voice_message,
 )
 from tests.emulator.fakes import (
     V1,
@@ -100,15 +101,15 @@ CASES: dict[str, tuple[list[Any], str, str]] = {
                           V1, INVALID_INPUT),
     "sessionStart twice": ([session_start(), session_start()], V2, INVALID_INPUT),
     "capitalised voice": ([session_start(), prompt_start("Matthew")], V2,
-                          "Received invalid id: 'Matthew'. Please check AWS documentation for valid voiceIds."),
+                          invalid_voice_message("Matthew")),
     "unknown voice": ([session_start(), prompt_start("bob")], V2,
-                      "Received invalid id: 'bob'. Please check AWS documentation for valid voiceIds."),
+                      invalid_voice_message("bob")),
     "v2-only voice on v1": ([session_start(), prompt_start("tina")], V1,
-                            "Received invalid id: 'tina'. Please check AWS documentation for valid voiceIds."),
+                            invalid_voice_message("tina")),
     "v1-only voice on v2": ([session_start(), prompt_start("greta")], V2,
-                            "Received invalid id: 'greta'. Please check AWS documentation for valid voiceIds."),
+                            invalid_voice_message("greta")),
     "bad output rate": ([session_start(), with_prompt_audio(sampleRateHertz=44100)], V2, INVALID_INPUT),
-    "tool schema not a string": ([session_start(), prompt_start(tools=("x",), schema_json={"type": "object"})],
+    "tool schema not a string": ([session_start(), prompt_start(tools=("x",), schema_json={"type": "x"})],
                                  V2, INVALID_INPUT),
     "tool schema string not JSON": ([session_start(), prompt_start(tools=("x",), schema_json="{oops")],
                                     V2, INVALID_INPUT),
@@ -182,3 +183,8 @@ def test_v1_accepts_plain_audio_session() -> None:
 def test_tool_result_content_must_be_json_text_not_bare_string() -> None:
     validator = run([*OPEN, audio_start(), tool_start("t", "tu-1")], issued=("tu-1",))
     validator.check(raw(tool_result("t", json.dumps("a JSON string is JSON"))))
+
+
+def test_invalid_voice_message_is_the_services_wording() -> None:
+    assert invalid_voice_message("Matthew") == (
+        "Received invalid id: 'Matthew'. Please check AWS documentation for valid voiceIds.")
