@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Any
 
+from runner.emulator.api import StreamRequest
 from runner.emulator.brain import (
     INVALID_EVENT_BYTES,
     MODEL_TIMEOUT,
@@ -13,16 +15,19 @@ from runner.emulator.brain import (
     Conversation,
     ResetStream,
 )
+from runner.emulator.nova import NovaConfig, NovaHandler
 from runner.emulator.outputs import INTERRUPTED_MARKER
 from runner.emulator.scenario import parse_scenario
-from runner.emulator.validation import INPUT_TIMEOUT, TOOL_PARSE
+from runner.emulator.validation import INPUT_TIMEOUT, INVALID_INPUT, TOOL_PARSE
 from tests.emulator.fakes import (
     V1,
     BrainDriver,
+    MemoryStream,
     audio_input,
     audio_start,
     content_end,
     ev,
+    fake_speech,
     opening,
     silence,
     text_input,
@@ -324,3 +329,67 @@ def test_say_template_error_is_an_internal_error() -> None:
     speak(driver)
     exc = driver.exception()
     assert exc is not None and exc.kind == "internalServerException"
+
+
+# -- the async adapter (NovaHandler) over an in-memory stream ---------------------------------------
+
+def test_handler_plays_a_turn_and_ends_when_input_closes() -> None:
+
+    async def main() -> tuple[MemoryStream, NovaHandler]:
+        handler = NovaHandler(NovaConfig(speed=50.0), synthesize=fake_speech)
+        stream = MemoryStream()
+        for event in [*opening(), audio_start(), text_start("x", "USER", True), text_input("x", "hi"),
+                      content_end("x")]:
+            stream.client_send(event)
+        async with asyncio.timeout(10), asyncio.TaskGroup() as tasks:
+            task = tasks.create_task(handler.handle(stream))
+            while "END_TURN" not in [b["stopReason"] for b in _bodies(stream.events, "contentEnd")
+                                     if b["type"] == "TEXT"]:
+                stream.output.clear()
+                await stream.output.wait()
+            stream.client_send(content_end("audio"))
+            stream.client_send(ev("promptEnd", promptName="p1"))
+            stream.client_send(ev("sessionEnd"))
+            stream.client_close()
+            await task
+        return stream, handler
+
+    stream, handler = asyncio.run(main())
+    assert stream.closed and not stream.exceptions
+    assert stream.names()[-1] == "completionEnd"
+    record = handler.sessions[0]
+    assert record.ended == "closed" and record.user_turns == ["hi"]
+    assert record.input_events[-1] == "sessionEnd"
+
+
+def test_handler_sends_validation_exception_and_throttles() -> None:
+
+    handler = NovaHandler(NovaConfig(parse_scenario({"faults": {"throttle_connects": 1}})))
+    request = StreamRequest(model_id="m", request_id="r", sequence=1)
+    rejection = handler.admit(request)
+    assert rejection is not None and (rejection.status, rejection.error_type) == (429, "ThrottlingException")
+    assert handler.admit(request) is None
+
+    async def main() -> MemoryStream:
+        stream = MemoryStream()
+        stream.client_send(text_start("x", "USER"))  # not sessionStart
+        await asyncio.wait_for(handler.handle(stream), 5)
+        return stream
+
+    stream = asyncio.run(main())
+    assert stream.exceptions == [("validationException", INVALID_INPUT)]
+
+
+def test_handler_input_timeout_is_bounded() -> None:
+
+    async def main() -> MemoryStream:
+        stream = MemoryStream()
+        stream.client_send(opening()[0])
+        await asyncio.wait_for(NovaHandler(NovaConfig(input_timeout_s=0.2)).handle(stream), 5)
+        return stream
+
+    assert asyncio.run(main()).exceptions == [("validationException", INPUT_TIMEOUT)]
+
+
+def _bodies(events: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [e["event"][name] for e in events if name in e["event"]]
