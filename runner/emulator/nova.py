@@ -122,6 +122,8 @@ class NovaHandler:
                 brain.input_closed(self._clock())
             else:
                 brain.receive(payload, self._clock())
+                if log.isEnabledFor(logging.DEBUG) and brain.record.input_events:
+                    log.debug("in: %s (%d bytes)", brain.record.input_events[-1], len(payload))
 
 
 async def _read(stream: EmulatorStream, inbox: asyncio.Queue[bytes | None]) -> None:
