@@ -80,12 +80,21 @@ def _unknown_keys(err: jsonschema.ValidationError, path: Path) -> Iterator[tuple
             yield (*path, key), f"unknown key {key!r}{inside}{hint}"
 
 
-def _one_of(err: jsonschema.ValidationError, path: Path) -> tuple[Path, str]:
+def _misspelt(key: str, instance: dict[str, Any], allowed: Sequence[str]) -> bool:
+    """Whether `instance` has an unknown key that is a likely typo of the missing `key`."""
+    return any(k not in allowed and difflib.get_close_matches(k, list(allowed), n=1, cutoff=0.6) == [key]
+               for k in instance)
+
+
+def _one_of(err: jsonschema.ValidationError, path: Path) -> Iterator[tuple[Path, str]]:
     if path == () and isinstance(err.instance, dict):
         if "system_prompt" in err.instance and "system_prompt_file" in err.instance:
-            return ("system_prompt_file",), "use either system_prompt or system_prompt_file, not both"
-        return (), "missing the system prompt: add system_prompt (or system_prompt_file)"
-    return path, f"{where(path)}: {err.message}"
+            yield ("system_prompt_file",), "use either system_prompt or system_prompt_file, not both"
+        elif not any(_misspelt(k, err.instance, list(err.schema.get("properties", {})))  # type: ignore[union-attr]
+                     for k in ("system_prompt", "system_prompt_file")):
+            yield (), "missing the system prompt: add system_prompt (or system_prompt_file)"
+        return
+    yield path, f"{where(path)}: {err.message}"
 
 
 def _bound(err: jsonschema.ValidationError, path: Path) -> str:
@@ -104,11 +113,13 @@ def translate(err: jsonschema.ValidationError) -> Iterator[tuple[Path, str]]:
         yield from _unknown_keys(err, path)
     elif kind == "required" and isinstance(instance, dict):
         inside = f" in {where(path)}" if path else ""
+        allowed = list(err.schema.get("properties", {})) if isinstance(err.schema, dict) else []
         for key in value:
-            if key not in instance:
+            # A misspelt key is reported once, as unknown with a "did you mean", not also as missing.
+            if key not in instance and not _misspelt(key, instance, allowed):
                 yield path, f"missing required key {key!r}{inside}"
     elif kind == "oneOf":
-        yield _one_of(err, path)
+        yield from _one_of(err, path)
     elif kind == "type":
         yield path, f"{where(path)}: expected {_expected(value)}, got {describe(instance)}"
     elif kind == "enum":

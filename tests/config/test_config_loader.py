@@ -213,3 +213,12 @@ def test_template_override_problems(write_agent: Write) -> None:
     path = write_agent(MINIMAL + "templates: t2\n", files={"t2/promptEnd.json.j2": '{"event": {{ "x" }\n'})
     (p,) = check_agent(path)[1]
     assert p.file.endswith("t2/promptEnd.json.j2") and p.line == 1 and "syntax error" in p.message
+
+
+def test_a_misspelt_required_key_is_reported_once(write_agent: Write) -> None:
+    path = write_agent(MINIMAL.replace("name: t", "nmae: t").replace("system_prompt", "sytem_prompt"))
+    assert messages(path) == ["error: unknown key 'nmae'; did you mean 'name'?",
+                              "error: unknown key 'sytem_prompt'; did you mean 'system_prompt'?"]
+    path = write_agent(MINIMAL.replace("name: t\n", "").replace("system_prompt: Hello.\n", ""))
+    assert messages(path) == ["error: missing required key 'name'",
+                              "error: missing the system prompt: add system_prompt (or system_prompt_file)"]
