@@ -1,17 +1,74 @@
-"""`agent-run run`: not implemented yet (placeholder so the CLI wires up; owned by its issue)."""
+"""`agent-run [run] AGENT.yaml`: talk to an agent (microphone and speakers, or WAV files)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+from pathlib import Path
 from typing import Any
 
-from runner.errors import RunnerError
+from runner.config.loader import load_agent
+from runner.config.overrides import add_var_option, var_overrides
+from runner.console import Console
+from runner.engine import RunOptions, run_agent
+
+EPILOG = """\
+examples:
+  agent-run agents/orders.yaml                      talk through the default microphone and speakers
+  agent-run agents/orders.yaml --emulate samples/orders.scenario.yaml \\
+      --input samples/where_is_my_order.wav --output out/answer.wav --transcript out/t.jsonl
+                                                    offline: a recorded question, answer to a WAV file
+  agent-run agents/concierge.yaml --var city=Paris  override a template variable
+
+AWS settings come from the agent file (model.region, model.endpoint), then the usual AWS
+environment variables and profiles. With --emulate, the built-in Nova Sonic emulator is started
+in-process and reached over TLS through the same SDK code path; no AWS account is needed.
+With --input, the run ends by itself once the file has been played and the conversation is idle.
+"""
 
 
 def add_parser(sub: Any) -> None:
-    p: argparse.ArgumentParser = sub.add_parser("run", help="(not implemented yet)")
-    p.add_argument("rest", nargs="*")
+    p: argparse.ArgumentParser = sub.add_parser(
+        "run", help="run an agent (the default command: `agent-run AGENT.yaml`)",
+        description="Run a voice agent defined in a YAML file.", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("agent", type=Path, help="the agent YAML file")
+    add_var_option(p)
+    p.add_argument("--emulate", nargs="?", const="", default=None, metavar="SCENARIO",
+                   help="use the built-in local emulator (optionally playing a scenario YAML)")
+    p.add_argument("--time-limit", type=float, metavar="SECONDS",
+                   help="with --emulate: the emulator's per-stream time limit (default 480)")
+    audio = p.add_argument_group("audio")
+    audio.add_argument("--input", type=Path, metavar="WAV",
+                       help="read the user's speech from a WAV file (paced in real time, then silence)")
+    audio.add_argument("--output", type=Path, metavar="WAV",
+                       help="write the assistant's speech to a WAV file instead of the speakers")
+    audio.add_argument("--input-device", metavar="DEVICE",
+                       help="microphone index or name (agent-run devices)")
+    audio.add_argument("--output-device", metavar="DEVICE", help="speaker index or name (agent-run devices)")
+    out = p.add_argument_group("output")
+    out.add_argument("--transcript", type=Path, metavar="FILE.jsonl",
+                     help="append the conversation as JSON lines while it happens")
+    out.add_argument("-q", "--quiet", action="store_true", help="print only warnings and errors")
+    out.add_argument("-v", "--verbose", action="store_true", help="also print every raw event")
+    limits = p.add_argument_group("limits")
+    limits.add_argument("--max-duration", type=float, metavar="SECONDS", help="end the run after this long")
+    limits.add_argument("--idle-exit", type=float, metavar="SECONDS",
+                        help="with --input: end after the file has played and nothing happened for this long "
+                             "(default 2.5)")
+    p.add_argument("--profile", help="AWS profile to use (default: AWS_PROFILE or the default chain)")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise RunnerError("'agent-run run' is not implemented yet")
+    agent = load_agent(args.agent, var_overrides(args))
+    options = RunOptions(
+        input_file=args.input, output_file=args.output, input_device=args.input_device,
+        output_device=args.output_device, transcript=args.transcript,
+        emulate=args.emulate is not None, scenario=Path(args.emulate) if args.emulate else None,
+        emulator_time_limit_s=args.time_limit, max_duration_s=args.max_duration,
+        idle_exit_s=args.idle_exit, profile=args.profile)
+    if args.verbose:
+        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+    console = Console(quiet=args.quiet, verbose=args.verbose)
+    return asyncio.run(run_agent(agent, options, console))

@@ -34,6 +34,9 @@ class Stream(Protocol):
         Raises TransportError (with the service's exception kind) when the service fails the stream.
         """
 
+    async def close_input(self, limit_s: float) -> None:
+        """Signal the end of input (after sessionEnd), waiting at most `limit_s`. Idempotent."""
+
     async def aclose(self) -> None:
         """Close the input side and release the stream within bounded time. Idempotent."""
 

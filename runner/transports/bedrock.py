@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,8 +32,8 @@ from aws_sdk_bedrock_runtime.models import (
 from smithy_aws_core.config.exceptions import ConfigValidationError
 from smithy_aws_core.identity import AWSCredentialsIdentity
 from smithy_aws_core.identity.chain import IdentityChain
-from smithy_aws_event_stream.exceptions import EventError
-from smithy_core.exceptions import SmithyError
+from smithy_aws_event_stream.exceptions import EventError, UnmodeledEventError
+from smithy_core.exceptions import CallError, SmithyError
 from smithy_http.aio.crt import AWSCRTHTTPClient
 
 from runner.errors import CredentialsError, TransportError
@@ -66,10 +67,23 @@ def translate_error(exc: BaseException) -> TransportError:
             kind == "ValidationException"
             and any(m in message for m in RECOVERABLE_VALIDATION_MESSAGES))
         return TransportError(f"{kind}: {message}", kind=kind, retryable=retryable)
+    if isinstance(exc, UnmodeledEventError):
+        # e.g. "Received unmodeled event error: InvalidSignatureException - ..." mid-stream.
+        return TransportError(str(exc), kind="UnmodeledEventError", retryable=False)
     if isinstance(exc, EventError):
         kind = type(exc).__name__
         return TransportError(f"malformed event from the service ({kind}): {exc}",
                               kind="InvalidEventBytes", retryable=True)
+    if isinstance(exc, CallError):
+        # Errors the operation does not model (bad signature, unknown key) arrive as a bare
+        # CallError: "Unknown error for operation ... - status: 403 - id: ...#InvalidSignatureException".
+        status = re.search(r"status: (\d{3})", str(exc))
+        name = re.search(r"#(\w+)\s*$", str(exc))
+        kind = name.group(1) if name else "CallError"
+        code = int(status.group(1)) if status else 0
+        hint = " (check your AWS credentials)" if code in (401, 403) else ""
+        return TransportError(f"the service refused the request: {kind} (HTTP {code}){hint}",
+                              kind=kind, retryable=code == 429 or code >= 500)
     if isinstance(exc, SmithyError | OSError):
         return TransportError(f"connection failed: {exc}", kind="ConnectionError", retryable=True)
     return TransportError(f"stream failed: {type(exc).__name__}: {exc}", kind=type(exc).__name__)
@@ -82,10 +96,11 @@ class BedrockStream:
         self._sdk = sdk_stream
         self._receiver: Any = None
         self._output_ended = False
+        self._input_closed = False
         self._closed = False
 
     async def send(self, payload: bytes) -> None:
-        if self._output_ended or self._closed:
+        if self._output_ended or self._input_closed:
             # Sending after the service ended the stream blocks forever (gotcha 2).
             raise TransportError("the stream has ended", kind="StreamReset", retryable=True)
         chunk = InvokeModelWithBidirectionalStreamInputChunk(
@@ -121,11 +136,17 @@ class BedrockStream:
             self._output_ended = True
             raise translate_error(exc) from exc
 
+    async def close_input(self, limit_s: float = CLOSE_TIMEOUT_S) -> None:
+        if self._input_closed:
+            return
+        self._input_closed = True
+        await _bounded(self._sdk.input_stream.close(), limit_s)
+
     async def aclose(self) -> None:
         if self._closed:
             return
+        await self.close_input()
         self._closed = True
-        await _bounded(self._sdk.input_stream.close(), CLOSE_TIMEOUT_S)
         if self._receiver is not None and not self._output_ended:
             await _bounded(self._drain(), CLOSE_TIMEOUT_S)
 

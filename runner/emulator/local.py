@@ -1,0 +1,53 @@
+"""The emulator as one async context manager: wire server + scripted Nova behaviour.
+
+Used by `agent-run emulate` (standalone) and by `agent-run AGENT --emulate` and the tests
+(in-process: same event loop, same SDK code path as real Bedrock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runner.emulator.nova import NovaConfig, NovaHandler
+from runner.emulator.scenario import load_scenario
+from runner.emulator.server import Emulator
+
+
+@dataclass(frozen=True, slots=True)
+class LocalEmulator:
+    """A running emulator: its server (endpoint, CA, credentials) and its behaviour's records."""
+
+    server: Emulator
+    handler: NovaHandler
+
+    @property
+    def endpoint(self) -> str:
+        return self.server.endpoint
+
+    def env(self) -> dict[str, str]:
+        return self.server.env()
+
+    def export_lines(self) -> list[str]:
+        return self.server.export_lines()
+
+
+@contextlib.asynccontextmanager
+async def local_emulator(scenario: Path | None = None, *, host: str = "127.0.0.1", port: int = 0,
+                         region: str = "us-east-1", time_limit_s: float | None = None,
+                         input_timeout_s: float | None = None,
+                         record_audio: bool = False) -> AsyncIterator[LocalEmulator]:
+    """Start an emulator playing `scenario` (or the built-in default behaviour)."""
+    settings: dict[str, Any] = {"record_audio": record_audio}
+    if scenario is not None:
+        settings["scenario"] = load_scenario(scenario)
+    if time_limit_s is not None:
+        settings["time_limit_s"] = time_limit_s
+    if input_timeout_s is not None:
+        settings["input_timeout_s"] = input_timeout_s
+    handler = NovaHandler(NovaConfig(**settings))
+    async with Emulator(handler, host=host, port=port, region=region) as server:
+        yield LocalEmulator(server, handler)

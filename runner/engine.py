@@ -1,0 +1,174 @@
+"""The composition root of `agent-run AGENT.yaml`: builds every part of a run and starts it.
+
+Only this module knows all the kinds of component: the agent config, the transport (Bedrock,
+or the built-in emulator reached through the very same SDK code path), the audio source and
+sink, the policy, the transcript and the console.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from runner.audio import SinkSpec, SourceSpec, make_sink, make_source
+from runner.audio.base import AudioFormat, AudioSink, AudioSource
+from runner.config.model import AgentConfig
+from runner.config.setup import session_setup
+from runner.console import Console
+from runner.conversation import Conversation, ConversationOptions
+from runner.errors import TransportError
+from runner.models import is_nova2
+from runner.policies import POLICIES
+from runner.protocol.session import Session
+from runner.transcript import Transcript
+from runner.transports.base import Connector
+
+# After a WAV input has been played: how long the conversation must stay quiet before the run
+# ends by itself (the emulator needs ~0.6 s of silence to end a turn, then answers).
+DEFAULT_IDLE_EXIT_S = 2.5
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    input_file: Path | None = None
+    output_file: Path | None = None
+    input_device: str | None = None
+    output_device: str | None = None
+    transcript: Path | None = None
+    emulate: bool = False
+    scenario: Path | None = None
+    emulator_time_limit_s: float | None = None
+    max_duration_s: float | None = None
+    idle_exit_s: float | None = None
+    profile: str | None = None
+
+
+async def run_agent(agent: AgentConfig, options: RunOptions, console: Console) -> int:
+    """Run one conversation; returns the process exit code."""
+    _explain_greeting(agent, console)
+    async with contextlib.AsyncExitStack() as stack:
+        connector = await stack.enter_async_context(_connect(agent, options, console))
+        source = await stack.enter_async_context(_source(agent, options))
+        sink = await stack.enter_async_context(_sink(agent, options))
+        transcript = stack.enter_context(Transcript(options.transcript))
+        stream = await connector.open_stream(agent.model.id)
+        stack.push_async_callback(stream.aclose)
+        session = Session(session_setup(agent), agent.templates, new_id=lambda: str(uuid.uuid4()))
+        conversation = Conversation(
+            session=session, stream=stream, source=source, sink=sink,
+            policy=POLICIES[agent.policy](), tools={t.name: t for t in agent.tools},
+            transcript=transcript, console=console,
+            options=ConversationOptions(idle_exit_s=_idle_exit(options),
+                                        max_duration_s=options.max_duration_s),
+            input_finished=_finished_probe(source))
+        transcript.write("session", event="start", stream=1, model=agent.model.id,
+                         region=connector.info.region, endpoint=connector.info.endpoint,
+                         agent=agent.name, policy=agent.policy)
+        console.info(f"{agent.name}: {agent.model.id} via {connector.info.endpoint} "
+                     f"(voice {agent.voice}, policy {agent.policy}); Ctrl-C to stop")
+        with _signals_stop(conversation):
+            try:
+                outcome = await conversation.run()
+            except TransportError as exc:
+                transcript.write("session", event="end", stream=1, reason=str(exc), error=exc.kind)
+                raise
+        transcript.write("session", event="end", stream=1, reason=outcome.reason)
+        console.close()
+        console.info(f"session ended: {outcome.reason}")
+        return outcome.code
+    raise AssertionError("unreachable")  # pragma: no cover  (mypy: AsyncExitStack may swallow)
+
+
+def _explain_greeting(agent: AgentConfig, console: Console) -> None:
+    if agent.greeting and not is_nova2(agent.model.id):
+        console.warning(f"{agent.model.id} only answers speech: the greeting is not sent "
+                        "(use a Nova 2 model for the assistant to speak first)")
+
+
+@contextlib.asynccontextmanager
+async def _connect(agent: AgentConfig, options: RunOptions, console: Console) -> AsyncIterator[Connector]:
+    from runner.transports.bedrock import open_connector  # the SDK import costs ~0.6 s
+
+    if not options.emulate:
+        connector = await open_connector(region=agent.model.region, endpoint=agent.model.endpoint,
+                                         profile=options.profile)
+        try:
+            yield connector
+        finally:
+            await connector.aclose()
+        return
+    from runner.emulator.local import local_emulator
+
+    region = agent.model.region or "us-east-1"
+    async with local_emulator(options.scenario, region=region,
+                              time_limit_s=options.emulator_time_limit_s) as emulator:
+        # The SDK reads the CA and credentials from the environment, exactly as a user would
+        # point it at `agent-run emulate`; nothing in the stream path knows it is local.
+        os.environ.update(emulator.env())
+        console.info(f"emulator: {emulator.endpoint} (scenario: {options.scenario or 'built-in default'})")
+        connector = await open_connector(region=region, endpoint=emulator.endpoint)
+        try:
+            yield connector
+        finally:
+            await connector.aclose()
+
+
+def _source(agent: AgentConfig, options: RunOptions) -> AudioSource:
+    fmt = AudioFormat(agent.audio.input_sample_rate)
+    if options.input_file is not None:
+        return make_source("wav", SourceSpec(fmt, agent.audio.chunk_ms, str(options.input_file)))
+    return make_source("mic", SourceSpec(fmt, agent.audio.chunk_ms, _device(options.input_device)))
+
+
+def _sink(agent: AgentConfig, options: RunOptions) -> AudioSink:
+    fmt = AudioFormat(agent.audio.output_sample_rate)
+    if options.output_file is not None:
+        return make_sink("wav", SinkSpec(fmt, str(options.output_file)))
+    return make_sink("speaker", SinkSpec(fmt, _device(options.output_device)))
+
+
+def _device(selector: str | None) -> int | str | None:
+    if selector is None:
+        return None
+    return int(selector) if selector.isdigit() else selector
+
+
+def _idle_exit(options: RunOptions) -> float | None:
+    if options.idle_exit_s is not None:
+        return options.idle_exit_s
+    return DEFAULT_IDLE_EXIT_S if options.input_file is not None else None
+
+
+def _finished_probe(source: AudioSource) -> Callable[[], bool]:
+    def finished() -> bool:
+        return bool(getattr(source, "finished", False))
+
+    return finished
+
+
+@contextlib.contextmanager
+def _signals_stop(conversation: Conversation) -> Iterator[None]:
+    """Ctrl-C / SIGTERM end the session in the documented order and exit 130."""
+    loop = asyncio.get_running_loop()
+    installed = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            stop = partial(conversation.request_stop, f"interrupted ({signal.Signals(signum).name})",
+                           code=EXIT_INTERRUPTED, graceful=False)
+            loop.add_signal_handler(signum, stop)
+            installed.append(signum)
+        except (NotImplementedError, RuntimeError):  # not the main thread
+            pass
+    try:
+        yield
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
