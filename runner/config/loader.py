@@ -188,6 +188,8 @@ def _check_tool(check: _Check, index: int, tool: Any, seen: dict[str, int]) -> T
     if not (isinstance(name, str) and isinstance(tool.get("description"), str) and schema_ok):
         return None
     timeout = tool.get("timeout_s", DEFAULT_TIMEOUT_S)
+    if not isinstance(timeout, int | float):
+        return None  # the schema check reported it
     return ToolConfig(name=name, description=tool["description"],
                       input_schema=copy.deepcopy(tool["input_schema"]), handler=handler,
                       function=function, timeout_s=float(timeout))
