@@ -1,33 +1,47 @@
-"""One conversation on one Nova Sonic stream: the loops that move audio, events and tool calls.
+"""A conversation that outlives any one Nova Sonic stream.
 
 Theory of operation
-- The Session (sans-IO) decides what goes on the wire and in which order; this module only moves
-  bytes between it and the world. Every task runs in one TaskGroup, so none outlives the stream.
-- mic:    source.read() (paced in real time) -> policy gate (silence while muted) -> send_audio
-- writer: the ONLY task that sends; drains session.data_to_send() in order, so a text or tool
-          block (queued atomically) can never be split by audio.
-- reader: stream.receive() -> session.receive_data() -> policy actions, transcript, console.
-- player: Play actions pass through a bounded queue to the sink, so a full sink never stalls
-          the reader: an interruption must be seen at once, not after 30 s of queued audio.
-- tools:  one task per call; the result returns through the session (always JSON).
-- The stopper waits for a reason to stop (signal, input played and conversation idle, time
-  limit, stream ended) and then closes in the documented order within a bounded time.
+- Nova Sonic ends every stream after 8 minutes and streams also die from throttling, resets and
+  stray bad bytes (nova-sonic-protocol.md §4.4, §5). The server keeps no state to reattach to, so
+  the conversation keeps its own history (USER transcripts, ASSISTANT FINAL text) and replays it
+  into each new stream (§9).
+- A Link is one stream: its sans-IO Session, its transport Stream, one writer task (the only
+  sender, so atomically queued text/tool blocks are never split by audio) and one reader task.
+  Link tasks never raise into the conversation: a failure is recorded on the link and the
+  supervisor decides what to do.
+- The supervisor opens links. Proactively, once a stream is older than `rotate_after_s` and at a
+  turn boundary (nothing answering, no tool pending), it hands over: the new Session is created
+  first and the microphone switches to it at once (its audio is held back in order until the new
+  audio block opens, so nothing the user says is dropped), then the old link is closed in the
+  documented order. Reactively, after a retryable stream error it reconnects the same way with
+  bounded exponential backoff; a non-retryable error (validation, access denied) ends the run
+  with the service's message.
+- The audio block of a new stream opens only once the service accepted the request (HTTP 200),
+  so a throttled or refused attempt loses no audio: it stays held for the next attempt.
+- A tool result goes to the stream that issued the call. If that stream is gone, the result is
+  given to the current stream as interactive USER text (Nova 2) or kept for the next history
+  replay (v1): never lost, never sent as a toolResult to a stream that did not issue it.
+- mic:    source.read() (paced) -> policy gate (silence while muted) -> current session
+- player: Play actions pass through a bounded queue to the sink, so a full sink never stalls the
+          reader: an interruption must be seen at once, not after seconds of queued audio.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from runner.audio.base import AudioSink, AudioSource
 from runner.config.model import ToolConfig
 from runner.console import Console
-from runner.errors import LocalProtocolError, TransportError
+from runner.errors import LocalProtocolError, ProtocolError, TransportError
+from runner.models import is_nova2
 from runner.policies.base import Action, CallTool, ConversationPolicy, FlushPlayback, MarkInterrupted, Play
 from runner.protocol.events import (
     AudioOutput,
@@ -39,18 +53,28 @@ from runner.protocol.events import (
     UnknownEvent,
     UsageEvent,
 )
+from runner.protocol.handover import HandoverGate
 from runner.protocol.history import HistoryRecorder
-from runner.protocol.session import Session
+from runner.protocol.session import Session, SessionState
+from runner.protocol.setup import HistoryMessage
 from runner.tools.invoke import invoke_tool
 from runner.transcript import Transcript
-from runner.transports.base import Stream
+from runner.transports.base import Connector, Stream
 
 log = logging.getLogger("runner.conversation")
 
-PLAY_QUEUE_CHUNKS = 4096  # ~2-4 minutes of Nova's audioOutput chunks: bounded, never reached in practice
+PLAY_QUEUE_CHUNKS = 4096  # minutes of Nova's audioOutput chunks: bounded, never reached in practice
 WRITER_DRAIN_S = 0.5
 CLOSE_INPUT_S = 0.7
 READER_FINISH_S = 0.5
+ACCEPT_TIMEOUT_S = 10.0
+# Reconnect backoff: first retry almost at once, then doubling, capped; give up after this many
+# consecutive failed attempts (a link that served a turn resets the count).
+BACKOFF_FIRST_S = 0.2
+BACKOFF_MAX_S = 8.0
+MAX_CONSECUTIVE_FAILURES = 6
+# Rotate this long before temporary credentials expire (livekit recycles 3 min before expiry).
+CREDENTIALS_MARGIN_S = 180.0
 
 
 @dataclass
@@ -71,18 +95,53 @@ class ConversationOptions:
     # End once the input has been played and nothing happened for this long (file input).
     idle_exit_s: float | None = None
     max_duration_s: float | None = None
+    # Open a new stream at the first turn boundary after this many seconds (session.rotate_after_s).
+    rotate_after_s: float = 360.0
+
+
+@dataclass
+class Link:
+    """One Nova Sonic stream and the tasks that serve it."""
+
+    index: int
+    session: Session
+    stream: Stream
+    started_at: float
+    reason: str
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    writer_idle: asyncio.Event = field(default_factory=asyncio.Event)
+    accepted: asyncio.Event = field(default_factory=asyncio.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    failure: TransportError | None = None
+    closing: bool = False
+    served_turn: bool = False
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def kick(self) -> None:
+        self.writer_idle.clear()
+        self.wake.set()
+
+    def fail(self, failure: TransportError) -> None:
+        if self.failure is None and not self.closing:
+            self.failure = failure
+        self.done.set()
+
+
+SessionFactory = Callable[[tuple[HistoryMessage, ...], bool], Session]
 
 
 class Conversation:
-    """Runs a Session over a Stream with an audio source, a sink, tools and a policy."""
+    """Runs a conversation over as many streams as it takes."""
 
-    def __init__(self, *, session: Session, stream: Stream, source: AudioSource, sink: AudioSink,
-                 policy: ConversationPolicy, tools: Mapping[str, ToolConfig], transcript: Transcript,
-                 console: Console, options: ConversationOptions,
-                 input_finished: Callable[[], bool] = lambda: False,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.session = session
-        self.stream = stream
+    def __init__(self, *, connector: Connector, model_id: str, new_session: SessionFactory,
+                 source: AudioSource, sink: AudioSink, policy: ConversationPolicy,
+                 tools: Mapping[str, ToolConfig], transcript: Transcript, console: Console,
+                 options: ConversationOptions, input_finished: Callable[[], bool] = lambda: False,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        self.connector = connector
+        self.model_id = model_id
+        self._new_session = new_session
         self.source = source
         self.sink = sink
         self.policy = policy
@@ -92,11 +151,13 @@ class Conversation:
         self.options = options
         self._input_finished = input_finished
         self._clock = clock
-        self._history = HistoryRecorder()
-        self._wake_writer = asyncio.Event()
-        self._writer_idle = asyncio.Event()
-        self._writer_idle.set()
-        self._reader_done = asyncio.Event()
+        self._wall_clock = wall_clock
+        self._recorder = HistoryRecorder()
+        self._messages: list[HistoryMessage] = []
+        self._replayed_user_text: str | None = None
+        self._session: Session | None = None  # where the microphone's audio goes now
+        self._link: Link | None = None
+        self._links_opened = 0
         self._stop_event = asyncio.Event()
         self._stop: StopRequest | None = None
         self._play_queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=PLAY_QUEUE_CHUNKS)
@@ -106,6 +167,8 @@ class Conversation:
         self._closing = False
         self._last_usage: UsageEvent | None = None
         self._usage_written: UsageEvent | None = None
+        self.audio_bytes_sent = 0
+        self._handover = HandoverGate()
 
     # -- public ------------------------------------------------------------------------------
 
@@ -115,24 +178,24 @@ class Conversation:
             self._stop = StopRequest(reason, code, graceful)
         self._stop_event.set()
 
-    async def run(self) -> StopRequest:
-        """Run until a stop is requested or the stream fails; returns why it stopped.
+    @property
+    def streams_opened(self) -> int:
+        return self._links_opened
 
-        Raises TransportError when the stream fails (the service's message is kept).
+    async def run(self) -> StopRequest:
+        """Run until a stop is requested; returns why it stopped.
+
+        Raises TransportError when a stream fails in a way reconnecting cannot fix.
         """
-        self.session.start()
-        self._kick_writer()
         failure: TransportError | None = None
         task = asyncio.current_task()
         cancelling_before = task.cancelling() if task is not None else 0
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                tg.create_task(self._writer(), name="writer")
-                tg.create_task(self._reader(), name="reader")
                 tg.create_task(self._mic(), name="mic")
                 tg.create_task(self._player(), name="player")
-                tg.create_task(self._stopper(), name="stopper")
+                tg.create_task(self._supervisor(), name="supervisor")
         except* _Stopped:
             pass
         except* TransportError as group:
@@ -147,20 +210,221 @@ class Conversation:
         assert self._stop is not None
         return self._stop
 
-    # -- tasks -------------------------------------------------------------------------------
+    # -- supervisor: open, rotate, reconnect, stop --------------------------------------------
 
-    def _kick_writer(self) -> None:
-        self._writer_idle.clear()
-        self._wake_writer.set()
-
-    async def _writer(self) -> None:
+    async def _supervisor(self) -> None:
+        reason = "start"
+        failures = 0
         while True:
-            await self._wake_writer.wait()
-            self._wake_writer.clear()
-            for payload in self.session.data_to_send():
-                await self.stream.send(payload)
-            if not self._wake_writer.is_set():
-                self._writer_idle.set()
+            link = await self._open_link(reason, failures)
+            if link is None:  # stop requested while connecting
+                raise _Stopped
+            outcome = await self._watch(link)
+            if outcome == "stop":
+                assert self._stop is not None
+                await self._close_link(link, self._stop.reason, graceful=self._stop.graceful)
+                raise _Stopped
+            if outcome == "rotate":
+                reason, failures = "rotation", 0
+                self._tg.create_task(self._close_link(link, "rotated to a new stream"))
+                continue
+            assert isinstance(outcome, TransportError)
+            failures = 0 if link.served_turn else failures + 1
+            await self._close_link(link, str(outcome), error=outcome.kind)
+            if not outcome.retryable:
+                raise outcome
+            if failures >= MAX_CONSECUTIVE_FAILURES:
+                raise TransportError(f"gave up after {failures} failed attempts; last error: {outcome}",
+                                     kind=outcome.kind)
+            reason = f"reconnect after {outcome.kind}"
+            self.console.warning(f"stream {link.index} failed ({outcome}); reconnecting")
+
+    async def _open_link(self, reason: str, failures: int) -> Link | None:
+        """Create the next session (the mic switches to it now), then connect with backoff."""
+        history, replay = self._history_for_next_stream()
+        session = self._new_session(history, self._links_opened == 0)
+        session.start(open_audio=False)
+        self._carry_held_audio(session)
+        self._session = session
+        if failures:
+            delay = min(BACKOFF_FIRST_S * 2 ** (failures - 1), BACKOFF_MAX_S)
+            if await self._stop_within(delay):
+                return None
+        try:
+            stream = await self.connector.open_stream(self.model_id)
+        except TransportError as exc:
+            link = Link(self._links_opened + 1, session, _DeadStream(), self._clock(), reason)
+            self._links_opened += 1
+            link.fail(exc)
+            self._link = link
+            return link
+        self._links_opened += 1
+        link = Link(self._links_opened, session, stream, self._clock(), reason)
+        self._link = link
+        link.tasks = [self._tg.create_task(self._writer(link), name=f"writer:{link.index}"),
+                      self._tg.create_task(self._reader(link), name=f"reader:{link.index}")]
+        link.kick()
+        self.transcript.write("session", event="start", stream=link.index, reason=reason,
+                              model=self.model_id, region=self.connector.info.region,
+                              endpoint=self.connector.info.endpoint, history_messages=len(history))
+        if link.index > 1:
+            self.console.info(f"  [stream {link.index} opened: {reason}; {len(history)} history messages]")
+        self._tg.create_task(self._open_audio_when_accepted(link, replay), name=f"accept:{link.index}")
+        return link
+
+    def _history_for_next_stream(self) -> tuple[tuple[HistoryMessage, ...], str | None]:
+        """The history to replay, and the trailing USER message to re-send as interactive text.
+
+        A stream that died after the user spoke but before the answer leaves a trailing USER
+        message; on Nova 2 it is sent as interactive text after the audio block opens so the
+        model answers it (pipecat and livekit do the same), instead of as history.
+        """
+        messages = tuple(self._messages)
+        if messages and messages[-1].role == "USER" and is_nova2(self.model_id):
+            return messages[:-1], messages[-1].text
+        return messages, None
+
+    def _carry_held_audio(self, session: Session) -> None:
+        """Audio held by a session that never reached its audio block moves to the next one."""
+        old = self._session
+        if old is None or old.state is not SessionState.PRIMED:
+            return
+        for pcm in old.take_held_audio():
+            session.send_audio(pcm)
+
+    async def _open_audio_when_accepted(self, link: Link, replay: str | None) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ACCEPT_TIMEOUT_S):
+                await _first_of(link.accepted, link.done)
+        if not link.accepted.is_set() or link.done.is_set() or link.closing:
+            return
+        link.session.open_audio()
+        if replay is not None:
+            self._replayed_user_text = replay
+            link.session.send_text(replay)
+        link.kick()
+
+    async def _watch(self, link: Link) -> str | TransportError:
+        """Wait until the link must stop, rotate, or has failed."""
+        started = self._clock()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.1):
+                    await _first_of(self._stop_event, link.done)
+            if self._stop_event.is_set():
+                return "stop"
+            if link.done.is_set():
+                return link.failure or TransportError(
+                    "the service closed the stream unexpectedly", kind="StreamReset", retryable=True)
+            now = self._clock()
+            self._check_stop_conditions(now, started)
+            if self._rotation_due(link, now):
+                return "rotate"
+
+    def _rotation_due(self, link: Link, now: float) -> bool:
+        expiry = self.connector.info.credentials_expiry
+        due = (now - link.started_at >= self.options.rotate_after_s
+               or (expiry is not None and expiry.timestamp() - self._wall_clock() < CREDENTIALS_MARGIN_S))
+        if not due or not link.accepted.is_set() or self._tools_running:
+            return False
+        if link.session.state is not SessionState.STREAMING:
+            return False
+        return self._handover.open(now, at_turn_boundary=link.session.at_turn_boundary)
+
+    def _check_stop_conditions(self, now: float, started: float) -> None:
+        limit = self.options.max_duration_s
+        if limit is not None and now - self._started_at(started) >= limit:
+            self.request_stop(f"reached --max-duration ({limit:g} s)")
+        elif self._idle_done(now):
+            self.request_stop("input finished and the conversation is idle")
+
+    def _started_at(self, fallback: float) -> float:
+        if not hasattr(self, "_conversation_started"):
+            self._conversation_started = fallback
+        return self._conversation_started
+
+    def _idle_done(self, now: float) -> bool:
+        idle = self.options.idle_exit_s
+        if idle is None or not self._input_finished():
+            return False
+        if self._input_done_at is None:
+            self._input_done_at = now
+        link = self._link
+        busy = (self._tools_running > 0 or link is None or not link.session.at_turn_boundary
+                or self.sink.pending_ms() > 0 or not self._play_queue.empty())
+        quiet_since = max(self._last_activity, self._input_done_at)
+        return not busy and now - quiet_since >= idle
+
+    async def _stop_within(self, delay: float) -> bool:
+        """Sleep `delay` s unless a stop is requested first; True when stopping."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._stop_event.wait()
+        return self._stop_event.is_set()
+
+    async def _close_link(self, link: Link, reason: str, *, graceful: bool = True,
+                          error: str | None = None) -> None:
+        """End the link's session in the documented order, bounded in time."""
+        if link.closing:
+            return
+        link.closing = True
+        if link.failure is None:
+            with contextlib.suppress(LocalProtocolError):
+                link.session.end()
+            link.kick()
+            await _within(link.writer_idle.wait(), WRITER_DRAIN_S)
+            await link.stream.close_input(CLOSE_INPUT_S)
+            await _within(link.done.wait(), READER_FINISH_S)
+        for task in link.tasks:
+            task.cancel()
+        await _within(asyncio.gather(*link.tasks, return_exceptions=True), READER_FINISH_S)
+        await link.stream.aclose()
+        self.audio_bytes_sent += link.session.statistics().audio_bytes_sent
+        entry: dict[str, Any] = {"event": "end", "stream": link.index, "reason": reason}
+        if error is not None:
+            entry["error"] = error
+        self.transcript.write("session", **entry)
+        if link is self._link and self._stop is not None and graceful:
+            await self.sink.wait_drained(30.0)
+
+    # -- link tasks ----------------------------------------------------------------------------
+
+    async def _writer(self, link: Link) -> None:
+        try:
+            while True:
+                await link.wake.wait()
+                link.wake.clear()
+                for payload in link.session.data_to_send():
+                    await link.stream.send(payload)
+                if not link.wake.is_set():
+                    link.writer_idle.set()
+        except TransportError as exc:
+            link.fail(exc)
+
+    async def _reader(self, link: Link) -> None:
+        try:
+            await self._accept(link)
+            while True:
+                payload = await link.stream.receive()
+                if payload is None:
+                    if not link.closing:
+                        link.fail(TransportError("the service closed the stream unexpectedly",
+                                                 kind="StreamReset", retryable=True))
+                    return
+                for event in link.session.receive_data(payload):
+                    self._last_activity = self._clock()
+                    await self._on_event(link, event)
+        except TransportError as exc:
+            link.fail(exc)
+        except ProtocolError as exc:
+            link.fail(TransportError(f"malformed event from the service: {exc}",
+                                     kind="InvalidEventBytes", retryable=True))
+        finally:
+            link.done.set()
+
+    async def _accept(self, link: Link) -> None:
+        await link.stream.wait_accepted()
+        link.accepted.set()
 
     async def _mic(self) -> None:
         while not self._closing:
@@ -168,52 +432,36 @@ class Conversation:
             pending = self.sink.pending_ms() > 0 or not self._play_queue.empty()
             if not self.policy.mic_open(pending):
                 chunk = bytes(len(chunk))
-            if self._closing:
-                return
-            self.session.send_audio(chunk)
-            self._kick_writer()
-
-    async def _reader(self) -> None:
-        try:
-            while True:
-                payload = await self.stream.receive()
-                if payload is None:
-                    if self._closing:
-                        return
-                    raise TransportError("the service closed the stream unexpectedly",
-                                         kind="StreamReset", retryable=True)
-                for event in self.session.receive_data(payload):
-                    self._last_activity = self._clock()
-                    await self._on_event(event)
-        finally:
-            self._reader_done.set()
+            self._handover.heard(chunk, self._clock())
+            session = self._session
+            if session is None or self._stop_event.is_set():
+                continue
+            try:
+                session.send_audio(chunk)
+            except LocalProtocolError:
+                continue  # the session is ending; its successor takes the next chunk
+            link = self._link
+            if link is not None and link.session is session:
+                link.kick()
 
     async def _player(self) -> None:
         while True:
             pcm = await self._play_queue.get()
             await self.sink.write(pcm)
 
-    async def _stopper(self) -> None:
-        await self._wait_for_stop_reason()
-        assert self._stop is not None
-        await self._close(graceful=self._stop.graceful)
-        raise _Stopped
-
     # -- events ------------------------------------------------------------------------------
 
-    async def _on_event(self, event: OutputEvent) -> None:
+    async def _on_event(self, link: Link, event: OutputEvent) -> None:
         self.console.raw("<-", _summary(event))
-        message = self._history.feed(event)
-        if message is not None:
-            kind = "user" if message.role == "USER" else "assistant"
-            self.transcript.write(kind, text=message.text)
-            (self.console.user if kind == "user" else self.console.assistant)(message.text)
+        self._record(self._recorder.feed(event))
         match event:
             case UsageEvent():
                 self._last_usage = event
             case ContentStart(role=role) if event.type.value == "AUDIO":
                 self.console.status(f"{role.value.lower()} speaking")
             case ContentEnd(stop_reason="END_TURN"):
+                link.served_turn = True
+                self._handover.answered(self._clock())
                 self._write_usage()
                 self.console.status("listening")
             case UnknownEvent():
@@ -221,37 +469,41 @@ class Conversation:
             case _:
                 pass
         for action in self.policy.on_event(event):
-            await self._apply(action)
+            await self._apply(link, action)
 
-    async def _apply(self, action: Action) -> None:
+    def _record(self, message: HistoryMessage | None) -> None:
+        if message is None:
+            return
+        if message.role == "USER" and message.text == self._replayed_user_text:
+            # The service echoes the re-sent last user message; it is already in the history.
+            self._replayed_user_text = None
+            return
+        self._messages.append(message)
+        kind = "user" if message.role == "USER" else "assistant"
+        self.transcript.write(kind, text=message.text)
+        (self.console.user if kind == "user" else self.console.assistant)(message.text)
+
+    async def _apply(self, link: Link, action: Action) -> None:
         match action:
             case Play(pcm=pcm):
                 # Blocks only with minutes of audio queued: backpressure, not loss.
                 await self._play_queue.put(pcm)
             case FlushPlayback():
-                dropped = _drain(self._play_queue)
-                dropped += self.sink.flush()
+                dropped = _drain(self._play_queue) + self.sink.flush()
                 log.debug("barge-in: dropped %d bytes of assistant audio", dropped)
             case MarkInterrupted(content_id=content_id):
                 self.transcript.write("interrupted", content_id=content_id)
                 self.console.interrupted()
             case CallTool():
                 self._tools_running += 1
-                self._tg.create_task(self._call_tool(action), name=f"tool:{action.name}")
+                self._tg.create_task(self._call_tool(link, action), name=f"tool:{action.name}")
 
-    async def _call_tool(self, call: CallTool) -> None:
+    async def _call_tool(self, link: Link, call: CallTool) -> None:
         try:
             self.transcript.write("tool_call", name=call.name, input=dict(call.arguments),
                                   tool_use_id=call.tool_use_id)
             self.console.tool_call(call.name, dict(call.arguments))
-            tool = self.tools.get(call.name)
-            error: str | None
-            if tool is None:
-                result_json, error, duration_ms = _unknown_tool(call.name, self.tools)
-            else:
-                outcome = await invoke_tool(tool.function, call.arguments, input_schema=tool.input_schema,
-                                            timeout_s=tool.timeout_s, name=tool.name)
-                result_json, error, duration_ms = outcome.result_json, outcome.error, outcome.duration_ms
+            result_json, error, duration_ms = await self._invoke(call)
             entry: dict[str, Any] = {"name": call.name, "tool_use_id": call.tool_use_id,
                                      "duration_ms": round(duration_ms, 1)}
             if error is None:
@@ -260,56 +512,39 @@ class Conversation:
                 entry["error"] = error
             self.transcript.write("tool_result", **entry)
             self.console.tool_result(call.name, error or result_json, duration_ms, error is None)
-            if self._closing:
-                return
-            try:
-                self.session.send_tool_result(call.tool_use_id, result_json)
-            except LocalProtocolError as exc:
-                log.warning("tool result for %s not sent: %s", call.name, exc)
-            self._kick_writer()
+            self._deliver_tool_result(link, call, result_json)
         finally:
             self._tools_running -= 1
             self._last_activity = self._clock()
 
-    # -- stopping ----------------------------------------------------------------------------
+    async def _invoke(self, call: CallTool) -> tuple[str, str | None, float]:
+        tool = self.tools.get(call.name)
+        if tool is None:
+            known = ", ".join(sorted(self.tools)) or "no tools"
+            error = f"unknown tool {call.name!r}; this agent has: {known}"
+            return json.dumps({"error": error, "tool": call.name}), error, 0.0
+        outcome = await invoke_tool(tool.function, call.arguments, input_schema=tool.input_schema,
+                                    timeout_s=tool.timeout_s, name=tool.name)
+        return outcome.result_json, outcome.error, outcome.duration_ms
 
-    async def _wait_for_stop_reason(self) -> None:
-        started = self._clock()
-        while not self._stop_event.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(0.1):
-                    await self._stop_event.wait()
-            now = self._clock()
-            limit = self.options.max_duration_s
-            if limit is not None and now - started >= limit:
-                self.request_stop(f"reached --max-duration ({limit:g} s)")
-            elif self._idle_done(now):
-                self.request_stop("input finished and the conversation is idle")
-
-    def _idle_done(self, now: float) -> bool:
-        idle = self.options.idle_exit_s
-        if idle is None or not self._input_finished():
-            return False
-        if self._input_done_at is None:
-            self._input_done_at = now
-        busy = (self._tools_running > 0 or self.session.pending_tool_uses
-                or self.session.assistant_answering or self.sink.pending_ms() > 0
-                or not self._play_queue.empty())
-        quiet_since = max(self._last_activity, self._input_done_at)
-        return not busy and now - quiet_since >= idle
-
-    async def _close(self, *, graceful: bool) -> None:
-        """End the session in the documented order, bounded in time (Ctrl-C must exit in 2 s)."""
-        self._closing = True
-        with contextlib.suppress(LocalProtocolError):
-            self.session.end()
-        self._kick_writer()
-        await _within(self._writer_idle.wait(), WRITER_DRAIN_S)
-        await self.stream.close_input(CLOSE_INPUT_S)
-        await _within(self._reader_done.wait(), READER_FINISH_S)
-        if graceful:
-            # Let the recording/speaker finish the answer that was already received.
-            await self.sink.wait_drained(30.0)
+    def _deliver_tool_result(self, link: Link, call: CallTool, result_json: str) -> None:
+        if not link.closing and link.failure is None and self._link is link:
+            try:
+                link.session.send_tool_result(call.tool_use_id, result_json)
+            except LocalProtocolError as exc:
+                log.warning("tool result for %s not sent: %s", call.name, exc)
+            link.kick()
+            return
+        # The stream that asked is gone: a toolResult for it would be invalid on any other
+        # stream (§2.5 rule 6), so the new stream hears it as the user's text instead.
+        note = f"(Result of the {call.name} tool requested earlier: {result_json})"
+        current = self._link
+        if (current is not None and is_nova2(self.model_id) and not current.closing
+                and current.session.state is SessionState.STREAMING):
+            current.session.send_text(note)
+            current.kick()
+        else:
+            self._messages.append(HistoryMessage("USER", note))
 
     def _write_usage(self) -> None:
         usage = self._last_usage
@@ -318,6 +553,37 @@ class Conversation:
         self._usage_written = usage
         self.transcript.write("usage", input_tokens=usage.total_input_tokens,
                               output_tokens=usage.total_output_tokens, total_tokens=usage.total_tokens)
+
+
+class _DeadStream:
+    """Stands in for a stream that could not be opened, so closing is uniform."""
+
+    async def send(self, payload: bytes) -> None:
+        raise TransportError("stream not open", kind="ConnectionError", retryable=True)
+
+    async def wait_accepted(self) -> None:
+        raise TransportError("stream not open", kind="ConnectionError", retryable=True)
+
+    async def receive(self) -> bytes | None:
+        return None
+
+    async def close_input(self, limit_s: float) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    """Wait until any of `events` is set."""
+    if any(e.is_set() for e in events):
+        return
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 async def _within(awaitable: Any, limit_s: float) -> None:
@@ -342,16 +608,7 @@ def _first(group: BaseExceptionGroup[TransportError]) -> TransportError:
     raise group
 
 
-def _unknown_tool(name: str, tools: Mapping[str, ToolConfig]) -> tuple[str, str, float]:
-    import json
-
-    error = f"unknown tool {name!r}; this agent has: {', '.join(sorted(tools)) or 'no tools'}"
-    return json.dumps({"error": error, "tool": name}), error, 0.0
-
-
 def _loads(text: str) -> Any:
-    import json
-
     try:
         return json.loads(text)
     except ValueError:

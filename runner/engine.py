@@ -13,7 +13,7 @@ import os
 import signal
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -22,11 +22,11 @@ from runner.audio.base import AudioFormat, AudioSink, AudioSource
 from runner.config.model import AgentConfig
 from runner.config.setup import session_setup
 from runner.console import Console
-from runner.conversation import Conversation, ConversationOptions
-from runner.errors import TransportError
+from runner.conversation import Conversation, ConversationOptions, SessionFactory
 from runner.models import is_nova2
 from runner.policies import POLICIES
 from runner.protocol.session import Session
+from runner.protocol.setup import HistoryMessage
 from runner.transcript import Transcript
 from runner.transports.base import Connector
 
@@ -59,32 +59,33 @@ async def run_agent(agent: AgentConfig, options: RunOptions, console: Console) -
         source = await stack.enter_async_context(_source(agent, options))
         sink = await stack.enter_async_context(_sink(agent, options))
         transcript = stack.enter_context(Transcript(options.transcript))
-        stream = await connector.open_stream(agent.model.id)
-        stack.push_async_callback(stream.aclose)
-        session = Session(session_setup(agent), agent.templates, new_id=lambda: str(uuid.uuid4()))
         conversation = Conversation(
-            session=session, stream=stream, source=source, sink=sink,
-            policy=POLICIES[agent.policy](), tools={t.name: t for t in agent.tools},
-            transcript=transcript, console=console,
+            connector=connector, model_id=agent.model.id, new_session=_session_factory(agent),
+            source=source, sink=sink, policy=POLICIES[agent.policy](),
+            tools={t.name: t for t in agent.tools}, transcript=transcript, console=console,
             options=ConversationOptions(idle_exit_s=_idle_exit(options),
-                                        max_duration_s=options.max_duration_s),
+                                        max_duration_s=options.max_duration_s,
+                                        rotate_after_s=agent.session.rotate_after_s),
             input_finished=_finished_probe(source))
-        transcript.write("session", event="start", stream=1, model=agent.model.id,
-                         region=connector.info.region, endpoint=connector.info.endpoint,
-                         agent=agent.name, policy=agent.policy)
         console.info(f"{agent.name}: {agent.model.id} via {connector.info.endpoint} "
                      f"(voice {agent.voice}, policy {agent.policy}); Ctrl-C to stop")
         with _signals_stop(conversation):
-            try:
-                outcome = await conversation.run()
-            except TransportError as exc:
-                transcript.write("session", event="end", stream=1, reason=str(exc), error=exc.kind)
-                raise
-        transcript.write("session", event="end", stream=1, reason=outcome.reason)
+            outcome = await conversation.run()
         console.close()
         console.info(f"session ended: {outcome.reason}")
         return outcome.code
     raise AssertionError("unreachable")  # pragma: no cover  (mypy: AsyncExitStack may swallow)
+
+
+def _session_factory(agent: AgentConfig) -> SessionFactory:
+    base = session_setup(agent)
+
+    def new_session(history: tuple[HistoryMessage, ...], first: bool) -> Session:
+        # Only the first stream greets; later ones continue the conversation from its history.
+        setup = replace(base, history=history, greeting=base.greeting if first else None)
+        return Session(setup, agent.templates, new_id=lambda: str(uuid.uuid4()))
+
+    return new_session
 
 
 def _explain_greeting(agent: AgentConfig, console: Console) -> None:

@@ -28,6 +28,9 @@ class Stream(Protocol):
     async def send(self, payload: bytes) -> None:
         """Send one input event (UTF-8 JSON). Raises TransportError once the stream is dead."""
 
+    async def wait_accepted(self) -> None:
+        """Wait until the service accepted the request (response headers); raises TransportError."""
+
     async def receive(self) -> bytes | None:
         """The next output event payload; None when the stream ended cleanly.
 

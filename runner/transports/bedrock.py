@@ -114,11 +114,24 @@ class BedrockStream:
         except Exception as exc:
             raise translate_error(exc) from exc
 
-    async def receive(self) -> bytes | None:
+    async def wait_accepted(self) -> None:
+        """Wait for the service's response headers: the request was accepted (HTTP 200)."""
+        if self._receiver is not None:
+            return
         try:
-            if self._receiver is None:
-                async with asyncio.timeout(OPEN_TIMEOUT_S):
-                    _, self._receiver = await self._sdk.await_output()
+            async with asyncio.timeout(OPEN_TIMEOUT_S):
+                _, self._receiver = await self._sdk.await_output()
+        except TimeoutError:
+            self._output_ended = True
+            raise TransportError(f"no response from the service within {OPEN_TIMEOUT_S:.0f} s",
+                                 kind="ConnectionError", retryable=True) from None
+        except Exception as exc:
+            self._output_ended = True
+            raise translate_error(exc) from exc
+
+    async def receive(self) -> bytes | None:
+        await self.wait_accepted()
+        try:
             while True:
                 item = await self._receiver.receive()
                 if item is None:
@@ -128,10 +141,6 @@ class BedrockStream:
                     data: bytes = item.value.bytes_
                     return data
                 log.warning("ignoring unmodelled output member %s", type(item).__name__)
-        except TimeoutError:
-            self._output_ended = True
-            raise TransportError(f"no response from the service within {OPEN_TIMEOUT_S:.0f} s",
-                                 kind="ConnectionError", retryable=True) from None
         except Exception as exc:
             self._output_ended = True
             raise translate_error(exc) from exc
