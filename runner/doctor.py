@@ -18,6 +18,7 @@ import importlib
 import os
 import re
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -150,6 +151,8 @@ class AwsProfile:
     """What the shared config files say about one profile (values needed for the report only)."""
 
     name: str
+    # Whether either file has a section for this profile (the SDK refuses a named profile that does not).
+    exists: bool = False
     region: str | None = None
     region_file: str | None = None
     access_key_id: str | None = None
@@ -187,19 +190,21 @@ def read_aws_profile(env: Mapping[str, str], home: Path, profile: str | None = N
     creds_path = Path(env.get("AWS_SHARED_CREDENTIALS_FILE") or home / ".aws" / "credentials")
     values: dict[str, tuple[str, str]] = {}  # key -> (value, file); credentials file wins
     problems: list[str] = []
+    exists = False
     for path, section in ((config_path, name if name == "default" else f"profile {name}"),
                           (creds_path, name)):
         parser, problem = _read_ini(path)
         if problem:
             problems.append(problem)
         if parser is not None and parser.has_section(section):
+            exists = True
             values.update({k: (v, str(path)) for k, v in parser.items(section)})
     key, key_file = values.get("aws_access_key_id", (None, None))
     other = next((label for k, label in _OTHER_SOURCES.items() if k in values), None)
     secrets = tuple(values[k][0] for k in ("aws_secret_access_key", "aws_session_token") if k in values)
     region, region_file = values.get("region", (None, None))
     return AwsProfile(
-        name=name, region=region, region_file=region_file,
+        name=name, exists=exists, region=region, region_file=region_file,
         access_key_id=key, keys_file=key_file, session_token="aws_session_token" in values,
         other_source=other, secrets=secrets, problems=tuple(problems))
 
@@ -294,6 +299,10 @@ def credentials_fix(env: Mapping[str, str], profile: AwsProfile) -> str:
     """The most specific fix for 'no credentials found'."""
     if env.get("AWS_ACCESS_KEY_ID") and not env.get("AWS_SECRET_ACCESS_KEY"):
         return "AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not: export both"
+    if not profile.exists and profile.name != "default":
+        return (f"profile {profile.name!r} is not in ~/.aws/config or ~/.aws/credentials: create it "
+                f"(`aws configure --profile {profile.name}`) or choose another "
+                "(`aws configure list-profiles`)")
     if profile.other_source and profile.other_source not in _SUPPORTED_OTHER:
         return (f"profile {profile.name!r} uses {profile.other_source}, which the Bedrock SDK cannot "
                 f"resolve by itself: eval \"$(aws configure export-credentials --profile {profile.name} "
@@ -343,8 +352,13 @@ async def reach(endpoint: str, timeout_s: float = CONNECT_TIMEOUT_S) -> Reach:
         return Reach(False, 0.0, exc.verify_message or str(exc), tls_failure=True)
     except TimeoutError:
         return Reach(False, 0.0, f"no answer within {timeout_s:.0f} s")
-    except (OSError, ssl.SSLError) as exc:
-        return Reach(False, 0.0, exc.strerror or str(exc))
+    except socket.gaierror as exc:
+        return Reach(False, 0.0, f"cannot resolve {host}: {exc.strerror}")
+    except ssl.SSLError as exc:
+        return Reach(False, 0.0, f"TLS handshake failed: {exc}")
+    except OSError as exc:
+        # asyncio's message is "Connect call failed (...)"; the errno says why.
+        return Reach(False, 0.0, f"{os.strerror(exc.errno)} ({host}:{port})" if exc.errno else str(exc))
     elapsed = (time.monotonic() - start) * 1000
     writer.close()
     with contextlib.suppress(OSError, TimeoutError):
@@ -617,7 +631,8 @@ async def diagnose(options: DoctorOptions, *, env: Mapping[str, str] | None = No
     setup, templates = _setup_and_templates(ctx.agent)
     try:
         if sdk.status == "ok":
-            results.append(await _check_credentials(ctx, options))
+            agent_endpoint = agent_model.endpoint if agent_model else None
+            results.append(await _check_credentials(ctx, options, agent_endpoint))
             results.append(await check_bedrock(endpoint, offline=options.offline, connector=ctx.connector,
                                                setup=setup, templates=templates, region=region))
         else:
@@ -639,27 +654,28 @@ async def diagnose(options: DoctorOptions, *, env: Mapping[str, str] | None = No
     return redact(results, _secrets(env, ctx.profile))
 
 
-async def _check_credentials(ctx: _Context, options: DoctorOptions) -> CheckResult:
+async def _check_credentials(ctx: _Context, options: DoctorOptions, endpoint: str | None) -> CheckResult:
     start = time.monotonic()
     try:
-        ctx.connector = await open_bedrock(ctx.region.region, None, options.profile)
+        # The connector a run would open: the Bedrock check below probes the model through it.
+        ctx.connector = await open_bedrock(ctx.region.region, endpoint, options.profile)
     except TimeoutError:
         return CheckResult("credentials", "fail",
                            f"resolving AWS credentials took longer than {CREDENTIALS_TIMEOUT_S:.0f} s",
                            fix="check credential_process in your profile, or export the keys")
     except TransportError as exc:
-        found = ", ".join(ctx.profile.problems)
-        return CheckResult("credentials", "fail", _first_sentence(str(exc)),
-                           fix=credentials_fix(ctx.env, ctx.profile),
-                           details=(f"resolved in {time.monotonic() - start:.2f} s",
-                                    *((found,) if found else ())))
-    return describe_credentials(ctx.connector.info, ctx.env, ctx.profile, datetime.now(UTC))
+        message = _first_sentence(str(exc))
+    except Exception as exc:  # the SDK's own config errors (e.g. ProfileNotFoundError) are not translated
+        message = f"cannot resolve AWS settings: {type(exc).__name__}: {exc}"
+    else:
+        return describe_credentials(ctx.connector.info, ctx.env, ctx.profile, datetime.now(UTC))
+    return CheckResult("credentials", "fail", message, fix=credentials_fix(ctx.env, ctx.profile),
+                       details=(f"resolved in {time.monotonic() - start:.2f} s", *ctx.profile.problems))
 
 
 def _first_sentence(text: str) -> str:
     # The transport's message carries its own advice; doctor shows its fix on a separate line.
-    head, _, _ = text.partition(". ")
-    return head.split(" (looked in")[0]
+    return text.partition(". ")[0]
 
 
 def _setup_and_templates(agent: AgentConfig | None) -> tuple[SessionSetup | None, EventTemplates]:
