@@ -290,6 +290,8 @@ def describe_credentials(info: ConnectionInfo, env: Mapping[str, str], profile: 
                                fix="refresh them before a long conversation; streams cannot outlive them")
     elif temporary:
         parts.append("temporary (session token), expiry unknown")
+    elif not key and profile.other_source:
+        parts.append(f"from {profile.other_source}")
     else:
         parts.append("long-term keys")
     return CheckResult("credentials", "ok", ", ".join(parts))
@@ -446,14 +448,23 @@ def describe_probe(probe: Probe, model_id: str, where: str) -> str:
     return f"{model_id} answered via {where} in {probe.elapsed_s:.1f} s (first: {probe.first_event})"
 
 
-def probe_failure(exc: TransportError, model_id: str, region: str) -> CheckResult:
-    if exc.kind == "AccessDeniedException" or "(HTTP 403)" in str(exc):
+# Refusals that mean the keys themselves are wrong, not the permissions.
+_BAD_KEYS = frozenset({"UnrecognizedClientException", "InvalidSignatureException", "ExpiredTokenException",
+                       "InvalidClientTokenId", "SignatureDoesNotMatch"})
+
+
+def probe_failure(exc: RunnerError, model_id: str, region: str) -> CheckResult:
+    kind = getattr(exc, "kind", type(exc).__name__)
+    if kind in _BAD_KEYS:
+        fix = ("the service does not accept these credentials (wrong, expired or for another partition): "
+               "refresh or reconfigure them, then run doctor again")
+    elif kind == "AccessDeniedException" or "(HTTP 403)" in str(exc):
         fix = (f"enable access to {model_id} in the Bedrock console (Model access) in {region}, and allow "
                "bedrock:InvokeModelWithBidirectionalStream in your IAM policy")
-    elif exc.kind == "ValidationException":
+    elif kind == "ValidationException":
         fix = ("check model.id, voice and region in the agent file (`agent-run check`); "
                "the message above is the service's own")
-    elif exc.kind == "ResourceNotFoundException":
+    elif kind == "ResourceNotFoundException":
         fix = f"{model_id} is not offered in {region}: use another region (e.g. us-east-1)"
     else:
         fix = "retry; if it persists, check the message above (throttling, quota or service status)"
@@ -487,7 +498,7 @@ async def check_bedrock(endpoint: str, *, offline: bool, connector: Connector | 
     final = probe_setup(setup)
     try:
         probe = await probe_stream(connector, final, templates)
-    except TransportError as exc:
+    except RunnerError as exc:
         return probe_failure(exc, final.model_id, region)
     return CheckResult("bedrock", "ok", describe_probe(probe, final.model_id, where))
 
