@@ -1,0 +1,61 @@
+"""A run without AWS credentials fails fast and clearly; Ctrl-C and SIGTERM end a run cleanly."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from e2e_helpers import ORDERS, ORDERS_SCENARIO, SAMPLES, Run, base_env, read_output, types
+
+
+def test_missing_credentials_fail_fast_with_a_clear_message(tmp_path: Path,
+                                                            start_run: Callable[..., Run]) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    # No AWS_* variable, no ~/.aws: nothing to find. (The SDK alone would hang opening the stream.)
+    env = base_env(HOME=str(home), AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+    run = start_run([ORDERS, "--input", SAMPLES / "where_is_my_order.wav", "--output", tmp_path / "x.wav"],
+                    env=env)
+    done = run.finish(timeout_s=10)
+    assert done.returncode == 1, done.describe()
+    assert done.elapsed_s < 3.0, done.elapsed_s
+    message = done.stderr + done.stdout
+    assert "credentials" in message and "--emulate" in message, message
+    assert "Traceback" not in message
+    assert not (tmp_path / "x.wav").exists() or read_output(tmp_path / "x.wav").seconds == 0
+
+
+@pytest.mark.parametrize(("signum", "when"), [
+    (signal.SIGINT, "Ctrl-C to stop"),  # the session has just started
+    (signal.SIGTERM, "assistant:"),     # the assistant is answering (audio queued at the sink)
+], ids=["SIGINT-at-start", "SIGTERM-while-answering"])
+def test_a_signal_ends_the_session_and_exits_130(tmp_path: Path, start_run: Callable[..., Run],
+                                                 signum: signal.Signals, when: str) -> None:
+    transcript = tmp_path / "t.jsonl"
+    # The wav source never ends (silence after the file), so only the signal can stop this run.
+    run = start_run([ORDERS, "--emulate", ORDERS_SCENARIO, "--input", SAMPLES / "where_is_my_order.wav",
+                     "--output", tmp_path / "out.wav", "--transcript", transcript, "--time-limit", "30"],
+                    transcript=transcript)
+    run.wait_for_line(when)
+    time.sleep(0.3)  # the session is streaming audio, not just opening
+    sent = time.monotonic()
+    run.proc.send_signal(signum)
+    done = run.finish(timeout_s=10)
+    took = time.monotonic() - sent
+    assert done.returncode == 130, done.describe()
+    assert took < 2.0, took
+    assert "Traceback" not in done.stderr
+    # read_jsonl checked every line is JSON; the last entry closes the session.
+    assert types(done.transcript)[0] == "session" and done.transcript[0]["event"] == "start"
+    ends = [i for i, e in enumerate(done.transcript) if e["type"] == "session" and e.get("event") == "end"]
+    assert len(ends) == 1, done.describe()
+    end = done.transcript[ends[0]]
+    assert signal.Signals(signum).name in end["reason"]
+    # Only the closing usage entry may follow (a known ordering bug: see test_orders.py's xfail
+    # test_transcript_ends_with_the_session_end); nothing of the conversation comes after the end.
+    assert set(types(done.transcript[ends[0] + 1:])) <= {"usage"}, done.describe()
+    # The output WAV is valid even though the run was cut short.
+    assert read_output(tmp_path / "out.wav").rate == 24000
