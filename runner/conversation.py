@@ -33,6 +33,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,6 +76,9 @@ BACKOFF_MAX_S = 8.0
 MAX_CONSECUTIVE_FAILURES = 6
 # Rotate this long before temporary credentials expire (livekit recycles 3 min before expiry).
 CREDENTIALS_MARGIN_S = 180.0
+# Audio the service has not yet confirmed hearing (no USER transcript since) is kept, up to this
+# much, and replayed into the next stream after a failure (AWS's continuation sample keeps 3 s).
+UNHEARD_AUDIO_S = 10.0
 
 
 @dataclass
@@ -169,6 +173,10 @@ class Conversation:
         self._usage_written: UsageEvent | None = None
         self.audio_bytes_sent = 0
         self._handover = HandoverGate()
+        self._unheard: deque[bytes] = deque()
+        self._unheard_bytes = 0
+        self._unheard_limit = int(UNHEARD_AUDIO_S * 2 * source.fmt.sample_rate)
+        self.audio_bytes_dropped = 0
 
     # -- public ------------------------------------------------------------------------------
 
@@ -244,7 +252,10 @@ class Conversation:
         history, replay = self._history_for_next_stream()
         session = self._new_session(history, self._links_opened == 0)
         session.start(open_audio=False)
-        self._carry_held_audio(session)
+        if failures or reason.startswith("reconnect"):
+            # What the user said to the failed stream and was never transcribed is said again.
+            for pcm in self._unheard:
+                session.send_audio(pcm)
         self._session = session
         if failures:
             delay = min(BACKOFF_FIRST_S * 2 ** (failures - 1), BACKOFF_MAX_S)
@@ -283,14 +294,6 @@ class Conversation:
         if messages and messages[-1].role == "USER" and is_nova2(self.model_id):
             return messages[:-1], messages[-1].text
         return messages, None
-
-    def _carry_held_audio(self, session: Session) -> None:
-        """Audio held by a session that never reached its audio block moves to the next one."""
-        old = self._session
-        if old is None or old.state is not SessionState.PRIMED:
-            return
-        for pcm in old.take_held_audio():
-            session.send_audio(pcm)
 
     async def _open_audio_when_accepted(self, link: Link, replay: str | None) -> None:
         with contextlib.suppress(TimeoutError):
@@ -379,7 +382,9 @@ class Conversation:
             task.cancel()
         await _within(asyncio.gather(*link.tasks, return_exceptions=True), READER_FINISH_S)
         await link.stream.aclose()
-        self.audio_bytes_sent += link.session.statistics().audio_bytes_sent
+        stats = link.session.statistics()
+        self.audio_bytes_sent += stats.audio_bytes_sent
+        self.audio_bytes_dropped += stats.audio_bytes_dropped
         entry: dict[str, Any] = {"event": "end", "stream": link.index, "reason": reason}
         if error is not None:
             entry["error"] = error
@@ -440,9 +445,16 @@ class Conversation:
                 session.send_audio(chunk)
             except LocalProtocolError:
                 continue  # the session is ending; its successor takes the next chunk
+            self._remember_unheard(chunk)
             link = self._link
             if link is not None and link.session is session:
                 link.kick()
+
+    def _remember_unheard(self, chunk: bytes) -> None:
+        self._unheard.append(chunk)
+        self._unheard_bytes += len(chunk)
+        while self._unheard_bytes > self._unheard_limit:
+            self._unheard_bytes -= len(self._unheard.popleft())
 
     async def _player(self) -> None:
         while True:
@@ -479,6 +491,9 @@ class Conversation:
             self._replayed_user_text = None
             return
         self._messages.append(message)
+        if message.role == "USER":
+            self._unheard.clear()
+            self._unheard_bytes = 0
         kind = "user" if message.role == "USER" else "assistant"
         self.transcript.write(kind, text=message.text)
         (self.console.user if kind == "user" else self.console.assistant)(message.text)

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from runner.audio import SinkSpec, SourceSpec, make_sink, make_source
 from runner.audio.base import AudioFormat, AudioSink, AudioSource
@@ -29,6 +30,9 @@ from runner.protocol.session import Session
 from runner.protocol.setup import HistoryMessage
 from runner.transcript import Transcript
 from runner.transports.base import Connector
+
+if TYPE_CHECKING:
+    from runner.emulator.local import LocalEmulator
 
 # After a WAV input has been played: how long the conversation must stay quiet before the run
 # ends by itself (the emulator needs ~0.6 s of silence to end a turn, then answers).
@@ -51,11 +55,20 @@ class RunOptions:
     profile: str | None = None
 
 
-async def run_agent(agent: AgentConfig, options: RunOptions, console: Console) -> int:
+class RunObserver(Protocol):
+    """Lets an embedding program (or a test) see the parts of a run as they are built."""
+
+    def emulator_started(self, emulator: LocalEmulator) -> None: ...
+
+    def conversation_finished(self, conversation: Conversation) -> None: ...
+
+
+async def run_agent(agent: AgentConfig, options: RunOptions, console: Console,
+                    observer: RunObserver | None = None) -> int:
     """Run one conversation; returns the process exit code."""
     _explain_greeting(agent, console)
     async with contextlib.AsyncExitStack() as stack:
-        connector = await stack.enter_async_context(_connect(agent, options, console))
+        connector = await stack.enter_async_context(_connect(agent, options, console, observer))
         source = await stack.enter_async_context(_source(agent, options))
         sink = await stack.enter_async_context(_sink(agent, options))
         transcript = stack.enter_context(Transcript(options.transcript))
@@ -70,7 +83,11 @@ async def run_agent(agent: AgentConfig, options: RunOptions, console: Console) -
         console.info(f"{agent.name}: {agent.model.id} via {connector.info.endpoint} "
                      f"(voice {agent.voice}, policy {agent.policy}); Ctrl-C to stop")
         with _signals_stop(conversation):
-            outcome = await conversation.run()
+            try:
+                outcome = await conversation.run()
+            finally:
+                if observer is not None:
+                    observer.conversation_finished(conversation)
         console.close()
         console.info(f"session ended: {outcome.reason}")
         return outcome.code
@@ -95,7 +112,8 @@ def _explain_greeting(agent: AgentConfig, console: Console) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _connect(agent: AgentConfig, options: RunOptions, console: Console) -> AsyncIterator[Connector]:
+async def _connect(agent: AgentConfig, options: RunOptions, console: Console,
+                   observer: RunObserver | None) -> AsyncIterator[Connector]:
     from runner.transports.bedrock import open_connector  # the SDK import costs ~0.6 s
 
     if not options.emulate:
@@ -114,6 +132,8 @@ async def _connect(agent: AgentConfig, options: RunOptions, console: Console) ->
         # The SDK reads the CA and credentials from the environment, exactly as a user would
         # point it at `agent-run emulate`; nothing in the stream path knows it is local.
         os.environ.update(emulator.env())
+        if observer is not None:
+            observer.emulator_started(emulator)
         console.info(f"emulator: {emulator.endpoint} (scenario: {options.scenario or 'built-in default'})")
         connector = await open_connector(region=region, endpoint=emulator.endpoint)
         try:
