@@ -25,6 +25,7 @@ Run declarative Amazon Nova Sonic voice agents from a YAML file.
   agent-run render agents/orders.yaml              print the events that open a session
   agent-run emulate --scenario s.yaml              serve a local Nova Sonic emulator
   agent-run devices                                list audio devices
+  agent-run doctor [AGENT.yaml]                    check Python, SDK, AWS settings, audio, espeak-ng
 """
 
 

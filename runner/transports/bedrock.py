@@ -29,7 +29,8 @@ from aws_sdk_bedrock_runtime.models import (
     InvokeModelWithBidirectionalStreamOutputChunk,
     ServiceError,
 )
-from smithy_aws_core.config.exceptions import ConfigValidationError
+from smithy_aws_core.config.exceptions import ConfigError as SdkConfigError
+from smithy_aws_core.config.exceptions import ConfigValidationError, ProfileNotFoundError
 from smithy_aws_core.identity import AWSCredentialsIdentity
 from smithy_aws_core.identity.chain import IdentityChain
 from smithy_aws_event_stream.exceptions import EventError, UnmodeledEventError
@@ -223,7 +224,11 @@ async def open_connector(*, region: str | None, endpoint: str | None,
         overrides["endpoint_uri"] = endpoint
     try:
         config = await AsyncBedrockRuntimeConfig.resolve(profile=profile, **overrides)
-    except ConfigValidationError as exc:
+    except ProfileNotFoundError as exc:
+        detail = str(exc).rstrip(".")
+        raise CredentialsError(f"AWS profile not found: {detail}. Check --profile / AWS_PROFILE and "
+                               "~/.aws/config.", kind="CredentialsError") from None
+    except (ConfigValidationError, SdkConfigError) as exc:
         raise TransportError(
             f"cannot configure Bedrock: {str(exc).rstrip('.')}. "
             "Set model.region in the agent file, or AWS_REGION.",
