@@ -29,8 +29,9 @@ from runner.emulator.scenario import load_scenario, render_say
 from runner.emulator.speech import synthesize
 
 SCENARIO = DATA / "long_answer.scenario.yaml"
-# Question 1 ends at 1.7 s; the emulator ends the turn 0.4 s later (speech_end_ms) and the answer
-# starts playing ~0.3 s after that (speech synthesis): utterance 2 starts ~2 s into the answer.
+# Question 1 (thanks_bye.wav) ends at 1.7 s; the emulator ends the turn 0.4 s later (speech_end_ms)
+# and the answer starts playing ~0.3 s after that (speech synthesis): utterance 2 (what_time_is_it.wav)
+# starts ~2 s into the 6.5 s answer and ends long before it would.
 PAUSE_S = 2.8
 
 
@@ -44,7 +45,7 @@ def answer_seconds(turn: int) -> float:
 @pytest.fixture(scope="module")
 def both_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[Finished, Path]]]:
     tmp = tmp_path_factory.mktemp("barge_in")
-    question = write_wav(tmp / "talk_over.wav", [sample("where_is_my_order.wav"), silence(PAUSE_S),
+    question = write_wav(tmp / "talk_over.wav", [sample("thanks_bye.wav"), silence(PAUSE_S),
                                                    sample("what_time_is_it.wav")])
     started: dict[str, tuple[Run, Path]] = {}
     for name, agent in (("barge-in", "chat.yaml"), ("simple", "chat_simple.yaml")):

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from e2e_helpers import ORDERS, ORDERS_SCENARIO, SAMPLES, Run, base_env, read_output, types
+from e2e_helpers import DATA, ORDERS, SAMPLES, Run, base_env, read_output, types
 
 
 def test_missing_credentials_fail_fast_with_a_clear_message(tmp_path: Path,
@@ -35,10 +35,11 @@ def test_missing_credentials_fail_fast_with_a_clear_message(tmp_path: Path,
 def test_a_signal_ends_the_session_and_exits_130(tmp_path: Path, start_run: Callable[..., Run],
                                                  signum: signal.Signals, when: str) -> None:
     transcript = tmp_path / "t.jsonl"
-    # The wav source never ends (silence after the file), so only the signal can stop this run.
-    run = start_run([ORDERS, "--emulate", ORDERS_SCENARIO, "--input", SAMPLES / "where_is_my_order.wav",
-                     "--output", tmp_path / "out.wav", "--transcript", transcript, "--time-limit", "30"],
-                    transcript=transcript)
+    # No --idle-exit: only the signal stops this run. The answer is long (6.5 s), so SIGTERM lands
+    # with seconds of audio still queued for the sink, which a signal must not wait for.
+    run = start_run([DATA / "chat.yaml", "--emulate", DATA / "long_answer.scenario.yaml",
+                     "--input", SAMPLES / "thanks_bye.wav", "--output", tmp_path / "out.wav",
+                     "--transcript", transcript, "--time-limit", "30"], transcript=transcript)
     run.wait_for_line(when)
     time.sleep(0.3)  # the session is streaming audio, not just opening
     sent = time.monotonic()
@@ -57,5 +58,6 @@ def test_a_signal_ends_the_session_and_exits_130(tmp_path: Path, start_run: Call
     # Only the closing usage entry may follow (a known ordering bug: see test_orders.py's xfail
     # test_transcript_ends_with_the_session_end); nothing of the conversation comes after the end.
     assert set(types(done.transcript[ends[0] + 1:])) <= {"usage"}, done.describe()
-    # The output WAV is valid even though the run was cut short.
-    assert read_output(tmp_path / "out.wav").rate == 24000
+    # The output WAV is valid even though the run was cut short, and holds no more than was played.
+    out = read_output(tmp_path / "out.wav")
+    assert out.rate == 24000 and out.seconds < 3.0, out.seconds
