@@ -382,6 +382,7 @@ class Conversation:
             task.cancel()
         await _within(asyncio.gather(*link.tasks, return_exceptions=True), READER_FINISH_S)
         await link.stream.aclose()
+        self._write_usage()  # the final usageEvent arrives after END_TURN: record it before the end
         stats = link.session.statistics()
         self.audio_bytes_sent += stats.audio_bytes_sent
         self.audio_bytes_dropped += stats.audio_bytes_dropped

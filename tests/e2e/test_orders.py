@@ -75,10 +75,6 @@ def test_orders_agent_answers_a_wav_question_with_a_tool_call(orders_run: tuple[
     assert "Where is my order 12345?" in done.stdout and "trackOrderTool" in done.stdout
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "runner/conversation.py: the last turn's `usage` is written by Conversation.run() after the TaskGroup "
-    "ends, i.e. after the link already wrote its `session` end entry; the emulator (like Nova) sends the "
-    "final usageEvent after the END_TURN contentEnd, so _write_usage at END_TURN misses it"))
 def test_transcript_ends_with_the_session_end(orders_run: tuple[Finished, Path]) -> None:
     done, _ = orders_run
     # user, assistant, tool_call, tool_result, usage, assistant, usage, session end
