@@ -1,13 +1,14 @@
 """End-to-end helpers: `agent-run` as a real subprocess, WAV inputs built from speech, WAV analysis.
 
 Every test here runs the CLI exactly as a user would (`python -m runner ...`), so nothing depends
-on the engine's internals. A run is slow by nature (audio is paced in real time), so tests start
-their runs with `start_run` and only then wait for them: runs of one module overlap.
+on the engine's internals. A run is slow by nature (audio is paced in real time), so a module starts
+all its runs (`Run(...)`, in a module-scoped fixture) before waiting for any: they overlap.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -173,7 +174,7 @@ def dbfs(samples: np.ndarray) -> float:
     if len(samples) == 0:
         return -120.0
     rms = float(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))
-    return 20 * np.log10(max(rms, 1e-6) / 32768)
+    return 20 * math.log10(max(rms, 1e-6) / 32768)
 
 
 def speech_seconds(samples: np.ndarray, rate: int, window_s: float = 0.05) -> float:
