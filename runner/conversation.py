@@ -36,6 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from runner.audio.base import AudioSink, AudioSource
@@ -173,6 +174,7 @@ class Conversation:
         self._usage_written: UsageEvent | None = None
         self.audio_bytes_sent = 0
         self._handover = HandoverGate()
+        self._stale_expiry: datetime | None = None
         self._unheard: deque[bytes] = deque()
         self._unheard_bytes = 0
         self._unheard_limit = int(UNHEARD_AUDIO_S * 2 * source.fmt.sample_rate)
@@ -232,8 +234,10 @@ class Conversation:
                 assert self._stop is not None
                 await self._close_link(link, self._stop.reason, graceful=self._stop.graceful)
                 raise _Stopped
-            if outcome == "rotate":
+            if outcome in ("rotate", "rotate-credentials"):
                 reason, failures = "rotation", 0
+                if outcome == "rotate-credentials":
+                    reason = await self._refresh_credentials()
                 self._tg.create_task(self._close_link(link, "rotated to a new stream"))
                 continue
             assert isinstance(outcome, TransportError)
@@ -321,18 +325,39 @@ class Conversation:
                     "the service closed the stream unexpectedly", kind="StreamReset", retryable=True)
             now = self._clock()
             self._check_stop_conditions(now, started)
-            if self._rotation_due(link, now):
-                return "rotate"
+            rotation = self._rotation_due(link, now)
+            if rotation is not None:
+                return rotation
 
-    def _rotation_due(self, link: Link, now: float) -> bool:
-        expiry = self.connector.info.credentials_expiry
-        due = (now - link.started_at >= self.options.rotate_after_s
-               or (expiry is not None and expiry.timestamp() - self._wall_clock() < CREDENTIALS_MARGIN_S))
-        if not due or not link.accepted.is_set() or self._tools_running:
-            return False
+    def _rotation_due(self, link: Link, now: float) -> str | None:
+        """"rotate", "rotate-credentials" or None."""
+        aged = now - link.started_at >= self.options.rotate_after_s
+        expiring = self._credentials_expiring()
+        if not (aged or expiring) or not link.accepted.is_set() or self._tools_running:
+            return None
         if link.session.state is not SessionState.STREAMING:
+            return None
+        if not self._handover.open(now, at_turn_boundary=link.session.at_turn_boundary):
+            return None
+        return "rotate-credentials" if expiring else "rotate"
+
+    def _credentials_expiring(self) -> bool:
+        expiry = self.connector.info.credentials_expiry
+        if expiry is None or expiry == self._stale_expiry:
             return False
-        return self._handover.open(now, at_turn_boundary=link.session.at_turn_boundary)
+        return expiry.timestamp() - self._wall_clock() < CREDENTIALS_MARGIN_S
+
+    async def _refresh_credentials(self) -> str:
+        """Fresh credentials for the next stream; returns the rotation reason for the transcript."""
+        old = self.connector.info.credentials_expiry
+        await self.connector.refresh_credentials()
+        new = self.connector.info.credentials_expiry
+        if new is not None and new == old:
+            # The credential source handed back the same keys: rotating again cannot help.
+            self._stale_expiry = new
+            self.console.warning(f"AWS credentials expire at {new:%H:%M:%S} and the credential source "
+                                 "gives no newer ones; the stream will fail then")
+        return f"rotation (credentials expire at {old:%H:%M:%S})" if old else "rotation"
 
     def _check_stop_conditions(self, now: float, started: float) -> None:
         limit = self.options.max_duration_s

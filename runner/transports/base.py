@@ -50,5 +50,8 @@ class Connector(Protocol):
     async def open_stream(self, model_id: str) -> Stream:
         """Open a new stream for `model_id`."""
 
+    async def refresh_credentials(self) -> None:
+        """Resolve credentials afresh for the streams opened from now on (updates `info`)."""
+
     async def aclose(self) -> None:
         """Release the HTTP client. Idempotent."""

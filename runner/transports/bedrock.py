@@ -18,6 +18,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aws_sdk_bedrock_runtime.client import AsyncBedrockRuntimeClient
@@ -185,10 +186,25 @@ async def _bounded(coro: Any, limit_s: float) -> None:
 class BedrockConnector:
     """Resolves region, endpoint and credentials once, then opens streams on one SDK client."""
 
-    def __init__(self, client: AsyncBedrockRuntimeClient, info: ConnectionInfo) -> None:
+    def __init__(self, client: AsyncBedrockRuntimeClient, info: ConnectionInfo,
+                 settings: _Settings) -> None:
         self._client = client
         self.info = info
+        self._settings = settings
+        self._retired: list[AsyncBedrockRuntimeClient] = []
         self._closed = False
+
+    async def refresh_credentials(self) -> None:
+        """Resolve credentials afresh and use them for the streams opened from now on.
+
+        The SDK's resolvers keep temporary credentials until the moment they expire, and a stream
+        cannot switch keys midway (its event signatures chain from the request's), so continuing
+        past an expiry needs a new resolver and client for the next stream. The old client stays
+        open for the streams still using it and is closed with the connector.
+        """
+        client, info = await _build_client(self._settings)
+        self._retired.append(self._client)
+        self._client, self.info = client, info
 
     async def open_stream(self, model_id: str) -> BedrockStream:
         try:
@@ -206,7 +222,15 @@ class BedrockConnector:
         if self._closed:
             return
         self._closed = True
-        await _bounded(self._client.close(), CLOSE_TIMEOUT_S)
+        for client in (*self._retired, self._client):
+            await _bounded(client.close(), CLOSE_TIMEOUT_S)
+
+
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    region: str | None
+    endpoint: str | None
+    profile: str | None
 
 
 async def open_connector(*, region: str | None, endpoint: str | None,
@@ -217,11 +241,18 @@ async def open_connector(*, region: str | None, endpoint: str | None,
     SDK hang on missing credentials.
     """
     install_crt_noise_filter()
+    settings = _Settings(region, endpoint, profile)
+    client, info = await _build_client(settings)
+    return BedrockConnector(client, info, settings)
+
+
+async def _build_client(settings: _Settings) -> tuple[AsyncBedrockRuntimeClient, ConnectionInfo]:
     overrides: dict[str, Any] = {"transport": AWSCRTHTTPClient()}
-    if region:
-        overrides["region"] = region
-    if endpoint:
-        overrides["endpoint_uri"] = endpoint
+    if settings.region:
+        overrides["region"] = settings.region
+    if settings.endpoint:
+        overrides["endpoint_uri"] = settings.endpoint
+    profile = settings.profile
     try:
         config = await AsyncBedrockRuntimeConfig.resolve(profile=profile, **overrides)
     except ProfileNotFoundError as exc:
@@ -239,13 +270,13 @@ async def open_connector(*, region: str | None, endpoint: str | None,
     config.aws_credentials_identity_resolver = chain
     info = ConnectionInfo(
         region=resolved_region,
-        endpoint=str(endpoint or os.environ.get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
+        endpoint=str(settings.endpoint or os.environ.get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
                      or os.environ.get("AWS_ENDPOINT_URL")
                      or f"https://bedrock-runtime.{resolved_region}.amazonaws.com"),
         credentials_source=_credentials_source(profile, os.environ),
         credentials_expiry=identity.expiration,
     )
-    return BedrockConnector(AsyncBedrockRuntimeClient(config=config), info)
+    return AsyncBedrockRuntimeClient(config=config), info
 
 
 async def _credentials_chain(profile: str | None, region: str) -> IdentityChain[AWSCredentialsIdentity]:
