@@ -63,8 +63,8 @@ def test_orders_agent_answers_a_wav_question_with_a_tool_call(orders_run: tuple[
          and e["input"] == {"orderId": "12345"}),
         ("tool_result", lambda e: e["type"] == "tool_result" and e["name"] == "trackOrderTool"
          and "error" not in e and e["result"]["orderNumber"] == "12345" and e["duration_ms"] >= 0),
-        ("usage", lambda e: e["type"] == "usage" and e["total_tokens"] > 0),
         ("assistant", lambda e: e["type"] == "assistant" and "12345" in e["text"]),
+        ("usage", lambda e: e["type"] == "usage" and e["total_tokens"] > 0),
         ("session end", lambda e: e["type"] == "session" and e["event"] == "end"),
     ])
     assert not missing, f"missing in order: {missing}\n{done.describe()}"
