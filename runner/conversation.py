@@ -159,7 +159,9 @@ class Conversation:
         self._wall_clock = wall_clock
         self._recorder = HistoryRecorder()
         self._messages: list[HistoryMessage] = []
-        self._replayed_user_text: str | None = None
+        # Texts the runner itself sent as interactive USER text, mapped to whether their echo
+        # belongs in the history (a re-sent user message is already there; a tool note is not).
+        self._injected: dict[str, bool] = {}
         self._session: Session | None = None  # where the microphone's audio goes now
         self._link: Link | None = None
         self._links_opened = 0
@@ -307,7 +309,7 @@ class Conversation:
             return
         link.session.open_audio()
         if replay is not None:
-            self._replayed_user_text = replay
+            self._injected[replay] = False
             link.session.send_text(replay)
         link.kick()
 
@@ -512,9 +514,10 @@ class Conversation:
     def _record(self, message: HistoryMessage | None) -> None:
         if message is None:
             return
-        if message.role == "USER" and message.text == self._replayed_user_text:
-            # The service echoes the re-sent last user message; it is already in the history.
-            self._replayed_user_text = None
+        if message.role == "USER" and message.text in self._injected:
+            # The service echoes text the runner sent: not something the user said.
+            if self._injected.pop(message.text):
+                self._messages.append(message)
             return
         self._messages.append(message)
         if message.role == "USER":
@@ -582,6 +585,7 @@ class Conversation:
         current = self._link
         if (current is not None and is_nova2(self.model_id) and not current.closing
                 and current.session.state is SessionState.STREAMING):
+            self._injected[note] = True
             current.session.send_text(note)
             current.kick()
         else:

@@ -368,6 +368,10 @@ class Brain:
                 self._emit(out.tool_use(content_id, item.name, tool_use_id, item.content))
                 self._emit(out.content_end(content_id, "TOOL", "TOOL_USE"))
                 self._emit(out.usage(Tokens(output_text=text_tokens(item.content))))
+                if self.conversation.fire("reset-after-tool-use",
+                                          self.conversation.scenario.faults.reset_after_tool_use):
+                    self._finish("reset", ResetStream())
+                    return
                 context["tool_result"] = yield AwaitTool(tool_use_id)
         self.conversation.consume()
 

@@ -67,6 +67,8 @@ class Faults:
     stream_error_at_turn: int | None = None
     invalid_bytes_at_turn: int | None = None
     time_limit_s: float | None = None
+    # RST_STREAM right after the first toolUse: the tool's result then has no stream to go to.
+    reset_after_tool_use: bool = False
 
 
 @dataclass(frozen=True, slots=True)

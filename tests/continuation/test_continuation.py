@@ -202,3 +202,43 @@ def test_a_validation_error_stops_cleanly_with_the_services_message(
     entries = [json.loads(line) for line in (tmp_path / "transcript.jsonl").read_text().splitlines()]
     ends = sessions(entries, "end")
     assert len(ends) == 1 and ends[0]["error"] == "ValidationException"  # no reconnect attempts
+
+
+def test_a_tool_result_whose_stream_died_reaches_the_new_stream_as_text(tmp_path: Path) -> None:
+    (tmp_path / "slow_tools.py").write_text((ROOT / "tests/data/continuation/slow_tools.py").read_text())
+    agent = write_agent(tmp_path, rotate_after_s=300, extra="""\
+tools:
+  - name: lookUp
+    description: Looks something up (slowly).
+    input_schema: {type: object, properties: {item: {type: string}}}
+    handler: slow_tools:look_up
+    timeout_s: 5
+""")
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text(json.dumps({
+        "turns": [{"user": "turn one", "assistant": [{"tool": "lookUp", "input": {"item": "order"}},
+                                                     {"say": "It is {{ tool_result.status }}."}]},
+                  {"user": "note", "assistant": [{"say": "Noted."}]}],
+        "faults": {"reset_after_tool_use": True}}))
+    wav = tmp_path / "in.wav"
+    with wave.open(str(wav), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(RATE)
+        out.writeframes(read_wav(SAMPLES / "what_time_is_it.wav", RATE) + bytes(7 * RATE * 2))
+    code, entries, seen = run(tmp_path, agent, wav, scenario=scenario, time_limit_s=None)
+    assert code == 0
+    assert texts(entries, "user") == ["turn one"]  # the runner's own texts are not user turns
+    assert "It is found." in texts(entries, "assistant")
+    calls = [e for e in entries if e["type"] == "tool_call"]
+    results = [e for e in entries if e["type"] == "tool_result"]
+    assert len(calls) == 2 and len(results) == 2  # asked on the reset stream, then again
+    assert all(r["result"] == {"item": "order", "status": "found"} for r in results)
+    assert seen.emulator is not None
+    first, second = seen.emulator.handler.sessions[:2]
+    assert first.ended == "reset" and first.tool_results == []
+    # The new stream got a toolResult only for the call it issued itself ...
+    assert [r.tool_use_id for r in second.tool_results] == [calls[1]["tool_use_id"]]
+    # ... and the orphaned result as the user's text, never as a toolResult.
+    assert any(t.startswith("(Result of the lookUp tool requested earlier") for t in second.user_turns)
+    assert second.error is None
