@@ -142,6 +142,7 @@ class Conversation:
                  source: AudioSource, sink: AudioSink, policy: ConversationPolicy,
                  tools: Mapping[str, ToolConfig], transcript: Transcript, console: Console,
                  options: ConversationOptions, input_finished: Callable[[], bool] = lambda: False,
+                 labels: Mapping[str, str] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
         self.connector = connector
@@ -155,6 +156,7 @@ class Conversation:
         self.console = console
         self.options = options
         self._input_finished = input_finished
+        self._labels = dict(labels or {})  # e.g. agent and policy, repeated on each stream's start
         self._clock = clock
         self._wall_clock = wall_clock
         self._recorder = HistoryRecorder()
@@ -283,7 +285,8 @@ class Conversation:
         link.kick()
         self.transcript.write("session", event="start", stream=link.index, reason=reason,
                               model=self.model_id, region=self.connector.info.region,
-                              endpoint=self.connector.info.endpoint, history_messages=len(history))
+                              endpoint=self.connector.info.endpoint, history_messages=len(history),
+                              **self._labels)
         if link.index > 1:
             self.console.info(f"  [stream {link.index} opened: {reason}; {len(history)} history messages]")
         self._tg.create_task(self._open_audio_when_accepted(link, replay), name=f"accept:{link.index}")

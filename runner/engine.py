@@ -79,7 +79,7 @@ async def run_agent(agent: AgentConfig, options: RunOptions, console: Console,
             options=ConversationOptions(idle_exit_s=_idle_exit(options),
                                         max_duration_s=options.max_duration_s,
                                         rotate_after_s=agent.session.rotate_after_s),
-            input_finished=_finished_probe(source))
+            input_finished=_finished_probe(source), labels={"agent": agent.name, "policy": agent.policy})
         console.info(f"{agent.name}: {agent.model.id} via {connector.info.endpoint} "
                      f"(voice {agent.voice}, policy {agent.policy}); Ctrl-C to stop")
         with _signals_stop(conversation):

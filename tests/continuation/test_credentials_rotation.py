@@ -103,7 +103,8 @@ def _use_process_credentials(folder: Path, server: Emulator, counter: Path) -> N
     script.write_text(PROCESS)
     key, secret = server.credentials.access_key_id, server.credentials.secret_access_key
     config = folder / "aws_config"
-    config.write_text(f"[profile temp]\ncredential_process = {sys.executable} {script} {counter} {key} {secret}\n")
+    command = f"{sys.executable} {script} {counter} {key} {secret}"
+    config.write_text(f"[profile temp]\ncredential_process = {command}\n")
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                  "AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "AWS_ENDPOINT_URL"):
         os.environ.pop(name, None)
