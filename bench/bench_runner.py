@@ -4,7 +4,7 @@ Both clients run in this process, one after the other, each against its own fres
 separate process (`agent-run emulate --quiet`), through the real aws-sdk-bedrock-runtime client
 over TLS. The microphone is a WAV file paced in real time: cycles of a question
 (samples/what_time_is_it.wav), 1.5 s of silence, an interruption (samples/thanks_bye.wav) that
-arrives while the first answer still plays, then 4.5 s of silence. The emulator's scenario answers
+arrives while the first answer still plays, then 3.5 s of silence. The emulator's scenario answers
 the question with a ~6 s sentence (streamed at 4x real time, as Nova does, so most of it is still
 queued when the user interrupts) and the interruption with a tool call and a short sentence. Every
 other cycle the tool is async (runner: awaited on the loop) instead of sync (runner: in a thread).
@@ -62,7 +62,7 @@ OUT_RATE = 24_000
 LONG_ANSWER = ("Let me tell you everything about the time. It is a quarter past three in the afternoon, "
                "on a sunny Tuesday, and the clocks in every time zone agree with me, more or less.")
 SILENCE_1 = 1.5
-SILENCE_2 = 4.5
+SILENCE_2 = 3.5
 
 
 def scenario_yaml(turns: int) -> str:
@@ -419,7 +419,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one short run per client (CI)")
     parser.add_argument("--reps", type=int, default=2, help="runs per client")
     parser.add_argument("--cycles", type=int, default=2, help="question/interruption cycles per run")
-    parser.add_argument("--tool-calls", type=int, default=2000)
+    parser.add_argument("--tool-calls", type=int, default=1000)
     args = parser.parse_args()
     if args.quick:
         args.reps, args.cycles, args.tool_calls = 1, 1, 300
