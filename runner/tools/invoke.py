@@ -69,13 +69,26 @@ async def invoke_tool(fn: Callable[..., Any], arguments: Mapping[str, Any], *,
         return outcome(None, str(exc))
 
 
-def validate_arguments(arguments: Mapping[str, Any], schema: Mapping[str, Any]) -> str | None:
-    """The most relevant way `arguments` break `schema` (None when they are valid)."""
-    try:
+# A tool's schema is a frozen config value used for every call: check and compile it once.
+# Keyed by the serialised schema, so equal schemas share a validator and nothing goes stale.
+_VALIDATORS: dict[str, jsonschema.protocols.Validator] = {}
+
+
+def _validator(schema: Mapping[str, Any]) -> jsonschema.protocols.Validator:
+    key = json.dumps(schema, sort_keys=True, default=str)
+    validator = _VALIDATORS.get(key)
+    if validator is None:
         plain = dict(schema)
         cls = jsonschema.validators.validator_for(plain)
         cls.check_schema(plain)
-        error = best_match(cls(plain).iter_errors(dict(arguments)))
+        validator = _VALIDATORS[key] = cls(plain)
+    return validator
+
+
+def validate_arguments(arguments: Mapping[str, Any], schema: Mapping[str, Any]) -> str | None:
+    """The most relevant way `arguments` break `schema` (None when they are valid)."""
+    try:
+        error = best_match(_validator(schema).iter_errors(dict(arguments)))
     except jsonschema.SchemaError as exc:
         return f"the tool's input_schema is invalid: {exc.message}"
     if error is None:
