@@ -58,6 +58,7 @@ import dataclasses
 import gc
 import itertools
 import json
+import math
 import os
 import statistics
 import sys
@@ -233,26 +234,42 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Sample:
+    t: float  # s since the soak started
+    rss: int
+    traced: int
+    threads: int
+    fds: int
+
+
 class Memory:
+    """Samples RSS, tracemalloc's traced size, threads and open fds; snapshots for top growth."""
+
     def __init__(self, period_s: float, warmup_s: float, traced: bool) -> None:
         self.period_s, self.warmup_s, self.traced = period_s, warmup_s, traced
         self.t0 = time.monotonic()
-        self.samples: list[tuple[float, int, int]] = []  # (s since start, rss, traced)
+        self.samples: list[Sample] = []
+        self.segments: list[tuple[float, float]] = []  # (start, end) in s since the soak started
         self.baseline: tracemalloc.Snapshot | None = None
         self.final: tracemalloc.Snapshot | None = None
-        self.retained: list[tuple[int, int]] = []  # (rss, traced) after each segment, after gc
+        self.retained: list[Sample] = []  # after each segment, after gc
         self.start = self.sample_now()
 
-    def sample_now(self) -> tuple[float, int, int]:
-        traced = tracemalloc.get_traced_memory()[0] if self.traced else 0
-        return (time.monotonic() - self.t0, rss_bytes(), traced)
+    def sample_now(self) -> Sample:
+        return Sample(time.monotonic() - self.t0, rss_bytes(),
+                      tracemalloc.get_traced_memory()[0] if self.traced else 0,
+                      threading_count(), len(os.listdir("/proc/self/fd")))
 
     async def run(self) -> None:
         while True:
             self.samples.append(self.sample_now())
-            if self.traced and self.baseline is None and self.samples[-1][0] >= self.warmup_s:
+            if self.traced and self.baseline is None and self.samples[-1].t >= self.warmup_s:
                 self.baseline = tracemalloc.take_snapshot()
             await asyncio.sleep(self.period_s)
+
+    def segment_started(self) -> None:
+        self.segments.append((self.sample_now().t, float("inf")))
 
     def conversation_finished(self) -> None:
         # Taken while the last conversation is still alive: growth inside a long conversation.
@@ -262,8 +279,15 @@ class Memory:
 
     def segment_done(self) -> None:
         gc.collect()
-        _, rss, traced = self.sample_now()
-        self.retained.append((rss, traced))
+        sample = self.sample_now()
+        self.segments[-1] = (self.segments[-1][0], sample.t)
+        self.retained.append(sample)
+
+
+def threading_count() -> int:
+    """OS threads of this process (awscrt's native threads included, unlike threading.active_count)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
 
 
 MEMORY: Memory | None = None
@@ -305,8 +329,9 @@ async def run_segment(inp: SegmentInput, args: argparse.Namespace) -> SegmentRes
             monitor.stop()
         await watcher
     conv = monitor.conversation
-    entries = [json.loads(line) for line in transcript.read_text().splitlines()]
-    return SegmentResult(inp, code, error, entries, monitor.streams,
+    # The transcript is parsed after the soak (load_transcripts), so that parsing it does not
+    # show up as growth in the memory figures.
+    return SegmentResult(inp, code, error, [], monitor.streams,
                          read=conv.source.statistics().bytes_read if conv else 0,
                          sent=conv.audio_bytes_sent if conv else 0,
                          dropped=conv.audio_bytes_dropped if conv else 0,
@@ -418,7 +443,7 @@ def audio_figures(results: Sequence[SegmentResult]) -> dict[str, float]:
 def _dbfs(pcm: bytes) -> float:
     x = np.frombuffer(pcm, dtype=np.int16).astype(np.float64)
     rms = float(np.sqrt(np.mean(x * x))) if x.size else 0.0
-    return 20 * np.log10(max(rms, 1e-9) / 32768)
+    return 20 * math.log10(max(rms, 1e-9) / 32768)
 
 
 def slope_mb_per_min(points: Sequence[tuple[float, int]]) -> float | None:
@@ -493,12 +518,13 @@ def report(results: Sequence[SegmentResult], memory: Memory, args: argparse.Name
           + p50_p99(t["rotation_gap"]))
     print("           new stream's start entry - old stream's end entry (negative: overlap): "
           + p50_p99(t["overlap"]))
-    _report_memory(memory)
+    _report_memory(memory, args.frames)
     if args.streams:
         for k, res in enumerate(results, 1):
             _report_streams(k, stream_table(res))
-        print("memory samples (s: RSS MB / traced MB): " + ", ".join(
-            f"{t:.0f}: {r / 2**20:.0f}/{tr / 2**20:.1f}" for t, r, tr in memory.samples[::5]))
+        print("memory samples (s: RSS MB / traced MB / threads / fds): " + ", ".join(
+            f"{x.t:.0f}: {x.rss / 2**20:.0f}/{x.traced / 2**20:.1f}/{x.threads}/{x.fds}"
+            for x in memory.samples[::5]))
 
 
 def _report_streams(segment: int, rows: list[dict[str, Any]]) -> None:
@@ -528,29 +554,47 @@ def _report_audio(a: dict[str, float]) -> None:
           f"{ms(a['replayed'])}; unrecognised chunks: {ms(a['unknown'])}")
 
 
-def _report_memory(mem: Memory) -> None:
+def _report_memory(mem: Memory, frames: int) -> None:
     if not mem.samples:
         return
-    _, rss0, traced0 = mem.start
-    t_end, rss_end, traced_end = mem.samples[-1]
-    after = [(t, r, tr) for t, r, tr in mem.samples if t >= mem.warmup_s]
-    rss_slope = slope_mb_per_min([(t, r) for t, r, _ in after])
-    print(f"memory:    RSS {rss0 / 2**20:.1f} MB at start -> {max(r for _, r, _ in mem.samples) / 2**20:.1f} "
-          f"MB peak -> {rss_end / 2**20:.1f} MB at the end of the last conversation "
-          f"({t_end / 60:.1f} min); slope after {mem.warmup_s:g} s warm-up: {_mbmin(rss_slope)}")
+    first, last = mem.start, mem.samples[-1]
+    after = [x for x in mem.samples if x.t >= mem.warmup_s]
+    peak = max(x.rss for x in mem.samples)
+    print(f"memory:    RSS {first.rss / 2**20:.1f} MB at start -> {peak / 2**20:.1f} MB peak -> "
+          f"{last.rss / 2**20:.1f} MB at the end of the last conversation ({last.t / 60:.1f} min)")
+    print(f"           whole soak after {mem.warmup_s:g} s warm-up: RSS {_mbmin(_slope(after, 'rss'))}"
+          + (f", traced {_mbmin(_slope(after, 'traced'))}" if mem.traced else "")
+          + f"; tracemalloc traced {first.traced / 2**20:.1f} -> {last.traced / 2**20:.1f} MB")
+    inside = []
+    for start, end in mem.segments:
+        # Inside one conversation, after its own start-up (new SDK client, emulator, TLS).
+        skip = min(mem.warmup_s, (end - start) / 3)
+        inside.append([x for x in mem.samples if start + skip <= x.t <= end])
+    print("           inside each conversation: RSS " + ", ".join(_mbmin(_slope(w, "rss")) for w in inside)
+          + ("; traced " + ", ".join(_mbmin(_slope(w, "traced")) for w in inside) if mem.traced else ""))
+    print("           after each segment (gc'd): " + ", ".join(
+        f"RSS {x.rss / 2**20:.1f} MB / traced {x.traced / 2**20:.2f} MB / {x.threads} threads / {x.fds} fds"
+        for x in mem.retained) + f"  (at start: {first.threads} threads / {first.fds} fds)")
     if mem.traced:
-        traced_slope = slope_mb_per_min([(t, tr) for t, _, tr in after])
-        print(f"           tracemalloc traced {traced0 / 2**20:.1f} MB -> {traced_end / 2**20:.1f} MB; "
-              f"slope {_mbmin(traced_slope)}")
-    if mem.retained:
-        print("           retained after each segment (gc'd): "
-              + ", ".join(f"RSS {r / 2**20:.1f} MB / traced {tr / 2**20:.2f} MB" for r, tr in mem.retained))
+        print("           (with tracemalloc on, RSS includes its own tables, which grow in steps of ~20 MB,"
+              " and every timing is slower: use --no-tracemalloc for RSS and timing figures)")
     if mem.baseline is not None and mem.final is not None:
-        print("           top tracemalloc growth (warm-up -> end of the last conversation):")
-        for stat in mem.final.compare_to(mem.baseline, "lineno")[:8]:
-            frame = stat.traceback[0]
-            print(f"             {stat.size_diff / 1024:+9.1f} KiB {stat.count_diff:+7d} blocks  "
-                  f"{_short(frame.filename)}:{frame.lineno}")
+        _report_top_growth(mem.baseline, mem.final, frames)
+
+
+def _report_top_growth(baseline: tracemalloc.Snapshot, final: tracemalloc.Snapshot, frames: int) -> None:
+    # The bench's own bookkeeping (chunk indices, samples) is not the runner's growth.
+    ignore = [tracemalloc.Filter(False, __file__), tracemalloc.Filter(False, tracemalloc.__file__)]
+    stats = final.filter_traces(ignore).compare_to(baseline.filter_traces(ignore),
+                                                   "traceback" if frames > 1 else "lineno")
+    print("           top tracemalloc growth (warm-up -> end of the last conversation):")
+    for stat in stats[:8]:
+        where = " <- ".join(f"{_short(f.filename)}:{f.lineno}" for f in list(stat.traceback)[::-1][:frames])
+        print(f"             {stat.size_diff / 1024:+9.1f} KiB {stat.count_diff:+7d} blocks  {where}")
+
+
+def _slope(samples: Sequence[Sample], field: str) -> float | None:
+    return slope_mb_per_min([(x.t, getattr(x, field)) for x in samples])
 
 
 def _mbmin(value: float | None) -> str:
@@ -583,9 +627,13 @@ async def soak(args: argparse.Namespace, folder: Path) -> tuple[list[SegmentResu
         for k, inp in enumerate(inputs, 1):
             print(f"segment {k}/{segments}: {inp.pcm_bytes / 2 / IN_RATE:.0f} s, {inp.turns} turns ...",
                   flush=True)
+            memory.segment_started()
             results.append(await run_segment(inp, args))
             memory.segment_done()
         sampler.cancel()
+    for res in results:
+        lines = (res.inp.folder / "transcript.jsonl").read_text().splitlines()
+        res.entries = [json.loads(line) for line in lines]
     if noise:
         print("loop exception handler: " + ", ".join(f"{m!r} x{n}" for m, n in noise.items()))
     return results, memory
@@ -602,12 +650,13 @@ def main() -> None:
     parser.add_argument("--gap-s", type=float, default=2.5, help="silence after each utterance")
     parser.add_argument("--sample-s", type=float, default=2.0, help="memory sampling period")
     parser.add_argument("--warmup-s", type=float, default=20.0, help="memory slope ignores this start")
+    parser.add_argument("--frames", type=int, default=1, help="tracemalloc traceback depth")
     parser.add_argument("--no-tracemalloc", action="store_true", help="RSS only (tracemalloc costs CPU)")
     parser.add_argument("--streams", action="store_true", help="also print every stream and memory sample")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (transcripts, WAVs)")
     args = parser.parse_args()
     if not args.no_tracemalloc:
-        tracemalloc.start(1)
+        tracemalloc.start(args.frames)
     saved = dict(os.environ)  # the emulator exports its endpoint, CA and test credentials
     folder = Path(tempfile.mkdtemp(prefix="bench-soak-"))
     try:
