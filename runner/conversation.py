@@ -173,7 +173,7 @@ class Conversation:
         self._tools_running = 0
         self._last_activity = clock()
         self._input_done_at: float | None = None
-        self._closing = False
+        self._run_started = clock()
         self._last_usage: UsageEvent | None = None
         self._usage_written: UsageEvent | None = None
         self.audio_bytes_sent = 0
@@ -202,6 +202,7 @@ class Conversation:
         Raises TransportError when a stream fails in a way reconnecting cannot fix.
         """
         failure: TransportError | None = None
+        self._run_started = self._clock()
         task = asyncio.current_task()
         cancelling_before = task.cancelling() if task is not None else 0
         try:
@@ -318,7 +319,6 @@ class Conversation:
 
     async def _watch(self, link: Link) -> str | TransportError:
         """Wait until the link must stop, rotate, or has failed."""
-        started = self._clock()
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(0.1):
@@ -329,7 +329,7 @@ class Conversation:
                 return link.failure or TransportError(
                     "the service closed the stream unexpectedly", kind="StreamReset", retryable=True)
             now = self._clock()
-            self._check_stop_conditions(now, started)
+            self._check_stop_conditions(now)
             rotation = self._rotation_due(link, now)
             if rotation is not None:
                 return rotation
@@ -364,17 +364,12 @@ class Conversation:
                                  "gives no newer ones; the stream will fail then")
         return f"rotation (credentials expire at {old:%H:%M:%S})" if old else "rotation"
 
-    def _check_stop_conditions(self, now: float, started: float) -> None:
+    def _check_stop_conditions(self, now: float) -> None:
         limit = self.options.max_duration_s
-        if limit is not None and now - self._started_at(started) >= limit:
+        if limit is not None and now - self._run_started >= limit:
             self.request_stop(f"reached --max-duration ({limit:g} s)")
         elif self._idle_done(now):
             self.request_stop("input finished and the conversation is idle")
-
-    def _started_at(self, fallback: float) -> float:
-        if not hasattr(self, "_conversation_started"):
-            self._conversation_started = fallback
-        return self._conversation_started
 
     def _idle_done(self, now: float) -> bool:
         idle = self.options.idle_exit_s
@@ -463,7 +458,7 @@ class Conversation:
         link.accepted.set()
 
     async def _mic(self) -> None:
-        while not self._closing:
+        while True:  # ends when the TaskGroup is cancelled
             chunk = await self.source.read()
             pending = self.sink.pending_ms() > 0 or not self._play_queue.empty()
             if not self.policy.mic_open(pending):
