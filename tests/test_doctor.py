@@ -30,7 +30,6 @@ from runner.transports.base import ConnectionInfo
 from tests.emulator.conftest import BackgroundEmulator
 
 ROOT = Path(__file__).resolve().parent.parent
-AUDIO_ENV = ROOT / "tests" / "audio_env.sh"
 KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 TOKEN = "FwoGZXIvYXdzEXAMPLESESSIONTOKEN0123456789abcdef"
@@ -210,31 +209,10 @@ def test_an_untrusted_certificate_fails_with_the_fix(home: Path, bedrock_lookali
     assert result.returncode == 1
 
 
-@pytest.fixture(scope="module")
-def private_pulseaudio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    missing = [t for t in ("pulseaudio", "pactl") if shutil.which(t) is None]
-    if missing:
-        pytest.skip(f"pulseaudio not installed: missing {', '.join(missing)}")
-    runtime_dir = tmp_path_factory.mktemp("pulse")
-    started = subprocess.run([str(AUDIO_ENV), "start", str(runtime_dir)], capture_output=True, text=True,
-                             timeout=30, check=False)
-    if started.returncode != 0:
-        pytest.fail(f"could not start PulseAudio: {started.stderr}")
-    env = {}
-    for text in started.stdout.splitlines():
-        key, _, value = text.removeprefix("export ").partition("=")
-        env[key] = value.strip("'")
-    try:
-        yield env
-    finally:
-        subprocess.run([str(AUDIO_ENV), "stop", str(runtime_dir)], capture_output=True, timeout=30,
-                       check=False)
-
-
 @pytest.mark.audio
-def test_audio_devices_on_a_private_pulseaudio(home: Path, private_pulseaudio: dict[str, str]) -> None:
+def test_audio_devices_on_a_private_pulseaudio(home: Path, pulseaudio_env: dict[str, str]) -> None:
     result = agent_run_doctor("--offline", "--json", home=home,
-                              env={**FAKE_KEYS, "AWS_REGION": "us-east-1", **private_pulseaudio})
+                              env={**FAKE_KEYS, "AWS_REGION": "us-east-1", **pulseaudio_env})
     audio = checks(result)["audio"]
     assert audio["status"] == "ok", audio
     assert "default input 'pulse'" in audio["summary"] or "default input 'default'" in audio["summary"]

@@ -1,7 +1,8 @@
-"""Signal helpers shared by the audio tests (tones, spectra, energy envelopes, WAV writing)."""
+"""Helpers shared by the audio tests: tones, spectra, energy envelopes, WAV writing, a fake clock."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import wave
 from pathlib import Path
@@ -9,6 +10,24 @@ from pathlib import Path
 import numpy as np
 
 from runner.audio.pcm import rms_dbfs
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+
+
+class FakeClock:
+    """A monotonic clock that only moves when a paced component sleeps on it."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
 
 
 def tone(freq: float, ms: int, rate: int, amplitude: float = 0.5) -> bytes:

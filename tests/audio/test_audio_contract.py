@@ -6,8 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from audio_helpers import tone
-from conftest import SAMPLES
+from audio_helpers import SAMPLES, tone
 
 from runner.audio import (
     SINKS,

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from audio_helpers import envelope, loud_span_ms
-from conftest import SAMPLES
+from audio_helpers import SAMPLES, envelope, loud_span_ms
 
 from runner.audio.wav import read_wav
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from audio_helpers import dominant_frequency, read_wav_raw, tone, write_wav
-from conftest import SAMPLES, FakeClock
+from audio_helpers import SAMPLES, FakeClock, dominant_frequency, read_wav_raw, tone, write_wav
 
 from runner.audio.base import AudioFormat
 from runner.audio.pcm import rms_dbfs

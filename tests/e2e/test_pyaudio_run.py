@@ -4,11 +4,9 @@ spoken answer comes out of the virtual speaker, where `parec` records it."""
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,6 @@ from e2e_helpers import (
     ORDERS,
     ORDERS_SCENARIO,
     OUTPUT_RATE,
-    REPO,
     SAMPLES,
     SPEECH_DBFS,
     Run,
@@ -28,33 +25,13 @@ from e2e_helpers import (
 
 pytestmark = pytest.mark.audio
 
-AUDIO_ENV = REPO / "tests" / "audio_env.sh"
-TOOLS = ("pulseaudio", "pactl", "paplay", "parec")
 
 
 @pytest.fixture(scope="module")
-def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A private PulseAudio (tests/audio_env.sh): default output `spk`, default input `mic.monitor`.
-
-    Yields the full environment for subprocesses; this process's own environment is untouched.
-    """
-    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"pulseaudio not installed (CI installs it): missing {', '.join(missing)}")
-    runtime_dir = tmp_path_factory.mktemp("pulse")
-    started = subprocess.run([str(AUDIO_ENV), "start", str(runtime_dir)],
-                             capture_output=True, text=True, timeout=30, check=False)
-    if started.returncode != 0:
-        pytest.fail(f"could not start PulseAudio: {started.stderr}")
-    env = base_env()
-    for line in started.stdout.splitlines():
-        key, _, value = line.removeprefix("export ").partition("=")
-        env[key] = value.strip("'")
-    try:
-        yield env
-    finally:
-        subprocess.run([str(AUDIO_ENV), "stop", str(runtime_dir)], capture_output=True, timeout=30,
-                       check=False)
+def pulse(pulseaudio_env: dict[str, str]) -> dict[str, str]:
+    """The shared private PulseAudio (tests/conftest.py): default output `spk`, default input
+    `mic.monitor`. Returns the full environment for subprocesses; this process's is untouched."""
+    return {**base_env(), **pulseaudio_env}
 
 
 def test_speech_into_the_virtual_mic_is_answered_on_the_virtual_speaker(
