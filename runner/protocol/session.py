@@ -293,13 +293,6 @@ class Session:
             self._held_bytes -= len(dropped)
             self._audio_dropped += len(dropped)
 
-    def take_held_audio(self) -> list[bytes]:
-        """Remove and return the held-back audio (a stream that never opened hands it on)."""
-        held = list(self._held)
-        self._held.clear()
-        self._held_bytes = 0
-        return held
-
     def send_text(self, text: str) -> None:
         """An interactive USER text block (cross-modal input; Nova 2 only)."""
         nxt = self._check("send_text")
