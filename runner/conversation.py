@@ -230,8 +230,9 @@ class Conversation:
     async def _supervisor(self) -> None:
         reason = "start"
         failures = 0
+        after_failure = False
         while True:
-            link = await self._open_link(reason, failures)
+            link = await self._open_link(reason, failures, after_failure=after_failure)
             if link is None:  # stop requested while connecting
                 raise _Stopped
             outcome = await self._watch(link)
@@ -240,7 +241,7 @@ class Conversation:
                 await self._close_link(link, self._stop.reason, graceful=self._stop.graceful)
                 raise _Stopped
             if outcome in ("rotate", "rotate-credentials"):
-                reason, failures = "rotation", 0
+                reason, failures, after_failure = "rotation", 0, False
                 if outcome == "rotate-credentials":
                     reason = await self._refresh_credentials()
                 self._tg.create_task(self._close_link(link, "rotated to a new stream"))
@@ -253,15 +254,15 @@ class Conversation:
             if failures >= MAX_CONSECUTIVE_FAILURES:
                 raise TransportError(f"gave up after {failures} failed attempts; last error: {outcome}",
                                      kind=outcome.kind)
-            reason = f"reconnect after {outcome.kind}"
+            reason, after_failure = f"reconnect after {outcome.kind}", True
             self.console.warning(f"stream {link.index} failed ({outcome}); reconnecting")
 
-    async def _open_link(self, reason: str, failures: int) -> Link | None:
+    async def _open_link(self, reason: str, failures: int, *, after_failure: bool) -> Link | None:
         """Create the next session (the mic switches to it now), then connect with backoff."""
         history, replay = self._history_for_next_stream()
         session = self._new_session(history, self._links_opened == 0)
         session.start(open_audio=False)
-        if failures or reason.startswith("reconnect"):
+        if after_failure:
             # What the user said to the failed stream and was never transcribed is said again.
             for pcm in self._unheard:
                 session.send_audio(pcm)
