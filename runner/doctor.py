@@ -168,7 +168,7 @@ class AwsProfile:
 _OTHER_SOURCES = {"credential_process": "credential_process", "sso_session": "SSO",
                   "sso_start_url": "SSO", "role_arn": "assume role",
                   "web_identity_token_file": "web identity", "login_session": "login"}
-# The default chain runs credential_process itself; the rest needs plug-ins (bedrock-sdk.md §2.3).
+# The default chain runs credential_process itself; the rest needs plug-ins (bedrock-sdk.md §2.4).
 _SUPPORTED_OTHER = frozenset({"credential_process"})
 
 
