@@ -684,8 +684,13 @@ def for_offline_work(results: list[CheckResult]) -> list[CheckResult]:
 
 def bedrock_needs(results: list[CheckResult]) -> list[str]:
     """What a run against real Bedrock still needs: the Bedrock-only checks that are not ok."""
-    status = {r.name: r.status for r in results}
-    return [_NEEDS[name] for name in BEDROCK_ONLY if status.get(name, "ok") != "ok"]
+    needs = []
+    for r in results:
+        if r.name in BEDROCK_ONLY and r.status != "ok":
+            # A region that is set but not known to offer Nova Sonic needs another region, not one.
+            unusual = r.name == "region" and not r.summary.startswith("no AWS region")
+            needs.append("a region where Nova Sonic is offered" if unusual else _NEEDS[r.name])
+    return needs
 
 
 def readiness(results: list[CheckResult], emulate: bool) -> dict[str, object]:

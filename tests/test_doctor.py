@@ -189,6 +189,11 @@ def test_emulate_with_keys_and_region_needs_only_model_access(home: Path) -> Non
     assert result.returncode == 0, result.stdout
     assert result.stdout.splitlines()[-1] == ("real Bedrock still needs: model access (checked only with "
                                               "credentials and network) (see the warnings above)")
+    # A region that is set but not known to offer Nova Sonic: another region, not "a region".
+    result = agent_run_doctor("--offline", "--emulate", home=home, env={**env, "AWS_REGION": "eu-west-3"})
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[-1].startswith("real Bedrock still needs: a region where Nova Sonic is "
+                                                     "offered; model access")
 
 
 def test_without_emulate_missing_credentials_still_fail(home: Path) -> None:
