@@ -168,7 +168,7 @@ class AwsProfile:
 _OTHER_SOURCES = {"credential_process": "credential_process", "sso_session": "SSO",
                   "sso_start_url": "SSO", "role_arn": "assume role",
                   "web_identity_token_file": "web identity", "login_session": "login"}
-# The default chain runs credential_process itself; the rest needs plug-ins (bedrock-sdk.md §2.3).
+# The default chain runs credential_process itself; the rest needs plug-ins (bedrock-sdk.md §2.4).
 _SUPPORTED_OTHER = frozenset({"credential_process"})
 
 
@@ -662,7 +662,43 @@ async def diagnose(options: DoctorOptions, *, env: Mapping[str, str] | None = No
     results += [check_audio(), check_espeak()]
     if agent_result is not None:
         results.append(agent_result)
+    if options.emulate:
+        results = for_offline_work(results)
     return redact(results, _secrets(env, ctx.profile))
+
+
+# --- --emulate: ready for offline work, and what real Bedrock would still need --------------------
+
+# Checks only a run against real Bedrock depends on; `--emulate` brings its own region and keys.
+BEDROCK_ONLY = ("region", "credentials", "bedrock")
+_NEEDS = {"region": "an AWS region (model.region or AWS_REGION)",
+          "credentials": "AWS credentials",
+          "bedrock": "model access (checked only with credentials and network)"}
+
+
+def for_offline_work(results: list[CheckResult]) -> list[CheckResult]:
+    """With --emulate: a failure of what only real Bedrock needs is a warning, not a failure."""
+    return [replace(r, status="warn", summary=f"{r.summary} (needed for real Bedrock only)")
+            if r.name in BEDROCK_ONLY and r.status == "fail" else r for r in results]
+
+
+def bedrock_needs(results: list[CheckResult]) -> list[str]:
+    """What a run against real Bedrock still needs: the Bedrock-only checks that are not ok."""
+    needs = []
+    for r in results:
+        if r.name in BEDROCK_ONLY and r.status != "ok":
+            # A region that is set but not known to offer Nova Sonic needs another region, not one.
+            unusual = r.name == "region" and not r.summary.startswith("no AWS region")
+            needs.append("a region where Nova Sonic is offered" if unusual else _NEEDS[r.name])
+    return needs
+
+
+def readiness(results: list[CheckResult], emulate: bool) -> dict[str, object]:
+    """The verdict for `--json`: ready, and with --emulate what real Bedrock still needs."""
+    ready = exit_code(results) == 0
+    if not emulate:
+        return {"ok": ready}
+    return {"ok": ready, "offline_ready": ready, "bedrock_needs": bedrock_needs(results)}
 
 
 async def _check_credentials(ctx: _Context, options: DoctorOptions, endpoint: str | None) -> CheckResult:
@@ -715,7 +751,7 @@ def redact(results: list[CheckResult], secrets: tuple[str, ...]) -> list[CheckRe
                     details=tuple(scrub(d) for d in r.details)) for r in results]
 
 
-def format_report(results: list[CheckResult]) -> str:
+def format_report(results: list[CheckResult], emulate: bool = False) -> str:
     """One line per check (status, name, summary); the fix and details indented below it."""
     width = max(len(r.name) for r in results)
     lines = []
@@ -725,6 +761,13 @@ def format_report(results: list[CheckResult]) -> str:
         if r.fix and r.status != "ok":
             lines.append(f"{'':<7} {'':<{width}}  fix: {r.fix}")
     counts = {s: sum(r.status == s for r in results) for s in STATUSES}
-    lines.append(", ".join(f"{n} {s}" for s, n in counts.items())
-                 + (": ready" if exit_code(results) == 0 else ": not ready"))
+    ready = exit_code(results) == 0
+    verdict = ": ready" if ready else ": not ready"
+    if emulate:
+        verdict += " for offline work (--emulate: the built-in emulator, no AWS account)"
+    lines.append(", ".join(f"{n} {s}" for s, n in counts.items()) + verdict)
+    if emulate:
+        needs = bedrock_needs(results)
+        lines.append("real Bedrock still needs: " + "; ".join(needs) + " (see the warnings above)"
+                     if needs else "real Bedrock: ready too")
     return "\n".join(lines)

@@ -24,7 +24,7 @@ from runner.config.model import AgentConfig
 from runner.config.setup import session_setup
 from runner.console import Console
 from runner.conversation import Conversation, ConversationOptions, SessionFactory
-from runner.models import is_nova2
+from runner.models import is_nova2, lifecycle_warning
 from runner.policies import POLICIES
 from runner.protocol.session import Session
 from runner.protocol.setup import HistoryMessage
@@ -67,6 +67,8 @@ async def run_agent(agent: AgentConfig, options: RunOptions, console: Console,
                     observer: RunObserver | None = None) -> int:
     """Run one conversation; returns the process exit code."""
     _explain_greeting(agent, console)
+    if (retired := lifecycle_warning(agent.model.id)) is not None:
+        console.warning(retired)  # `check` says it too; a run must not fail without a reason shown
     async with contextlib.AsyncExitStack() as stack:
         connector = await stack.enter_async_context(_connect(agent, options, console, observer))
         source = await stack.enter_async_context(_source(agent, options))

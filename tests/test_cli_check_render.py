@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,8 +21,11 @@ INVALID_CASES = sorted(INVALID.glob("*.yaml"))
 
 
 def agent_run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    # PYTHONPATH: with another cwd, `-m runner` must still import this checkout, not an installed copy.
+    paths = [str(ROOT), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
     return subprocess.run([sys.executable, "-m", "runner", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=60, check=False)
+                          text=True, timeout=60, check=False, env=env)
 
 
 def no_traceback(result: subprocess.CompletedProcess[str]) -> None:
@@ -46,7 +50,11 @@ def test_check_reports_every_expected_problem_of_the_invalid_corpus() -> None:
             want = f"{case.name}:{want}" if want[:1].isdigit() else want
             assert any(line.startswith(want) for line in lines), f"{want!r} not in output"
     errors = sum(": error: " in line for line in lines)
-    assert lines[-1] == f"{len(names)} files checked: {errors} errors, 0 warnings"
+    # The one warning: endpointing_v1.yaml is about v1 behaviour, and v1 is past its end of life.
+    (warning,) = [line for line in lines if ": warning: " in line]
+    assert warning.startswith("endpointing_v1.yaml:5:3: warning: amazon.nova-sonic-v1:0 (Nova Sonic) reached "
+                              "end of life on 2026-09-14")
+    assert lines[-1] == f"{len(names)} files checked: {errors} errors, 1 warning"
 
 
 @pytest.mark.parametrize("case", INVALID_CASES, ids=[c.stem for c in INVALID_CASES])
@@ -61,7 +69,8 @@ def test_check_json_is_machine_readable() -> None:
     assert result.returncode == 1
     problems = json.loads(result.stdout)
     assert [(p["file"], p["line"], p["col"], p["severity"]) for p in problems] == [
-        ("bad_voice.yaml", 7, 1, "error"), ("endpointing_v1.yaml", 7, 3, "error")]
+        ("bad_voice.yaml", 7, 1, "error"), ("endpointing_v1.yaml", 5, 3, "warning"),
+        ("endpointing_v1.yaml", 7, 3, "error")]
     assert json.loads(agent_run("check", "--json", "agents/simple.yaml").stdout) == []
 
 
@@ -80,6 +89,44 @@ def test_user_mistakes_never_give_a_traceback(tmp_path: Path) -> None:
     result = agent_run("render", "tests/data/agents/invalid/wrong_types.yaml")
     no_traceback(result)
     assert result.returncode == 1 and "4 error(s)" in result.stderr and result.stdout == ""
+
+
+def test_each_missing_key_is_reported_once_plus_the_unknown_key(tmp_path: Path) -> None:
+    path = tmp_path / "foo.yaml"
+    path.write_text("foo: 1\n", encoding="utf-8")
+    result = agent_run("check", str(path))
+    no_traceback(result)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"{path}:1:1: error: missing required key 'model'",
+        f"{path}:1:1: error: missing required key 'name'",
+        f"{path}:1:1: error: missing required key 'version'",
+        f"{path}:1:1: error: missing required key 'voice'",
+        f"{path}:1:1: error: missing the system prompt: add system_prompt (or system_prompt_file)",
+        f"{path}:1:1: error: unknown key 'foo' (allowed: audio, description, greeting, inference, model, "
+        "name, policy, session, system_prompt, system_prompt_file, templates, tools, turn_detection, vars, "
+        "version, voice)",
+        "1 file checked: 6 errors, 0 warnings"]
+    # Nested required keys too: one line for the tool's one missing key.
+    path.write_text('version: 1\nname: n\nmodel: {}\nvoice: matthew\nsystem_prompt: Hi.\n', encoding="utf-8")
+    lines = agent_run("check", str(path)).stdout.splitlines()
+    assert lines == [f"{path}:3:1: error: missing required key 'id' in model",
+                     "1 file checked: 1 error, 0 warnings"]
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ('"1"', "version: must be the number 1, not a string ('1'): write `version: 1` without quotes"),
+    ("one", "version: must be the number 1, not a string ('one'): write `version: 1`"),
+    ("2", "version: unsupported format version 2 (this runner reads version 1)"),
+])
+def test_version_must_be_the_number_1(tmp_path: Path, value: str, message: str) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text(f"version: {value}\nname: n\nmodel: {{id: amazon.nova-2-sonic-v1:0}}\nvoice: matthew\n"
+                    "system_prompt: Hi.\n", encoding="utf-8")
+    result = agent_run("check", str(path))
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [f"{path}:1:1: error: {message}",
+                                          "1 file checked: 1 error, 0 warnings"]
 
 
 # Field order as in the reference events (nova-sonic-protocol.md §2.1–2.3 and the AWS samples).

@@ -156,18 +156,77 @@ def test_emulate_runs_a_real_stream_through_the_sdk(home: Path) -> None:
     emulator = checks(result)["emulator"]
     assert emulator["status"] == "ok", emulator
     assert emulator["summary"].startswith("amazon.nova-2-sonic-v1:0 answered via the built-in emulator")
-    assert checks(result)["credentials"]["status"] == "fail"  # the user's own setup is still reported
+    # The user's own setup is still reported, as what real Bedrock would need.
+    credentials = checks(result)["credentials"]
+    assert credentials["status"] == "warn"
+    assert credentials["summary"].endswith("(needed for real Bedrock only)")
+    assert result.returncode == 0
+
+
+def test_emulate_without_credentials_is_ready_for_offline_work(home: Path) -> None:
+    # As a new user runs it: no AWS_* variables, an empty HOME (no ~/.aws), no --offline.
+    result = agent_run_doctor("--emulate", home=home)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Traceback" not in output
+    assert line(result, "emulator").startswith("ok")
+    assert line(result, "credentials").startswith("warn") and "no AWS credentials found" in output
+    assert line(result, "region").startswith("warn")
+    assert not any(ln.startswith("fail") for ln in result.stdout.splitlines())
+    *_, verdict, needs = result.stdout.splitlines()
+    assert verdict.endswith(": ready for offline work (--emulate: the built-in emulator, no AWS account)")
+    assert needs == ("real Bedrock still needs: an AWS region (model.region or AWS_REGION); AWS credentials; "
+                     "model access (checked only with credentials and network) (see the warnings above)")
+    data = json.loads(agent_run_doctor("--emulate", "--json", home=home).stdout)
+    assert data["ok"] is True and data["offline_ready"] is True
+    assert data["bedrock_needs"] == ["an AWS region (model.region or AWS_REGION)", "AWS credentials",
+                                     "model access (checked only with credentials and network)"]
+
+
+def test_emulate_with_keys_and_region_needs_only_model_access(home: Path) -> None:
+    env = {**FAKE_KEYS, "AWS_REGION": "us-west-2"}
+    result = agent_run_doctor("--offline", "--emulate", home=home, env=env)
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.splitlines()[-1] == ("real Bedrock still needs: model access (checked only with "
+                                              "credentials and network) (see the warnings above)")
+    # A region that is set but not known to offer Nova Sonic: another region, not "a region".
+    result = agent_run_doctor("--offline", "--emulate", home=home, env={**env, "AWS_REGION": "eu-west-3"})
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[-1].startswith("real Bedrock still needs: a region where Nova Sonic is "
+                                                     "offered; model access")
+
+
+def test_without_emulate_missing_credentials_still_fail(home: Path) -> None:
+    result = agent_run_doctor("--offline", home=home)
     assert result.returncode == 1
+    assert line(result, "credentials").startswith("fail") and line(result, "region").startswith("fail")
+    assert result.stdout.splitlines()[-1].endswith(": not ready")
 
 
 def test_emulate_with_an_agent_checks_the_agent_and_its_model(home: Path) -> None:
-    # orders.yaml is a v1 model with tools: it only answers speech, so the probe speaks to it.
+    # orders.yaml: Nova 2 Sonic with tools; the probe greets it and it answers.
     result = agent_run_doctor("--offline", "--emulate", "agents/orders.yaml", home=home, env=FAKE_KEYS)
     assert result.returncode == 0, result.stdout + result.stderr
     assert line(result, "emulator").startswith("ok")
-    assert "amazon.nova-sonic-v1:0 answered via the built-in emulator" in line(result, "emulator")
+    assert "amazon.nova-2-sonic-v1:0 answered via the built-in emulator" in line(result, "emulator")
     assert line(result, "agent").startswith("ok") and "voice matthew" in line(result, "agent")
     assert "us-east-1 (from model.region in agents/orders.yaml)" in line(result, "region")
+
+
+def test_a_retired_v1_agent_warns_and_is_still_probed_with_speech(home: Path, tmp_path: Path) -> None:
+    # v1 only answers speech, so the probe speaks to it; the agent line carries the lifecycle warning.
+    agent = tmp_path / "old.yaml"
+    agent.write_text("version: 1\nname: old\nmodel: {id: amazon.nova-sonic-v1:0, region: us-east-1}\n"
+                     "voice: matthew\nsystem_prompt: Be brief.\n", encoding="utf-8")
+    result = agent_run_doctor("--offline", "--emulate", "--json", str(agent), home=home, env=FAKE_KEYS)
+    found = checks(result)
+    assert found["emulator"]["status"] == "ok", found["emulator"]
+    assert found["emulator"]["summary"].startswith(
+        "amazon.nova-sonic-v1:0 answered via the built-in emulator")
+    assert found["agent"]["status"] == "warn"
+    assert any("reached end of life on 2026-09-14" in d and "use amazon.nova-2-sonic-v1:0" in d
+               for d in found["agent"]["details"])
+    assert result.returncode == 0
 
 
 def test_an_invalid_agent_fails_with_its_problems(home: Path) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from runner.config.loader import check_agent
 from runner.config.overrides import add_var_option, var_overrides
 from runner.config.report import Problem, count, summary
+from runner.tools.builtins import BUILTINS, builtin_listing
 
 
 def add_parser(sub: Any) -> None:
@@ -16,13 +17,24 @@ def add_parser(sub: Any) -> None:
         "check", help="validate agent files (no network)",
         description="Check agent files: YAML, schema, model and voice, tools and their handlers, the "
                     "system prompt and template overrides. Prints FILE:LINE:COL: error: message for "
-                    "every problem; exits 1 when any file has an error.")
-    p.add_argument("files", nargs="+", metavar="FILE", help="agent YAML files")
+                    "every problem; exits 1 when any file has an error (warnings do not change it).",
+        epilog=f"built-in tool handlers (handler: builtin:NAME): {', '.join(BUILTINS)}; "
+               "--list-builtins shows their arguments.")
+    p.add_argument("files", nargs="*", metavar="FILE", help="agent YAML files")
     p.add_argument("--json", action="store_true", help="print the problems as a JSON array")
+    p.add_argument("--list-builtins", action="store_true",
+                   help="list the built-in tool handlers (handler: builtin:NAME), and exit")
     add_var_option(p)
+    p.set_defaults(parser=p)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.list_builtins:
+        for line in builtin_listing():
+            print(line)
+        return 0
+    if not args.files:
+        args.parser.error("the following arguments are required: FILE (or --list-builtins)")
     overrides = var_overrides(args)
     problems: list[Problem] = []
     for file in args.files:

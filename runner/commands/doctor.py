@@ -8,13 +8,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from runner.doctor import DoctorOptions, diagnose, exit_code, format_report
+from runner.doctor import DoctorOptions, diagnose, exit_code, format_report, readiness
 
 EPILOG = """\
 Checks: Python, the Bedrock SDK (and awscrt), AWS region and credentials (where they come from;
 secrets are never printed), Bedrock reachability and model access, audio devices, espeak-ng, and
 the agent file when given. Each line is ok / warn / fail / skipped; every other than ok has a fix.
 Exit status 1 when any check failed (warnings allowed).
+
+With --emulate the question is "can I work offline?": the built-in emulator is started and a real
+stream runs through the SDK to it. Missing AWS credentials, region or model access are then
+warnings, not failures, and the last line says what a run against real Bedrock would still need.
 """
 
 
@@ -29,7 +33,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--offline", action="store_true",
                    help="do not contact Bedrock (the reachability check is skipped)")
     p.add_argument("--emulate", action="store_true",
-                   help="also run a real stream through the SDK against the built-in emulator")
+                   help="check readiness for offline work: also run a real stream through the SDK "
+                        "against the built-in emulator; what only real Bedrock needs only warns")
     p.add_argument("--profile", help="AWS profile to check (default: AWS_PROFILE, else default)")
 
 
@@ -39,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     results = asyncio.run(diagnose(options))
     code = exit_code(results)
     if args.json:
-        print(json.dumps({"ok": code == 0, "checks": [r.to_json() for r in results]}, indent=2))
+        verdict = readiness(results, args.emulate)
+        print(json.dumps({**verdict, "checks": [r.to_json() for r in results]}, indent=2))
     else:
-        print(format_report(results))
+        print(format_report(results, emulate=args.emulate))
     return code

@@ -35,7 +35,7 @@ from runner.config.schema import did_you_mean, schema_problems
 from runner.config.signature import signature_problems
 from runner.config.templates import load_event_templates
 from runner.errors import ConfigError
-from runner.models import ALL_VOICES, MODELS, ModelInfo, model_info
+from runner.models import ALL_VOICES, MODELS, VOICE_SUCCESSORS, ModelInfo, lifecycle_warning, model_info
 from runner.protocol.setup import InferenceSettings
 from runner.protocol.templates import TEMPLATE_EVENTS, TEMPLATE_SUFFIX, EventTemplateError, EventTemplates
 from runner.tools.importer import HandlerImportError, resolve_handler
@@ -115,6 +115,8 @@ def _model(check: _Check, data: dict[str, Any]) -> tuple[str | None, ModelInfo |
     if info is None:
         check.add(("model", "id"), f"unknown model id {model_id!r} (known: {', '.join(MODELS)}); "
                                    f"assuming a newer model with Nova 2 capabilities", "warning")
+    elif (retired := lifecycle_warning(model_id)) is not None:
+        check.add(("model", "id"), retired, "warning")
     return model_id, info
 
 
@@ -128,9 +130,14 @@ def _check_voice(check: _Check, data: dict[str, Any], model_id: str | None, info
     for_model = f"{info.label} ({model_id})" if info is not None else "any known model"
     if voice.lower() in voices:
         check.add(("voice",), f"voice ids are lowercase: write {voice.lower()!r}")
-    else:
-        check.add(("voice",), f"voice {voice!r} is not available for {for_model}"
-                              f"{did_you_mean(voice.lower(), voices)} (voices: {', '.join(voices)})")
+        return
+    # A voice of another model (v1's greta on Nova 2) is named as such, with its successor.
+    others = [m.label for m in MODELS.values() if m is not info and voice in m.voices]
+    elsewhere = f" (it is a {' and '.join(others)} voice)" if others and info is not None else ""
+    successor = VOICE_SUCCESSORS.get(voice.lower())
+    hint = f"; did you mean {successor!r}?" if successor in voices else did_you_mean(voice.lower(), voices)
+    check.add(("voice",), f"voice {voice!r} is not available for {for_model}{elsewhere}"
+                          f"{hint} (voices: {', '.join(voices)})")
 
 
 def _check_capabilities(check: _Check, data: dict[str, Any], model_id: str | None,
@@ -382,12 +389,18 @@ def check_agent(path: Path | str, overrides: Mapping[str, str] = _EMPTY
     return config, sorted(check.problems)
 
 
-def load_agent(path: Path | str, overrides: Mapping[str, str] = _EMPTY) -> AgentConfig:
-    """The agent at `path`; raises ConfigError listing every error when it is not valid."""
+def load_agent_and_warnings(path: Path | str, overrides: Mapping[str, str] = _EMPTY
+                            ) -> tuple[AgentConfig, list[Problem]]:
+    """The agent at `path` and its warnings; raises ConfigError listing every error when it is not valid."""
     config, problems = check_agent(path, overrides)
     if config is None:
         errors = [p for p in problems if p.is_error]
         listing = "\n".join(p.format() for p in errors)
         raise ConfigError(f"{path}: {len(errors)} error(s) in the agent file:\n{listing}", tuple(problems))
-    return config
+    return config, problems
+
+
+def load_agent(path: Path | str, overrides: Mapping[str, str] = _EMPTY) -> AgentConfig:
+    """The agent at `path`; raises ConfigError listing every error when it is not valid."""
+    return load_agent_and_warnings(path, overrides)[0]
 

@@ -112,6 +112,8 @@ def translate(err: jsonschema.ValidationError) -> Iterator[tuple[Path, str]]:
     if kind == "additionalProperties" and isinstance(instance, dict):
         yield from _unknown_keys(err, path)
     elif kind == "required" and isinstance(instance, dict):
+        # jsonschema raises one `required` error per missing key, each carrying the whole list,
+        # so this words every missing key each time; schema_problems drops the repeats.
         inside = f" in {where(path)}" if path else ""
         allowed = list(err.schema.get("properties", {})) if isinstance(err.schema, dict) else []
         for key in value:
@@ -126,7 +128,7 @@ def translate(err: jsonschema.ValidationError) -> Iterator[tuple[Path, str]]:
         if path not in _SEMANTIC_ENUMS:
             yield path, f"{where(path)}: {instance!r} is not one of: {', '.join(str(c) for c in value)}"
     elif kind == "const" and path == ("version",):
-        yield path, f"version: unsupported format version {instance!r} (this runner reads version 1)"
+        yield path, _version(instance, value)
     elif kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         yield path, _bound(err, path)
     elif kind == "minLength":
@@ -142,6 +144,14 @@ def translate(err: jsonschema.ValidationError) -> Iterator[tuple[Path, str]]:
         yield path, f"{where(path)}: {err.message}"
 
 
+def _version(instance: Any, wanted: Any) -> str:
+    if isinstance(instance, int | float) and not isinstance(instance, bool):
+        return f"version: unsupported format version {instance} (this runner reads version {wanted})"
+    shown = f"write `version: {wanted}` without quotes" if str(instance).strip() == str(wanted) \
+        else f"write `version: {wanted}`"
+    return f"version: must be the number {wanted}, not {describe(instance)}: {shown}"
+
+
 def _hint(path: Path) -> str:
     last = path[-1] if path else ""
     if path[:1] == ("tools",) and last == "name":
@@ -151,7 +161,7 @@ def _hint(path: Path) -> str:
 
 def schema_problems(data: Any) -> list[tuple[Path, str]]:
     """Every schema failure of `data`, worded and located by path."""
-    found: list[tuple[Path, str]] = []
+    found: dict[tuple[Path, str], None] = {}  # ordered and without repeats
     for err in agent_validator().iter_errors(data):
-        found.extend(translate(err))
-    return found
+        found.update(dict.fromkeys(translate(err)))
+    return list(found)

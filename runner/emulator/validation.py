@@ -29,7 +29,7 @@ ASSISTANT_FIRST = "First message in chat history should not be Assistant."
 TOOL_PARSE = "Tool Response parsing error"
 INPUT_TIMEOUT = "Timed out waiting for input events"
 
-# History limits: the strictest documented set (nova-sonic-protocol.md §2.5.2; the Nova 2
+# History limits: the strictest documented set (nova-sonic-protocol.md §2.5 rule 2; the Nova 2
 # chat-history guide says 1 KB per textInput and 40 KB in total, an AWS maintainer said 40
 # messages). The service has no documented message of its own for them; pipecat PR #3354 saw
 # history problems answered with the generic "Invalid input request", so that is what we send.

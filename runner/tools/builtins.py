@@ -8,6 +8,7 @@ bad input.
 from __future__ import annotations
 
 import ast
+import inspect
 import math
 import operator
 from collections.abc import Callable
@@ -115,3 +116,13 @@ BUILTINS: dict[str, Callable[..., Any]] = {
     "calculator": calculator,
     "days_between": days_between,
 }
+
+
+def builtin_listing() -> list[str]:
+    """One line per built-in handler, from the registry itself: `builtin:NAME(params)  summary`."""
+    lines = []
+    for name, fn in BUILTINS.items():
+        params = ", ".join(str(p) for p in inspect.signature(fn, eval_str=True).parameters.values())
+        summary = (inspect.getdoc(fn) or "").splitlines()[0]
+        lines.append(f"builtin:{name}({params})\n    {summary}")
+    return lines

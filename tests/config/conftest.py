@@ -9,7 +9,7 @@ MINIMAL = """\
 version: 1
 name: t
 model:
-  id: amazon.nova-sonic-v1:0
+  id: amazon.nova-2-sonic-v1:0
 voice: matthew
 system_prompt: Hello.
 """

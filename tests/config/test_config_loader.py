@@ -16,7 +16,7 @@ MINIMAL = """\
 version: 1
 name: t
 model:
-  id: amazon.nova-sonic-v1:0
+  id: amazon.nova-2-sonic-v1:0
 voice: matthew
 system_prompt: Hello.
 """
@@ -43,11 +43,11 @@ def test_minimal_agent_gets_the_documented_defaults(write_agent: Write) -> None:
 
 
 def test_load_agent_raises_config_error_listing_every_error(write_agent: Write) -> None:
-    path = write_agent(MINIMAL.replace("voice: matthew", "voice: olivia") + "polcy: simple\n")
+    path = write_agent(MINIMAL.replace("voice: matthew", "voice: greta") + "polcy: simple\n")
     with pytest.raises(ConfigError) as caught:
         load_agent(path)
     assert "2 error(s)" in str(caught.value)
-    assert f"{path}:5:1: error: voice 'olivia'" in str(caught.value)
+    assert f"{path}:5:1: error: voice 'greta'" in str(caught.value)
     assert f"{path}:7:1: error: unknown key 'polcy'; did you mean 'policy'?" in str(caught.value)
     assert len(caught.value.problems) == 2
 
@@ -107,7 +107,7 @@ def test_prompt_over_40_kb_is_an_error(write_agent: Write) -> None:
 
 
 def test_unknown_model_is_a_warning_and_accepts_any_known_voice(write_agent: Write) -> None:
-    path = write_agent(MINIMAL.replace("amazon.nova-sonic-v1:0", "amazon.nova-9-sonic-v1:0")
+    path = write_agent(MINIMAL.replace("amazon.nova-2-sonic-v1:0", "amazon.nova-9-sonic-v1:0")
                        .replace("matthew", "olivia") + "turn_detection: {endpointing_sensitivity: LOW}\n")
     config, problems = check_agent(path)
     assert config is not None and config.endpointing_sensitivity == "LOW"
@@ -115,9 +115,51 @@ def test_unknown_model_is_a_warning_and_accepts_any_known_voice(write_agent: Wri
     assert p.severity == "warning" and (p.line, p.col) == (4, 3) and "unknown model id" in p.message
 
 
-def test_cross_region_profile_id_is_known(write_agent: Write) -> None:
-    path = write_agent(MINIMAL.replace("amazon.nova-sonic-v1:0", "us.amazon.nova-2-sonic-v1:0"))
+@pytest.mark.parametrize("prefix", ["us.", "global.", "eu.", "apac.",
+                                    "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us."])
+def test_cross_region_profile_id_is_known(write_agent: Write, prefix: str) -> None:
+    path = write_agent(MINIMAL.replace("amazon.nova-2-sonic-v1:0", f"{prefix}amazon.nova-2-sonic-v1:0")
+                       .replace("matthew", "olivia"))  # a Nova 2 voice: the profile is that model
     assert check_agent(path)[1] == []
+
+
+V1 = MINIMAL.replace("amazon.nova-2-sonic-v1:0", "amazon.nova-sonic-v1:0")
+RETIRED = ("amazon.nova-sonic-v1:0 (Nova Sonic) reached end of life on 2026-09-14: Bedrock no longer "
+           "serves it; use amazon.nova-2-sonic-v1:0 instead")
+
+
+def test_retired_v1_model_is_a_warning_at_model_id_with_date_and_replacement(write_agent: Write) -> None:
+    config, problems = check_agent(write_agent(V1))
+    assert config is not None
+    (p,) = problems
+    assert (p.line, p.col, p.severity, p.message) == (4, 3, "warning", RETIRED)
+
+
+@pytest.mark.parametrize("prefix", ["us.", "global.", "eu."])
+def test_retired_model_behind_a_profile_prefix_still_warns(write_agent: Write, prefix: str) -> None:
+    (p,) = check_agent(write_agent(V1.replace("amazon.nova-sonic", f"{prefix}amazon.nova-sonic")))[1]
+    assert p.severity == "warning" and "reached end of life on 2026-09-14" in p.message
+    assert p.message.startswith(f"{prefix}amazon.nova-sonic-v1:0 (Nova Sonic)")
+
+
+def test_nova_2_5_is_unknown_but_allowed_with_nova_2_capabilities(write_agent: Write) -> None:
+    text = (MINIMAL.replace("amazon.nova-2-sonic-v1:0", "amazon.nova-2-5-sonic")
+            + "greeting: Hi\nturn_detection: {endpointing_sensitivity: HIGH}\n")
+    config, problems = check_agent(write_agent(text))
+    assert config is not None and config.endpointing_sensitivity == "HIGH"
+    (p,) = problems
+    assert p.severity == "warning" and "unknown model id 'amazon.nova-2-5-sonic'" in p.message
+
+
+def test_v1_voices_are_checked_per_model(write_agent: Write) -> None:
+    # greta is v1's only; olivia is Nova 2's only.
+    assert [p.message for p in check_agent(write_agent(V1.replace("matthew", "greta")))[1]] == [RETIRED]
+    on_v1 = [p.message for p in check_agent(write_agent(V1.replace("matthew", "olivia")))[1]]
+    assert any(m.startswith("voice 'olivia' is not available for Nova Sonic (amazon.nova-sonic-v1:0)")
+               for m in on_v1)
+    (p,) = check_agent(write_agent(MINIMAL.replace("matthew", "greta")))[1]
+    assert p.message.startswith("voice 'greta' is not available for Nova 2 Sonic (amazon.nova-2-sonic-v1:0) "
+                                "(it is a Nova Sonic voice); did you mean 'tina'?")
 
 
 def test_capitalised_voice_gets_a_lowercase_hint(write_agent: Write) -> None:
@@ -126,10 +168,11 @@ def test_capitalised_voice_gets_a_lowercase_hint(write_agent: Write) -> None:
 
 
 def test_greeting_is_rendered_and_warned_about_on_v1(write_agent: Write) -> None:
-    text = MINIMAL + "vars: {who: Ann}\ngreeting: Hi {{ who }}\n"
+    text = V1 + "vars: {who: Ann}\ngreeting: Hi {{ who }}\n"
     config, problems = check_agent(write_agent(text))
     assert config is not None and config.greeting == "Hi Ann"
-    assert [p.severity for p in problems] == ["warning"]
+    assert [(p.severity, p.message.split(" ", 2)[1]) for p in problems] == [
+        ("warning", "(Nova"), ("warning", "cannot")]  # retired model at 4:3, greeting at 8:1
     nova2 = text.replace("amazon.nova-sonic-v1:0", "amazon.nova-2-sonic-v1:0")
     assert check_agent(write_agent(nova2))[1] == []
 
@@ -141,6 +184,8 @@ def test_greeting_is_rendered_and_warned_about_on_v1(write_agent: Write) -> None
     (MINIMAL + "1: x\n", "7:1: error: keys must be text"),
     (MINIMAL + "greeting:\n", "7:1: error: greeting: expected a string, got null"),
     (MINIMAL.replace("version: 1", "version: 2"), "1:1: error: version: unsupported format version 2"),
+    (MINIMAL.replace("version: 1", 'version: "1"'),
+     "1:1: error: version: must be the number 1, not a string ('1'): write `version: 1` without quotes"),
     (MINIMAL + "vars: {when: 2024-01-01}\n", "error: vars.when: expected a string or a number or a boolean"),
     (MINIMAL.replace("name: t\n", ""), "1:1: error: missing required key 'name'"),
     (MINIMAL + "session: {rotate_after_s: 600}\n",

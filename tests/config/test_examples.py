@@ -39,7 +39,7 @@ def test_examples_cover_the_features() -> None:
     agents = {p.stem: check_agent(p)[0] for p in EXAMPLES}
     orders, simple, concierge = agents["orders"], agents["simple"], agents["concierge"]
     assert orders is not None and simple is not None and concierge is not None
-    assert orders.policy == "barge-in" and orders.model.id == "amazon.nova-sonic-v1:0"
+    assert orders.policy == "barge-in" and orders.model.id == "amazon.nova-2-sonic-v1:0"
     assert orders.voice == "matthew"
     assert [t.name for t in orders.tools] == ["getDateAndTimeTool", "trackOrderTool"]
     assert simple.policy == "simple" and simple.tools == ()
