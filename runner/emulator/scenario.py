@@ -110,6 +110,14 @@ def render_say(text: str, context: Mapping[str, Any]) -> str:
     return _compile(text).render(context)
 
 
+def render_say_leniently(text: str, context: Mapping[str, Any]) -> str:
+    """Render a `say` template with unknown names and attributes left out (a degraded answer)."""
+    try:
+        return _compile_lenient(text).render(context)
+    except Exception:  # the caller has already failed once: say what can be said
+        return ""
+
+
 def default_turn(user: str | None, *, speech_s: float | None) -> Turn:
     """What the emulator answers when no scenario turn is left: it reports what it heard."""
     if speech_s is not None:
@@ -127,6 +135,13 @@ def _validator() -> jsonschema.protocols.Validator:
 @cache
 def _compile(text: str) -> jinja2.Template:
     return make_environment().from_string(text)
+
+
+@cache
+def _compile_lenient(text: str) -> jinja2.Template:
+    env = make_environment()
+    env.undefined = jinja2.ChainableUndefined
+    return env.from_string(text)
 
 
 def _turn(data: Mapping[str, Any], where: str) -> Turn:

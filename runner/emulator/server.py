@@ -43,6 +43,7 @@ import h2.settings
 
 from runner.emulator.api import EXCEPTION_KINDS, StreamHandler, StreamRequest
 from runner.emulator.certs import make_certificates
+from runner.emulator.eventlog import summarize_event
 from runner.emulator.eventstream import EventStreamDecoder, EventStreamError, decode_message, encode_message
 from runner.emulator.sigv4 import ChunkVerifier, Credentials, SignatureError, verify_request
 
@@ -90,30 +91,7 @@ class _Counters:
     chunk_signatures_verified: int = 0
 
 
-# --- event summaries for the log ----------------------------------------------------------------
-
-
-def _b64_size(text: str) -> int:
-    return len(text) * 3 // 4 - text[-2:].count("=") if text else 0
-
-
-def summarize_event(event: object) -> str:
-    """One line: event name and its scalar fields; audio as a byte count, never base64."""
-    body = event.get("event") if isinstance(event, Mapping) else None
-    if not isinstance(body, Mapping) or len(body) != 1:
-        return f"unrecognised {type(event).__name__}"
-    name, fields = next(iter(body.items()))
-    parts = [str(name)]
-    for key, value in fields.items() if isinstance(fields, Mapping) else ():
-        if key == "content" and name in ("audioInput", "audioOutput") and isinstance(value, str):
-            parts.append(f"audio={_b64_size(value)}B")
-        elif isinstance(value, str):
-            parts.append(f"{key}={value[:60]!r}" + ("…" if len(value) > 60 else ""))
-        elif isinstance(value, bool | int | float):
-            parts.append(f"{key}={value}")
-        elif isinstance(value, Mapping):
-            parts.append(f"{key}={{{','.join(map(str, value))}}}")
-    return " ".join(parts)
+# --- event summaries for the debug log (NovaHandler logs validated events at INFO) -----------
 
 
 def _summarize_payload(payload: bytes) -> str:
@@ -199,8 +177,8 @@ class _Stream:
         data = _chunk_message(event)
         if await self._write(data):
             self._conn.counters.events_out += 1
-            if logger.isEnabledFor(logging.INFO):
-                logger.info("%s out %s", self._label, summarize_event(event))
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("%s out %s", self._label, summarize_event(event))
 
     async def send_exception(self, kind: str, message: str) -> None:
         if kind not in EXCEPTION_KINDS:
@@ -262,7 +240,13 @@ class _Stream:
                     if not await self._bounded_wait(self._window.wait()):
                         return False
                     continue
-                h2conn.send_data(self._id, data[offset : offset + size])
+                try:
+                    h2conn.send_data(self._id, data[offset : offset + size])
+                except h2.exceptions.ProtocolError:
+                    # The client went away (GOAWAY, RST_STREAM, connection closed) since the
+                    # check above: nothing can be sent any more, and that ends the handler.
+                    self._gone()
+                    return False
                 offset += size
                 self._conn.flush()
                 if not await self._bounded_wait(self._conn.writable()):
@@ -315,8 +299,8 @@ class _Stream:
                 self._fail_input("SerializationException", f"Malformed input event: {exc}")
                 return
             self._conn.counters.events_in += 1
-            if logger.isEnabledFor(logging.INFO):
-                logger.info("%s in  %s", self._label, _summarize_payload(payload))
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("%s in  %s", self._label, _summarize_payload(payload))
             self._queue.put_nowait(payload)
 
     def _fail_input(self, code: str, message: str) -> None:
@@ -334,9 +318,18 @@ class _Stream:
 
     def _ack_if_room(self) -> None:
         if self._unacked and (self._input_done or self._queue.qsize() < _QUEUE_SOFT_LIMIT):
-            self._conn.h2.acknowledge_received_data(self._unacked, self._id)
-            self._unacked = 0
+            unacked, self._unacked = self._unacked, 0
+            try:
+                self._conn.h2.acknowledge_received_data(unacked, self._id)
+            except h2.exceptions.ProtocolError:
+                self._gone()
+                return
             self._conn.flush()
+
+    def _gone(self) -> None:
+        if not self._dead:
+            logger.info("%s client gone; stream closed", self._label)
+        self._mark_dead()
 
     def on_remote_end(self) -> None:
         if not self._input_done:
@@ -502,6 +495,9 @@ class _Connection(asyncio.Protocol):
                 for stream in list(self.streams.values()):
                     stream.on_window()
             case h2.events.ConnectionTerminated():
+                # After GOAWAY h2 refuses every send on this connection: its streams are over.
+                for stream in list(self.streams.values()):
+                    stream._gone()
                 if self.transport is not None:
                     self.transport.close()
             case _:

@@ -304,10 +304,15 @@ async def expect_validation(nova: Client, events: list[dict[str, Any]], message:
     assert nova.error.message == message
 
 
+def refused(message: str, events: list[dict[str, Any]], sent_before: int = 0) -> str:
+    """The service's message for the last of `events`, naming it and its position on the stream."""
+    return f"{message} (input event #{sent_before + len(events)}: {next(iter(events[-1]['event']))})"
+
+
 @pytest.mark.parametrize("case", list(VALIDATION_CASES))
 def test_validation_exception(sdk_env: Emulator, case: str) -> None:
     events, message = VALIDATION_CASES[case]
-    run(session(sdk_env, "strict", lambda nova: expect_validation(nova, events, message)))
+    run(session(sdk_env, "strict", lambda nova: expect_validation(nova, events, refused(message, events))))
 
 
 def test_tool_result_not_json(sdk_env: Emulator) -> None:
@@ -317,7 +322,8 @@ def test_tool_result_not_json(sdk_env: Emulator) -> None:
                         content_end("t"))
         await nova.wait_for(lambda: bool(nova.bodies("toolUse")))
         tool_use_id = nova.bodies("toolUse")[0]["toolUseId"]
-        await expect_validation(nova, [tool_start("r", tool_use_id), tool_result("r", "shipped")], TOOL_PARSE)
+        events = [tool_start("r", tool_use_id), tool_result("r", "shipped")]
+        await expect_validation(nova, events, refused(TOOL_PARSE, events, sent_before=9))
 
     run(session(sdk_env, "strict", body))
 
