@@ -19,8 +19,10 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import errno
 import json
 import logging
+import os
 import re
 import shutil
 import socket
@@ -46,6 +48,7 @@ from runner.emulator.certs import make_certificates
 from runner.emulator.eventlog import summarize_event
 from runner.emulator.eventstream import EventStreamDecoder, EventStreamError, decode_message, encode_message
 from runner.emulator.sigv4 import ChunkVerifier, Credentials, SignatureError, verify_request
+from runner.errors import RunnerError
 
 logger = logging.getLogger("runner.emulator")
 
@@ -576,6 +579,26 @@ class _Connection(asyncio.Protocol):
         self.h2.send_data(stream_id, body, end_stream=True)
 
 
+class ListenError(RunnerError):
+    """The emulator cannot listen on the address it was given (in use, not local, not allowed)."""
+
+    def __init__(self, host: str, port: int, exc: OSError) -> None:
+        if isinstance(exc, socket.gaierror) or not exc.errno:
+            reason = (exc.strerror or str(exc)).lower()
+        else:  # asyncio words it "error while attempting to bind on address (...): ..."
+            reason = os.strerror(exc.errno).lower()
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = f"; another program uses port {port}: choose another --port, or 0 for any free port"
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            hint = f"; {host} is not an address of this machine"
+        elif exc.errno == errno.EACCES:
+            hint = "; ports below 1024 need privileges"
+        elif isinstance(exc, socket.gaierror):
+            hint = f"; {host!r} is not an address or a known host name"
+        super().__init__(f"cannot listen on {host}:{port}: {reason}{hint}")
+
+
 # --- the server ---------------------------------------------------------------------------------
 
 
@@ -613,6 +636,13 @@ class Emulator:
     # lifecycle ------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        try:
+            return await self._start()
+        except BaseException:
+            await self.aclose()  # whatever failed, leave no temporary folder or task behind
+            raise
+
+    async def _start(self) -> Self:
         workdir = self._workdir
         if workdir is None:
             workdir = self._own_workdir = Path(tempfile.mkdtemp(prefix="nova-emulator-"))
@@ -622,12 +652,17 @@ class Emulator:
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(certs.cert_file, certs.key_file)
         context.set_alpn_protocols(["h2"])
-        self._tasks = asyncio.TaskGroup()
-        await self._tasks.__aenter__()
+        tasks = asyncio.TaskGroup()
+        await tasks.__aenter__()
+        self._tasks = tasks
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Connection(self), self.host, self._requested_port, ssl=context, ssl_handshake_timeout=10
-        )
+        try:
+            self._server = await loop.create_server(
+                lambda: _Connection(self), self.host, self._requested_port, ssl=context,
+                ssl_handshake_timeout=10,
+            )
+        except OSError as exc:
+            raise ListenError(self.host, self._requested_port, exc) from None
         self.port = self._server.sockets[0].getsockname()[1]
         logger.info("emulator listening on %s", self.endpoint)
         return self
@@ -656,13 +691,15 @@ class Emulator:
         for conn in connections:
             if not conn.lost.is_set() and conn.transport is not None:
                 conn.transport.abort()
-        if self._tasks is not None:
-            await self._tasks.__aexit__(None, None, None)
-        if self._server is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), CLOSE_TIMEOUT)
-        if self._own_workdir is not None:
-            shutil.rmtree(self._own_workdir, ignore_errors=True)
+        try:
+            if self._tasks is not None:
+                await self._tasks.__aexit__(None, None, None)
+            if self._server is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._server.wait_closed(), CLOSE_TIMEOUT)
+        finally:
+            if self._own_workdir is not None:
+                shutil.rmtree(self._own_workdir, ignore_errors=True)
         logger.info("emulator closed")
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:

@@ -77,10 +77,10 @@ class RawClient:
         self.h2.send_headers(self.stream_id, [(":method", "POST"), (":scheme", "https"), (":path", path),
                                               (":authority", host), *[(n, headers[n]) for n in names],
                                               ("authorization", auth)])
-        self._flush()
+        self.flush()
         return signature
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         data = self.h2.data_to_send()
         if data:
             self.sock.sendall(data)
@@ -98,7 +98,7 @@ class RawClient:
             signature = _hmac(self._key, to_sign)
             self._prior = signature.hex()
             self.h2.send_data(self.stream_id, encode_message({**date, ":chunk-signature": signature}, inner))
-        self._flush()
+        self.flush()
 
     def read_until(self, predicate: Any) -> None:
         """Read frames until `predicate(self)` holds (or the stream ends)."""
@@ -118,7 +118,7 @@ class RawClient:
                             self.events.append(json.loads(base64.b64decode(payload["bytes"])))
                 elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
                     self.stream_ended = True
-            self._flush()
+            self.flush()
 
     def names(self) -> list[str]:
         return [next(iter(e["event"])) for e in self.events]
@@ -126,5 +126,5 @@ class RawClient:
     def goaway_and_close(self) -> None:
         """What a client shutting down mid-answer does: GOAWAY, then the socket closes."""
         self.h2.close_connection()
-        self._flush()
+        self.flush()
         self.sock.close()
