@@ -481,6 +481,10 @@ class Brain:
         declared = prompt.tool_names if prompt is not None else ()
         if call.name in declared:
             return True
+        if self.script.scenario.faults.call_undeclared_tools:
+            log.info("%s turn %d: calling undeclared tool %r (fault injection)", self._label, number,
+                     call.name)
+            return True
         log.info("%s turn %d: skipping the scenario's call of tool %r: the session declared %s",
                  self._label, number, call.name,
                  f"only {', '.join(map(repr, declared))}" if declared else "no tools")

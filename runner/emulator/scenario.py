@@ -74,6 +74,8 @@ class Faults:
     time_limit_s: float | None = None
     # RST_STREAM right after the first toolUse: the tool's result then has no stream to go to.
     reset_after_tool_use: bool = False
+    # Call tools the session did not declare (a misbehaving model; the service never does).
+    call_undeclared_tools: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -457,3 +457,12 @@ def test_handler_input_timeout_is_bounded() -> None:
 
 def _bodies(events: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     return [e["event"][name] for e in events if name in e["event"]]
+
+
+def test_a_fault_can_make_it_call_an_undeclared_tool() -> None:
+    scenario = parse_scenario({
+        "turns": [{"user": "q", "assistant": [{"tool": "noSuchTool"}, {"say": "Done."}]}],
+        "faults": {"call_undeclared_tools": True}})
+    driver = started(BrainDriver.make(scenario))
+    speak(driver)
+    assert [b["toolName"] for b in driver.bodies("toolUse")] == ["noSuchTool"]
