@@ -178,10 +178,11 @@ class Conversation:
             self.said.append(_normalise(text))
 
     def overlap(self, history: Sequence[str]) -> int:
-        """How many of the texts this conversation said appear, in order, in `history`."""
+        """How many of the texts this conversation said appear, in order, in `history` (each as
+        whole words of a message: clients merge consecutive messages of one role)."""
         found, at = 0, 0
         for text in self.said:
-            index = next((i for i in range(at, len(history)) if text in history[i]), None)
+            index = next((i for i in range(at, len(history)) if f" {text} " in f" {history[i]} "), None)
             if index is not None:
                 found, at = found + 1, index
         return found

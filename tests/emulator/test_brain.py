@@ -466,3 +466,23 @@ def test_a_fault_can_make_it_call_an_undeclared_tool() -> None:
     driver = started(BrainDriver.make(scenario))
     speak(driver)
     assert [b["toolName"] for b in driver.bodies("toolUse")] == ["noSuchTool"]
+
+
+def test_a_continuation_is_matched_on_whole_texts_and_the_best_overlap() -> None:
+    scenario = parse_scenario({"turns": [{"user": f"turn {i}", "assistant": [{"say": f"Answer {i}."}]}
+                                         for i in range(1, 12)]})
+    script = Script(scenario)
+    ahead = started(BrainDriver.make(script=script))
+    for i in range(1, 11):  # conversation 1 reaches turn 10
+        ahead.send(text_start(f"x{i}", "USER", True), text_input(f"x{i}", f"turn {i}"), content_end(f"x{i}"))
+        ahead.advance(3)
+    behind = started(BrainDriver.make(script=script))  # conversation 2 plays turn 1 only
+    behind.send(text_start("y", "USER", True), text_input("y", "turn 1"), content_end("y"))
+    behind.advance(3)
+    # History "turn 10 / Answer 10." (trimmed to its end) belongs to conversation 1, not to the
+    # conversation that said "turn 1".
+    later = resumed(BrainDriver.make(script=script), ("USER", "turn 10"), ("ASSISTANT", "Answer 10."))
+    later.send(text_start("z", "USER", True), text_input("z", "go on"), content_end("z"))
+    later.advance(3)
+    assert later.brain.record.conversation == 1
+    assert text_contents(later, "ASSISTANT")[-1] == "Answer 11."
