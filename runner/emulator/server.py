@@ -482,7 +482,8 @@ class _Connection(asyncio.Protocol):
                 if stream is not None:
                     stream.on_data(data, length)
                 else:  # a refused or finished stream: keep the connection window open
-                    self.h2.acknowledge_received_data(length, sid)
+                    with contextlib.suppress(h2.exceptions.ProtocolError):
+                        self.h2.acknowledge_received_data(length, sid)
             case h2.events.StreamEnded(stream_id=sid):
                 if sid in self.streams:
                     self.streams[sid].on_remote_end()
