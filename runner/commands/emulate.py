@@ -94,18 +94,41 @@ async def _serve(args: argparse.Namespace) -> int:
         lines = emu.export_lines()
         with _env_file(args.env_file, lines):
             # The exports come first, before any log line, so a client can read the first lines.
-            for line in lines:
-                print(line)
-            print(f"# agent-run emulator listening on {emu.endpoint}; Ctrl-C to stop", flush=True)
+            _say(*lines, f"# agent-run emulator listening on {emu.endpoint}; Ctrl-C to stop")
             if not args.quiet:
                 _log_events()
             await stop.wait()
-    print("# emulator stopped", flush=True)
+    _say("# emulator stopped")
     return 0
 
 
+def _say(*lines: str) -> None:
+    """Print to stdout; once stdout is gone (`| head -3` exited, a full disk), go on serving
+    without output rather than fail: the emulator is still useful to its clients."""
+    try:
+        for line in lines:
+            print(line)
+        sys.stdout.flush()
+    except OSError:
+        _drop_stdout()
+
+
+def _drop_stdout() -> None:
+    # Point the file descriptor at /dev/null so that no later write (nor the flush at exit) fails.
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+class _LogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    def handleError(self, record: logging.LogRecord) -> None:
+        # The default prints a traceback to stderr for every record once stdout is gone.
+        _drop_stdout()
+
+
 def _log_events() -> None:
-    handler = logging.StreamHandler(sys.stdout)
+    handler = _LogHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d %(message)s", "%H:%M:%S"))
     logger = logging.getLogger("runner.emulator")
     logger.addHandler(handler)

@@ -293,10 +293,16 @@ settings: {speed: 1}
 
 
 @pytest.fixture
-def slow_emulator(tmp_path: Path) -> Iterator[tuple[EmulatorProcess, dict[str, str]]]:
+def slow_emulator_scenario(tmp_path: Path) -> Path:
     scenario = tmp_path / "slow.yaml"
     scenario.write_text(SLOW_SCENARIO)
-    emulator = EmulatorProcess(tmp_path / "emulator.log", "--scenario", scenario)
+    return scenario
+
+
+@pytest.fixture
+def slow_emulator(tmp_path: Path, slow_emulator_scenario: Path
+                  ) -> Iterator[tuple[EmulatorProcess, dict[str, str]]]:
+    emulator = EmulatorProcess(tmp_path / "emulator.log", "--scenario", slow_emulator_scenario)
     try:
         yield emulator, exported(emulator.wait_ready())
     finally:
@@ -349,3 +355,24 @@ def test_a_refused_event_is_named_in_the_error_and_not_logged_as_received(
     assert " in  promptStart" not in log  # logged only once validated
     assert ("out exception validationException: Received invalid id: 'Matthew'. Please check AWS "
             "documentation for valid voiceIds. (input event #2: promptStart)") in log
+
+
+def test_it_keeps_serving_quietly_once_stdout_is_closed(slow_emulator_scenario: Path) -> None:
+    # `agent-run emulate | head -4`: head exits, every later log line hits a closed pipe.
+    args = [sys.executable, "-m", "runner", "emulate", "--scenario", str(slow_emulator_scenario)]
+    proc = subprocess.Popen(args, cwd=REPO, env=base_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(4)]
+        proc.stdout.close()
+        client = RawClient(exported(lines), "amazon.nova-2-sonic-v1:0")
+        client.send(*typed_turn("Hello?"))
+        client.read_until(lambda c: "audioOutput" in c.names())  # served, though nobody reads its log
+        client.sock.close()
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert err == ""  # no "Logging error" tracebacks, no BrokenPipeError
