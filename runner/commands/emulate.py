@@ -30,6 +30,7 @@ would never return; from a script, let it write the exports to a file and source
   agent-run emulate -q --env-file emulator.env &
   until [ -f emulator.env ]; do sleep 0.1; done; . ./emulator.env
 The file appears (complete, mode 0600) once the emulator listens and is removed when it stops.
+If stdout is closed (`| head -4`), it keeps serving without output.
 Stop with Ctrl-C (or SIGTERM/SIGHUP). Exit status: 0 after a stop, 1 when it cannot start
 (a scenario with errors, an address that cannot be bound), 2 for a bad option.
 """
@@ -59,8 +60,8 @@ def _seconds(text: str) -> float:
 def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "emulate", help="serve a local Nova Sonic emulator (HTTP/2 + TLS, real event-stream wire format)",
-        description="Serve Bedrock's InvokeModelWithBidirectionalStream locally, behaving like Nova Sonic "
-                    "from a scripted scenario. Each new stream starts the scenario from its first turn; "
+        description="Serve Bedrock's InvokeModelWithBidirectionalStream locally, behaving like Nova Sonic\n"
+                    "from a scripted scenario. Each new stream starts the scenario from its first turn;\n"
                     "a stream that replays an earlier conversation's history resumes that conversation.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenario", type=Path, help="scenario YAML scripting the model, turn by turn "
@@ -75,7 +76,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--env-file", type=Path, metavar="PATH",
                    help="also write the export lines to PATH once listening (removed on exit)")
     p.add_argument("-q", "--quiet", action="store_true",
-                   help="do not log events: print only the export lines and the listening line")
+                   help="do not log events: print only the export lines and the listening "
+                        "and stopped lines")
 
 
 def run(args: argparse.Namespace) -> int:
