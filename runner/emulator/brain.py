@@ -135,7 +135,7 @@ class SessionRecord:
     conversation: int | None = None
     resumed: bool = False
     # None while running; then "closed", "validation", "time-limit", "input-timeout", "reset",
-    # "stream-error", "invalid-bytes", "scenario-error" or "gone".
+    # "stream-error", "invalid-bytes" or "gone".
     ended: str | None = None
     error: str | None = None
 
@@ -420,8 +420,8 @@ class Brain:
 
     @property
     def conversation(self) -> Conversation:
-        """This stream's conversation, chosen at its first turn (all history has arrived by then:
-        the validator refuses history after audio or interactive text)."""
+        """This stream's conversation, chosen at its first turn: clients send their history before
+        the audio and any typed turn (nova-sonic-protocol.md §2.5), so it has all arrived by then."""
         if self._conversation is None:
             self._conversation, resumed = self.script.conversation_for(self.record.history)
             self.record.conversation, self.record.resumed = self._conversation.number, resumed
