@@ -376,3 +376,12 @@ def test_it_keeps_serving_quietly_once_stdout_is_closed(slow_emulator_scenario: 
         _, err = proc.communicate(timeout=15)
     assert proc.returncode == 0, err
     assert err == ""  # no "Logging error" tracebacks, no BrokenPipeError
+
+
+def test_an_env_file_that_cannot_be_written_is_one_line(tmp_path: Path, tmpdir_seen: Path) -> None:
+    target = tmp_path / "no-such-folder" / "emulator.env"
+    done = emulate("--env-file", target, tmp=tmpdir_seen)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [f"agent-run: error: --env-file {target}: cannot write it: "
+                                        "no such file or directory"]
+    assert list(tmpdir_seen.iterdir()) == []
