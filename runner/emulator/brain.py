@@ -16,9 +16,15 @@ Theory of operation:
   still playing until `playback_end` (extended by each chunk's duration). Speech that starts
   before then interrupts: the open AUDIO block ends INTERRUPTED, then an ASSISTANT FINAL text block
   carries `{ "interrupted" : true }` and ends INTERRUPTED (nova-sonic-protocol.md §3.1).
-- `Conversation` is shared by the streams of one emulator: the scenario position carries over
-  across streams (a conversation that rotates streams continues its script) and each fault fires
-  once. A turn cut short by a fault is not consumed, so a reconnecting client gets it again.
+- `Script` is shared by the streams of one emulator: it counts connects and fires each fault once.
+  The scenario position belongs to a `Conversation`: a stream starts a new conversation (the
+  scenario from the top) unless it replays history (a continuation: USER/ASSISTANT text blocks
+  before its first turn) that matches what an earlier conversation said; then it resumes that
+  conversation where it was. Several clients at once therefore each get their own conversation.
+  A turn cut short by a fault is not consumed, so a reconnecting client gets it again.
+- The scenario degrades like a model: a `tool` step for a tool the session did not declare is
+  skipped (and logged); a `say` template that fails (a tool result of another shape than the
+  scenario expected) is logged and the tool result's text is spoken instead.
 """
 
 from __future__ import annotations
@@ -26,17 +32,26 @@ from __future__ import annotations
 import base64
 import inspect
 import json
-from collections import deque
-from collections.abc import Callable, Generator, Mapping
+import logging
+from collections import OrderedDict, deque
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import jinja2
-
 from runner.emulator.outputs import INTERRUPTED_MARKER, OutputEvents, Tokens, speech_tokens, text_tokens
-from runner.emulator.scenario import Say, Scenario, Turn, default_turn, render_say
+from runner.emulator.scenario import (
+    Say,
+    Scenario,
+    ToolCall,
+    Turn,
+    default_turn,
+    render_say,
+    render_say_leniently,
+)
 from runner.emulator.vad import EnergyVad, SpeechEnded, SpeechStarted, VadSettings
 from runner.emulator.validation import INPUT_TIMEOUT, InputEvent, InputValidator, NovaValidationError
+
+log = logging.getLogger("runner.emulator")
 
 MODEL_TIMEOUT = "Model has timed out in processing the request. Try your request again."
 STREAM_ERROR = "The system encountered an unexpected error during processing. Try your request again."
@@ -115,8 +130,12 @@ class SessionRecord:
     tool_results: list[ToolResultRecord] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     interruptions: int = 0
+    # The emulator's number of the conversation this stream played (None until its first turn),
+    # and whether the stream resumed it from replayed history.
+    conversation: int | None = None
+    resumed: bool = False
     # None while running; then "closed", "validation", "time-limit", "input-timeout", "reset",
-    # "stream-error", "invalid-bytes", "scenario-error" or "gone".
+    # "stream-error", "invalid-bytes" or "gone".
     ended: str | None = None
     error: str | None = None
 
@@ -132,21 +151,20 @@ class BrainSettings:
 
 
 class Conversation:
-    """State shared by every stream of one emulator: scenario position, connects, fired faults."""
+    """One conversation's place in the scenario and what it said (to recognise a continuation)."""
 
-    def __init__(self, scenario: Scenario | None) -> None:
-        self.scenario = scenario or Scenario()
+    def __init__(self, scenario: Scenario, number: int) -> None:
+        self.scenario = scenario
+        self.number = number
         self.next_turn = 0
-        self.connects = 0
-        self._fired: set[str] = set()
-
-    def admit(self) -> bool:
-        """Count a connection attempt; False while the throttle fault refuses it."""
-        self.connects += 1
-        return self.connects > self.scenario.faults.throttle_connects
+        # The user transcripts and assistant texts of the turns played, in order.
+        self.said: list[str] = []
 
     def turn(self, user: str | None, speech_s: float | None) -> tuple[Turn, int]:
-        """The turn to play next and its 1-based number (not consumed until `consume`)."""
+        """The turn to play next and its 1-based number (not consumed until `consume`).
+
+        The one place that picks a turn: scenario matching (`when:`) can replace this rule.
+        """
         number = self.next_turn + 1
         if self.next_turn < len(self.scenario.turns):
             return self.scenario.turns[self.next_turn], number
@@ -155,12 +173,73 @@ class Conversation:
     def consume(self) -> None:
         self.next_turn += 1
 
+    def remember(self, text: str) -> None:
+        if text:
+            self.said.append(_normalise(text))
+
+    def overlap(self, history: Sequence[str]) -> int:
+        """How many of the texts this conversation said appear, in order, in `history` (each as
+        whole words of a message: clients merge consecutive messages of one role)."""
+        found, at = 0, 0
+        for text in self.said:
+            index = next((i for i in range(at, len(history)) if f" {text} " in f" {history[i]} "), None)
+            if index is not None:
+                found, at = found + 1, index
+        return found
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+class Script:
+    """State shared by every stream of one emulator: the scenario, connects, fired faults and the
+    conversations (kept to match continuations; the oldest are forgotten past MAX_CONVERSATIONS)."""
+
+    MAX_CONVERSATIONS = 256
+
+    def __init__(self, scenario: Scenario | None) -> None:
+        self.scenario = scenario or Scenario()
+        self.connects = 0
+        self._fired: set[str] = set()
+        self._conversations: OrderedDict[int, Conversation] = OrderedDict()
+        self._numbers = 0
+
+    def admit(self) -> bool:
+        """Count a connection attempt; False while the throttle fault refuses it."""
+        self.connects += 1
+        return self.connects > self.scenario.faults.throttle_connects
+
     def fire(self, fault: str, due: bool) -> bool:
         """True exactly once per emulator for `fault`, the first time it is `due`."""
         if not due or fault in self._fired:
             return False
         self._fired.add(fault)
         return True
+
+    def conversation_for(self, history: Sequence[tuple[str, str]]) -> tuple[Conversation, bool]:
+        """The conversation a stream with this replayed `history` continues, or a new one.
+
+        Returns (conversation, resumed). The best match is the conversation with the most of its
+        own texts found in order in the history (ties: the most recently used); a history that
+        matches no conversation (or no history) starts a new conversation from the top.
+        """
+        texts = [_normalise(text) for role, text in history if role in ("USER", "ASSISTANT")]
+        best: Conversation | None = None
+        best_score = 0
+        for conversation in reversed(self._conversations.values()):
+            score = conversation.overlap(texts) if texts else 0
+            if score > best_score:
+                best, best_score = conversation, score
+        if best is not None:
+            self._conversations.move_to_end(best.number)
+            return best, True
+        self._numbers += 1
+        conversation = Conversation(self.scenario, self._numbers)
+        self._conversations[conversation.number] = conversation
+        while len(self._conversations) > self.MAX_CONVERSATIONS:
+            self._conversations.popitem(last=False)
+        return conversation, False
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,9 +251,10 @@ class UserTurn:
 class Brain:
     """One stream's model behaviour. See the module docstring for the calling contract."""
 
-    def __init__(self, *, model_id: str, conversation: Conversation, settings: BrainSettings,
+    def __init__(self, *, model_id: str, script: Script, settings: BrainSettings,
                  now: float, new_id: Callable[[], str], request_id: str = "") -> None:
-        self.conversation = conversation
+        self.script = script
+        self._conversation: Conversation | None = None
         self.settings = settings
         self.new_id = new_id
         self.validator = InputValidator(model_id)
@@ -183,7 +263,7 @@ class Brain:
         self.speech_request: tuple[str, int] | None = None
         self._now = now
         self._deadline = now + min(settings.time_limit_s,
-                                   conversation.scenario.faults.time_limit_s or settings.time_limit_s)
+                                   script.scenario.faults.time_limit_s or settings.time_limit_s)
         self._last_input = now
         self._actions: list[Action] = []
         self._out: OutputEvents | None = None
@@ -199,23 +279,25 @@ class Brain:
 
     # -- inputs ----------------------------------------------------------------------------------
 
-    def receive(self, payload: bytes, now: float) -> None:
-        """Handle one input event payload (raw JSON bytes)."""
+    def receive(self, payload: bytes, now: float) -> InputEvent | None:
+        """Handle one input event payload (raw JSON bytes); return it once validated (None when
+        it was refused or the stream is over)."""
         if self.done:
-            return
+            return None
         self._now = self._last_input = now
         try:
             event = self.validator.check(payload)
         except NovaValidationError as exc:
             self._fail("validation", SendException("validationException", exc.message))
-            return
+            return None
         self.record.input_events.append(event.name)
         self._dispatch(event)
-        limit = self.conversation.scenario.faults.reset_after_events
-        if not self.done and self.conversation.fire(
+        limit = self.script.scenario.faults.reset_after_events
+        if not self.done and self.script.fire(
                 "reset", limit is not None and len(self.record.input_events) >= limit):
             self._finish("reset", ResetStream())
         self._advance()
+        return event
 
     def input_closed(self, now: float) -> None:
         """The client closed its input (or the stream is gone)."""
@@ -282,11 +364,11 @@ class Brain:
     def _on_block_closed(self, kind: str, role: str, interactive: bool, tool_use_id: str | None,
                          text: str) -> None:
         if kind == "TOOL" and tool_use_id is not None:
-            result = json.loads(text)  # the validator checked it is JSON
+            result = _parse_result(text)
             self.record.tool_results.append(ToolResultRecord(tool_use_id, result))
             if self._awaiting_tool == tool_use_id:
                 self._awaiting_tool = None
-                self._send_value = result
+                self._send_value = (result, text)
         elif kind == "TEXT" and role == "SYSTEM":
             self.record.system_prompt = text
         elif kind == "TEXT" and role == "USER" and interactive:
@@ -336,11 +418,32 @@ class Brain:
         return (self.speech_request is not None or self._awaiting_tool is not None
                 or (self._resume_at is not None and self._now < self._resume_at))
 
+    @property
+    def conversation(self) -> Conversation:
+        """This stream's conversation, chosen at its first turn: clients send their history before
+        the audio and any typed turn (nova-sonic-protocol.md §2.5), so it has all arrived by then."""
+        if self._conversation is None:
+            self._conversation, resumed = self.script.conversation_for(self.record.history)
+            self.record.conversation, self.record.resumed = self._conversation.number, resumed
+            if resumed:
+                log.info("%s continues conversation #%d at turn %d (its replayed history matches)",
+                         self._label, self._conversation.number, self._conversation.next_turn + 1)
+            else:
+                log.info("%s starts conversation #%d: the scenario from the top", self._label,
+                         self._conversation.number)
+        return self._conversation
+
+    @property
+    def _label(self) -> str:
+        return self.record.request_id[:8] or "stream"
+
     def _play(self, user: UserTurn) -> Player:
         out = self._require_out()
-        turn, number = self.conversation.turn(user.transcript, user.speech_s)
+        conversation = self.conversation
+        turn, number = conversation.turn(user.transcript, user.speech_s)
         transcript = user.transcript or turn.user or f"({user.speech_s or 0.0:.1f} seconds of speech)"
         self.record.user_turns.append(transcript)
+        conversation.remember(transcript)
         if not self._completion_started:
             self._emit(out.completion_start())
             self._completion_started = True
@@ -350,15 +453,14 @@ class Brain:
         if self._inject_fault(number):
             return
         context: dict[str, Any] = {"user": transcript}
-        for index, item in enumerate(turn.items):
-            last = index == len(turn.items) - 1
+        raw_result: str | None = None
+        items = [item for item in turn.items
+                 if not isinstance(item, ToolCall) or self._declared(item, number)]
+        for index, item in enumerate(items):
+            last = index == len(items) - 1
             if isinstance(item, Say):
-                try:
-                    text = render_say(item.text, context)
-                except jinja2.TemplateError as exc:
-                    self._fail("scenario-error", SendException(
-                        "internalServerException", f"scenario {number}: {exc}"))
-                    return
+                text = self._render(item, context, raw_result, number)
+                conversation.remember(text)
                 yield from self._say(text, last)
             else:
                 tool_use_id = self.new_id()
@@ -368,12 +470,41 @@ class Brain:
                 self._emit(out.tool_use(content_id, item.name, tool_use_id, item.content))
                 self._emit(out.content_end(content_id, "TOOL", "TOOL_USE"))
                 self._emit(out.usage(Tokens(output_text=text_tokens(item.content))))
-                if self.conversation.fire("reset-after-tool-use",
-                                          self.conversation.scenario.faults.reset_after_tool_use):
+                if self.script.fire("reset-after-tool-use", self.script.scenario.faults.reset_after_tool_use):
                     self._finish("reset", ResetStream())
                     return
-                context["tool_result"] = yield AwaitTool(tool_use_id)
-        self.conversation.consume()
+                context["tool_result"], raw_result = yield AwaitTool(tool_use_id)
+        conversation.consume()
+
+    def _declared(self, call: ToolCall, number: int) -> bool:
+        """Whether the session declared `call`'s tool; the service never calls any other."""
+        prompt = self.validator.prompt
+        declared = prompt.tool_names if prompt is not None else ()
+        if call.name in declared:
+            return True
+        if self.script.scenario.faults.call_undeclared_tools:
+            log.info("%s turn %d: calling undeclared tool %r (fault injection)", self._label, number,
+                     call.name)
+            return True
+        log.info("%s turn %d: skipping the scenario's call of tool %r: the session declared %s",
+                 self._label, number, call.name,
+                 f"only {', '.join(map(repr, declared))}" if declared else "no tools")
+        return False
+
+    def _render(self, say: Say, context: Mapping[str, Any], raw_result: str | None, number: int) -> str:
+        """The `say` text; when its template fails, what a model would say instead: the tool
+        result as it came (a string result as the string), or the text with the unknown parts left out."""
+        try:
+            return render_say(say.text, context)
+        except Exception as exc:  # scenario templates are user input: degrade, never crash
+            result = context.get("tool_result")
+            if raw_result is not None:
+                fallback = result if isinstance(result, str) else raw_result
+            else:
+                fallback = render_say_leniently(say.text, context)
+            log.warning("%s turn %d: scenario template %r failed (%s); saying %r instead",
+                        self._label, number, say.text, exc, fallback)
+            return fallback or "..."
 
     def _say(self, text: str, last: bool) -> Player:
         out = self._require_out()
@@ -396,11 +527,11 @@ class Brain:
                                     output_text=text_tokens(text))))
 
     def _inject_fault(self, number: int) -> bool:
-        faults = self.conversation.scenario.faults
-        if self.conversation.fire("stream-error", faults.stream_error_at_turn == number):
+        faults = self.script.scenario.faults
+        if self.script.fire("stream-error", faults.stream_error_at_turn == number):
             self._fail("stream-error", SendException("modelStreamErrorException", STREAM_ERROR))
             return True
-        if self.conversation.fire("invalid-bytes", faults.invalid_bytes_at_turn == number):
+        if self.script.fire("invalid-bytes", faults.invalid_bytes_at_turn == number):
             self._actions.append(SendRaw(INVALID_EVENT_BYTES))
             self._finish("invalid-bytes", EndStream())
             return True
@@ -408,8 +539,8 @@ class Brain:
 
     def _interrupt(self) -> None:
         out = self._require_out()
-        if self._player is not None:
-            self.conversation.consume()  # the answer was given, if only in part
+        if self._player is not None and self._conversation is not None:
+            self._conversation.consume()  # the answer was given, if only in part
         self._stop_player()
         if self._open_audio is not None:
             self._emit(out.content_end(self._open_audio, "AUDIO", "INTERRUPTED"))
@@ -464,3 +595,11 @@ class Brain:
         self._actions.append(action)
         self.record.ended = reason
         self.done = True
+
+
+def _parse_result(text: str) -> Any:
+    """A tool result as scenario templates see it: the parsed JSON when it parses, else the text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

@@ -22,18 +22,19 @@ from runner.emulator.brain import (
     Action,
     Brain,
     BrainSettings,
-    Conversation,
     EndStream,
     ResetStream,
+    Script,
     SendEvent,
     SendException,
     SendRaw,
     SessionRecord,
 )
+from runner.emulator.eventlog import StreamLog
 from runner.emulator.scenario import Scenario
 from runner.emulator.vad import VadSettings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("runner.emulator")
 
 INBOX_SIZE = 64
 
@@ -64,11 +65,11 @@ class NovaHandler:
                  synthesize: Callable[[str, int], bytes] = speech.synthesize) -> None:
         self.config = config or NovaConfig()
         self.sessions: list[SessionRecord] = []
-        self._conversation = Conversation(self.config.scenario)
+        self._script = Script(self.config.scenario)
         self._clock = clock
         self._new_id = new_id
         self._synthesize = synthesize
-        s = self._conversation.scenario.settings
+        s = self._script.scenario.settings
         self._settings = BrainSettings(
             time_limit_s=self.config.time_limit_s, input_timeout_s=self.config.input_timeout_s,
             speed=self.config.speed or s.speed, audio_chunk_ms=s.audio_chunk_ms,
@@ -77,32 +78,36 @@ class NovaHandler:
             record_audio=self.config.record_audio)
 
     def admit(self, request: StreamRequest) -> Rejection | None:
-        if self._conversation.admit():
+        if self._script.admit():
             return None
         log.info("throttling request %s (fault injection)", request.request_id)
         return Rejection(status=429, error_type="ThrottlingException", message=THROTTLED)
 
     async def handle(self, stream: EmulatorStream) -> None:
-        brain = Brain(model_id=stream.request.model_id, conversation=self._conversation,
+        brain = Brain(model_id=stream.request.model_id, script=self._script,
                       settings=self._settings, now=self._clock(), new_id=self._new_id,
                       request_id=stream.request.request_id)
         self.sessions.append(brain.record)
+        events = StreamLog(log, stream.request.request_id[:8])
         inbox: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=INBOX_SIZE)
-        async with asyncio.TaskGroup() as tasks:
-            reader = tasks.create_task(_read(stream, inbox))
-            try:
-                await self._run(stream, brain, inbox)
-            finally:
-                reader.cancel()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                reader = tasks.create_task(_read(stream, inbox))
+                try:
+                    await self._run(stream, brain, inbox, events)
+                finally:
+                    reader.cancel()
+        finally:
+            events.close()
         if not stream.closed:
             await stream.end()
         log.info("stream %s ended: %s %s", stream.request.request_id, brain.record.ended,
                  brain.record.error or "")
 
     async def _run(self, stream: EmulatorStream, brain: Brain,
-                   inbox: asyncio.Queue[bytes | None]) -> None:
+                   inbox: asyncio.Queue[bytes | None], events: StreamLog) -> None:
         while True:
-            await _execute(stream, brain.poll(self._clock()))
+            await _execute(stream, brain.poll(self._clock()), events)
             if brain.done:
                 return
             if stream.closed:
@@ -121,9 +126,9 @@ class NovaHandler:
             if payload is None:
                 brain.input_closed(self._clock())
             else:
-                brain.receive(payload, self._clock())
-                if log.isEnabledFor(logging.DEBUG) and brain.record.input_events:
-                    log.debug("in: %s (%d bytes)", brain.record.input_events[-1], len(payload))
+                event = brain.receive(payload, self._clock())
+                if event is not None:  # logged once validated: a refused event is named in the error
+                    events.input({"event": {event.name: event.body}})
 
 
 async def _read(stream: EmulatorStream, inbox: asyncio.Queue[bytes | None]) -> None:
@@ -134,16 +139,14 @@ async def _read(stream: EmulatorStream, inbox: asyncio.Queue[bytes | None]) -> N
             return
 
 
-async def _execute(stream: EmulatorStream, actions: list[Action]) -> None:
+async def _execute(stream: EmulatorStream, actions: list[Action], events: StreamLog) -> None:
     for action in actions:
         if stream.closed:
             return
         if isinstance(action, SendEvent):
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("out: %s", next(iter(action.event["event"])))
             await stream.send_event(action.event)
+            events.output(action.event)
         elif isinstance(action, SendException):
-            log.info("out: %s %r", action.kind, action.message)
             await stream.send_exception(action.kind, action.message)
         elif isinstance(action, SendRaw):
             await stream.send_raw(action.data)

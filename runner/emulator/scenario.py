@@ -1,15 +1,17 @@
 """Scenario files: the scripted model the emulator plays (schemas/scenario.schema.json).
 
 A scenario is data: turns of `say` (Jinja text) and `tool` items, optional VAD/pacing settings
-and optional faults. `parse_scenario` checks a loaded document against the schema (reporting every
-problem with its location) and compiles every `say` template, so a broken scenario fails at start,
-not in the middle of a session.
+and optional faults. `check_scenario` reads a file the way the agent loader reads agent files
+(bounded read, UTF-8, YAML with positions), checks it against the schema and compiles every `say`
+template, and reports every problem at once as FILE:LINE:COL, unknown keys with a "did you mean".
+So a broken scenario fails at start, never in the middle of a session. A new turn key (such as a
+`when:` condition) is a schema property, a `Turn` field and a line in `_turn`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -17,9 +19,12 @@ from typing import Any
 
 import jinja2
 import jsonschema
-import yaml
 
+from runner.config import yaml
+from runner.config.report import Problem
+from runner.config.schema import did_you_mean, translate, where
 from runner.errors import ConfigError
+from runner.files import MAX_AGENT_FILE_BYTES, UnreadableFileError, read_user_file
 from runner.protocol.templates import make_environment
 from runner.schemas import SCENARIO, load_schema
 
@@ -69,6 +74,8 @@ class Faults:
     time_limit_s: float | None = None
     # RST_STREAM right after the first toolUse: the tool's result then has no stream to go to.
     reset_after_tool_use: bool = False
+    # Call tools the session did not declare (a misbehaving model; the service never does).
+    call_undeclared_tools: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,34 +87,130 @@ class Scenario:
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    """Read, validate and compile a scenario YAML file. Raises ConfigError."""
-    source = str(path)
+    """Read, validate and compile a scenario YAML file. Raises ConfigError listing every problem."""
+    scenario, problems = check_scenario(path)
+    if scenario is None:
+        listing = "\n".join(p.format() for p in problems)
+        raise ConfigError(f"{path}: {len(problems)} error(s) in the scenario file:\n{listing}",
+                          tuple(problems))
+    return scenario
+
+
+def check_scenario(path: str | Path) -> tuple[Scenario | None, list[Problem]]:
+    """The scenario at `path` (None when it has errors) and every problem found, located."""
+    label = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{source}: cannot read scenario: {exc.strerror}") from None
+        raw = read_user_file(Path(path), limit=MAX_AGENT_FILE_BYTES, what="a scenario file")
+    except UnreadableFileError as exc:
+        return None, [Problem(label, 1, 1, "error", exc.reason)]
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
-    return parse_scenario(data, source=source)
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        return None, [Problem(label, line, col, "error",
+                              f"the file is not UTF-8 text (byte 0x{raw[exc.start]:02x} cannot be decoded)")]
+    try:
+        doc = yaml.load(text)
+    except yaml.YamlSyntaxError as exc:
+        return None, [Problem(label, exc.mark.line, exc.mark.col, "error", exc.message)]
+    problems = [Problem(label, mark.line, mark.col, "error", message) for mark, message in doc.issues]
+    return _build(doc, label, problems)
 
 
 def parse_scenario(data: Any, *, source: str = "<scenario>") -> Scenario:
-    """Build a Scenario from a loaded document. Raises ConfigError listing every located problem."""
-    problems = [f"{source}: {_where(err)}: {err.message}" for err in
-                sorted(_validator().iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))]
+    """Build a Scenario from already loaded data (no positions: problems are at 1:1, named by
+    their path). Raises ConfigError listing every problem."""
+    scenario, problems = _build(yaml.YamlDocument(data, {}), source, [])
+    if scenario is None:
+        listing = "\n".join(p.format() for p in problems)
+        raise ConfigError(f"{source}: {len(problems)} error(s) in the scenario:\n{listing}", tuple(problems))
+    return scenario
+
+
+def _build(doc: yaml.YamlDocument, label: str, problems: list[Problem]
+           ) -> tuple[Scenario | None, list[Problem]]:
+    data = {} if doc.data is None else doc.data  # an empty file: the default behaviour
+    for path, message in _schema_problems(data):
+        mark = doc.locate(path)
+        problems.append(Problem(label, mark.line, mark.col, "error", message))
+    if isinstance(data, dict):
+        problems.extend(_template_problems(doc, data, label))
     if problems:
-        raise ConfigError(f"invalid scenario {source}:\n  " + "\n  ".join(problems),
-                          problems=tuple(problems))
-    turns = tuple(_turn(t, f"{source}: $.turns[{i}]") for i, t in enumerate(data.get("turns", [])))
+        return None, sorted(set(problems))
+    turns = tuple(_turn(t) for t in data.get("turns", []))
     return Scenario(turns=turns, settings=Settings(**data.get("settings", {})),
-                    faults=Faults(**data.get("faults", {})), source=source)
+                    faults=Faults(**data.get("faults", {})), source=label), []
+
+
+def _schema_problems(data: Any) -> Iterator[tuple[yaml.Path, str]]:
+    if not isinstance(data, dict):
+        yield (), "a scenario file must be a mapping of keys (turns, settings, faults, description)"
+        return
+    for err in _validator().iter_errors(data):
+        if str(err.validator) == "oneOf" and isinstance(err.instance, dict):
+            yield from _item_kind(err.instance, tuple(err.absolute_path))
+        elif str(err.validator) == "minItems" and tuple(err.absolute_path)[-1:] == ("assistant",):
+            yield tuple(err.absolute_path), f"{where(tuple(err.absolute_path))}: must not be empty " \
+                                             "(add a `say` or `tool` item)"
+        elif str(err.validator) == "dependentRequired":
+            path = tuple(err.absolute_path)
+            yield (*path, "input"), f"{where(path)}: `input` goes with `tool` (the tool's arguments)"
+        else:
+            yield from translate(err)
+
+
+_ITEM_KEYS = ("say", "tool", "input")
+
+
+def _item_kind(item: Mapping[str, Any], path: yaml.Path) -> Iterator[tuple[yaml.Path, str]]:
+    """An assistant item that is neither a `say` nor a `tool` (or both)."""
+    if "say" in item and "tool" in item:
+        yield (*path, "tool"), f"{where(path)}: an item is either `say` or `tool`, not both"
+    elif not any(did_you_mean(key, _ITEM_KEYS) for key in item if key not in _ITEM_KEYS):
+        # (A misspelt `sayy:` is already reported as an unknown key with its suggestion.)
+        yield path, f"{where(path)}: an assistant item needs `say` (text to speak) or `tool` (a tool call)"
+
+
+def _template_problems(doc: yaml.YamlDocument, data: dict[str, Any], label: str) -> Iterator[Problem]:
+    turns = data.get("turns")
+    for i, turn in enumerate(turns if isinstance(turns, list) else []):
+        items = turn.get("assistant") if isinstance(turn, dict) else None
+        for j, item in enumerate(items if isinstance(items, list) else []):
+            text = item.get("say") if isinstance(item, dict) else None
+            if not isinstance(text, str):
+                continue
+            try:
+                _compile(text)
+            except jinja2.TemplateSyntaxError as exc:
+                path: yaml.Path = ("turns", i, "assistant", j, "say")
+                line, col = _template_mark(doc, path, exc.lineno or 1)
+                yield Problem(label, line, col, "error",
+                              f"{where(path)}: template syntax error: {exc.message}")
+
+
+def _template_mark(doc: yaml.YamlDocument, path: yaml.Path, template_line: int) -> tuple[int, int]:
+    position = doc.positions.get(path)
+    if position is None:
+        return 1, 1
+    if position.block_scalar:  # `say: |` : the text starts on the next line
+        return position.value.line + template_line, 1
+    if template_line == 1:
+        return position.value.line, position.value.col
+    return position.value.line + template_line - 1, 1
 
 
 def render_say(text: str, context: Mapping[str, Any]) -> str:
     """Render a `say` template (sandboxed, undefined names are errors)."""
     return _compile(text).render(context)
+
+
+def render_say_leniently(text: str, context: Mapping[str, Any]) -> str:
+    """Render a `say` template with unknown names and attributes left out (a degraded answer)."""
+    try:
+        return _compile_lenient(text).render(context)
+    except Exception:  # the caller has already failed once: say what can be said
+        return ""
 
 
 def default_turn(user: str | None, *, speech_s: float | None) -> Turn:
@@ -129,22 +232,18 @@ def _compile(text: str) -> jinja2.Template:
     return make_environment().from_string(text)
 
 
-def _turn(data: Mapping[str, Any], where: str) -> Turn:
+@cache
+def _compile_lenient(text: str) -> jinja2.Template:
+    env = make_environment()
+    env.undefined = jinja2.ChainableUndefined
+    return env.from_string(text)
+
+
+def _turn(data: Mapping[str, Any]) -> Turn:
     items: list[Item] = []
-    for i, item in enumerate(data["assistant"]):
+    for item in data["assistant"]:
         if "say" in item:
-            try:
-                _compile(item["say"])
-            except jinja2.TemplateSyntaxError as exc:
-                raise ConfigError(f"{where}.assistant[{i}].say: template error: {exc.message}") from None
             items.append(Say(item["say"]))
         else:
             items.append(ToolCall(item["tool"], item.get("input", {})))
     return Turn(items=tuple(items), user=data.get("user"))
-
-
-def _where(err: jsonschema.ValidationError) -> str:
-    path = "$"
-    for part in err.absolute_path:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return path

@@ -19,8 +19,10 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import errno
 import json
 import logging
+import os
 import re
 import shutil
 import socket
@@ -43,8 +45,10 @@ import h2.settings
 
 from runner.emulator.api import EXCEPTION_KINDS, StreamHandler, StreamRequest
 from runner.emulator.certs import make_certificates
+from runner.emulator.eventlog import summarize_event
 from runner.emulator.eventstream import EventStreamDecoder, EventStreamError, decode_message, encode_message
 from runner.emulator.sigv4 import ChunkVerifier, Credentials, SignatureError, verify_request
+from runner.errors import RunnerError
 
 logger = logging.getLogger("runner.emulator")
 
@@ -90,30 +94,7 @@ class _Counters:
     chunk_signatures_verified: int = 0
 
 
-# --- event summaries for the log ----------------------------------------------------------------
-
-
-def _b64_size(text: str) -> int:
-    return len(text) * 3 // 4 - text[-2:].count("=") if text else 0
-
-
-def summarize_event(event: object) -> str:
-    """One line: event name and its scalar fields; audio as a byte count, never base64."""
-    body = event.get("event") if isinstance(event, Mapping) else None
-    if not isinstance(body, Mapping) or len(body) != 1:
-        return f"unrecognised {type(event).__name__}"
-    name, fields = next(iter(body.items()))
-    parts = [str(name)]
-    for key, value in fields.items() if isinstance(fields, Mapping) else ():
-        if key == "content" and name in ("audioInput", "audioOutput") and isinstance(value, str):
-            parts.append(f"audio={_b64_size(value)}B")
-        elif isinstance(value, str):
-            parts.append(f"{key}={value[:60]!r}" + ("…" if len(value) > 60 else ""))
-        elif isinstance(value, bool | int | float):
-            parts.append(f"{key}={value}")
-        elif isinstance(value, Mapping):
-            parts.append(f"{key}={{{','.join(map(str, value))}}}")
-    return " ".join(parts)
+# --- event summaries for the debug log (NovaHandler logs validated events at INFO) -----------
 
 
 def _summarize_payload(payload: bytes) -> str:
@@ -199,8 +180,8 @@ class _Stream:
         data = _chunk_message(event)
         if await self._write(data):
             self._conn.counters.events_out += 1
-            if logger.isEnabledFor(logging.INFO):
-                logger.info("%s out %s", self._label, summarize_event(event))
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("%s out %s", self._label, summarize_event(event))
 
     async def send_exception(self, kind: str, message: str) -> None:
         if kind not in EXCEPTION_KINDS:
@@ -262,7 +243,13 @@ class _Stream:
                     if not await self._bounded_wait(self._window.wait()):
                         return False
                     continue
-                h2conn.send_data(self._id, data[offset : offset + size])
+                try:
+                    h2conn.send_data(self._id, data[offset : offset + size])
+                except h2.exceptions.ProtocolError:
+                    # The client went away (GOAWAY, RST_STREAM, connection closed) since the
+                    # check above: nothing can be sent any more, and that ends the handler.
+                    self._gone()
+                    return False
                 offset += size
                 self._conn.flush()
                 if not await self._bounded_wait(self._conn.writable()):
@@ -315,8 +302,8 @@ class _Stream:
                 self._fail_input("SerializationException", f"Malformed input event: {exc}")
                 return
             self._conn.counters.events_in += 1
-            if logger.isEnabledFor(logging.INFO):
-                logger.info("%s in  %s", self._label, _summarize_payload(payload))
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("%s in  %s", self._label, _summarize_payload(payload))
             self._queue.put_nowait(payload)
 
     def _fail_input(self, code: str, message: str) -> None:
@@ -334,9 +321,18 @@ class _Stream:
 
     def _ack_if_room(self) -> None:
         if self._unacked and (self._input_done or self._queue.qsize() < _QUEUE_SOFT_LIMIT):
-            self._conn.h2.acknowledge_received_data(self._unacked, self._id)
-            self._unacked = 0
+            unacked, self._unacked = self._unacked, 0
+            try:
+                self._conn.h2.acknowledge_received_data(unacked, self._id)
+            except h2.exceptions.ProtocolError:
+                self._gone()
+                return
             self._conn.flush()
+
+    def _gone(self) -> None:
+        if not self._dead:
+            logger.info("%s client gone; stream closed", self._label)
+        self._mark_dead()
 
     def on_remote_end(self) -> None:
         if not self._input_done:
@@ -486,7 +482,8 @@ class _Connection(asyncio.Protocol):
                 if stream is not None:
                     stream.on_data(data, length)
                 else:  # a refused or finished stream: keep the connection window open
-                    self.h2.acknowledge_received_data(length, sid)
+                    with contextlib.suppress(h2.exceptions.ProtocolError):
+                        self.h2.acknowledge_received_data(length, sid)
             case h2.events.StreamEnded(stream_id=sid):
                 if sid in self.streams:
                     self.streams[sid].on_remote_end()
@@ -502,6 +499,9 @@ class _Connection(asyncio.Protocol):
                 for stream in list(self.streams.values()):
                     stream.on_window()
             case h2.events.ConnectionTerminated():
+                # After GOAWAY h2 refuses every send on this connection: its streams are over.
+                for stream in list(self.streams.values()):
+                    stream._gone()
                 if self.transport is not None:
                     self.transport.close()
             case _:
@@ -580,6 +580,26 @@ class _Connection(asyncio.Protocol):
         self.h2.send_data(stream_id, body, end_stream=True)
 
 
+class ListenError(RunnerError):
+    """The emulator cannot listen on the address it was given (in use, not local, not allowed)."""
+
+    def __init__(self, host: str, port: int, exc: OSError) -> None:
+        if isinstance(exc, socket.gaierror) or not exc.errno:
+            reason = (exc.strerror or str(exc)).lower()
+        else:  # asyncio words it "error while attempting to bind on address (...): ..."
+            reason = os.strerror(exc.errno).lower()
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = f"; another program uses port {port}: choose another --port, or 0 for any free port"
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            hint = f"; {host} is not an address of this machine"
+        elif exc.errno == errno.EACCES:
+            hint = "; ports below 1024 need privileges"
+        elif isinstance(exc, socket.gaierror):
+            hint = f"; {host!r} is not an address or a known host name"
+        super().__init__(f"cannot listen on {host}:{port}: {reason}{hint}")
+
+
 # --- the server ---------------------------------------------------------------------------------
 
 
@@ -617,6 +637,13 @@ class Emulator:
     # lifecycle ------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        try:
+            return await self._start()
+        except BaseException:
+            await self.aclose()  # whatever failed, leave no temporary folder or task behind
+            raise
+
+    async def _start(self) -> Self:
         workdir = self._workdir
         if workdir is None:
             workdir = self._own_workdir = Path(tempfile.mkdtemp(prefix="nova-emulator-"))
@@ -626,12 +653,17 @@ class Emulator:
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(certs.cert_file, certs.key_file)
         context.set_alpn_protocols(["h2"])
-        self._tasks = asyncio.TaskGroup()
-        await self._tasks.__aenter__()
+        tasks = asyncio.TaskGroup()
+        await tasks.__aenter__()
+        self._tasks = tasks
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Connection(self), self.host, self._requested_port, ssl=context, ssl_handshake_timeout=10
-        )
+        try:
+            self._server = await loop.create_server(
+                lambda: _Connection(self), self.host, self._requested_port, ssl=context,
+                ssl_handshake_timeout=10,
+            )
+        except OSError as exc:
+            raise ListenError(self.host, self._requested_port, exc) from None
         self.port = self._server.sockets[0].getsockname()[1]
         logger.info("emulator listening on %s", self.endpoint)
         return self
@@ -660,13 +692,15 @@ class Emulator:
         for conn in connections:
             if not conn.lost.is_set() and conn.transport is not None:
                 conn.transport.abort()
-        if self._tasks is not None:
-            await self._tasks.__aexit__(None, None, None)
-        if self._server is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), CLOSE_TIMEOUT)
-        if self._own_workdir is not None:
-            shutil.rmtree(self._own_workdir, ignore_errors=True)
+        try:
+            if self._tasks is not None:
+                await self._tasks.__aexit__(None, None, None)
+            if self._server is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._server.wait_closed(), CLOSE_TIMEOUT)
+        finally:
+            if self._own_workdir is not None:
+                shutil.rmtree(self._own_workdir, ignore_errors=True)
         logger.info("emulator closed")
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:

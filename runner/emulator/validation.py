@@ -48,11 +48,19 @@ def invalid_voice_message(voice: str) -> str:
 
 
 class NovaValidationError(Exception):
-    """The input violates Nova Sonic's rules; `message` is what the service answers."""
+    """The input violates Nova Sonic's rules.
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    `reason` is the service's own wording; `message` is what the emulator answers: the reason
+    followed by ` (input event #N: NAME)`, the refused event's 1-based position on the stream and
+    its name (`?` when the payload has none), so a client can tell which event was at fault.
+    """
+
+    def __init__(self, reason: str, *, index: int = 0, event: str = "?") -> None:
+        self.reason = reason
+        self.index = index
+        self.event = event
+        self.message = f"{reason} (input event #{index}: {event})" if index else reason
+        super().__init__(self.message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +122,7 @@ class InputValidator:
         self.history_bytes = 0
         self.issued_tool_uses: set[str] = set()
         self.answered_tool_uses: set[str] = set()
+        self.events_checked = 0
 
     # -- the behaviour tells the validator what it emitted --------------------------------------
 
@@ -124,7 +133,16 @@ class InputValidator:
     # -- checking --------------------------------------------------------------------------------
 
     def check(self, payload: bytes | str) -> InputEvent:
-        """Validate the next input event (raw JSON) and return it; raise NovaValidationError."""
+        """Validate the next input event (raw JSON) and return it; raise NovaValidationError
+        naming the event and its position on the stream."""
+        self.events_checked += 1
+        try:
+            return self._check(payload)
+        except NovaValidationError as exc:
+            raise NovaValidationError(exc.reason, index=self.events_checked,
+                                      event=_event_name(payload)) from None
+
+    def _check(self, payload: bytes | str) -> InputEvent:
         event = _parse(payload)
         if self.session_ended or (not self.session_started and event.name != "sessionStart"):
             raise NovaValidationError(INVALID_INPUT)
@@ -280,6 +298,20 @@ def _parse(payload: bytes | str) -> InputEvent:
     if name not in INPUT_EVENTS or not isinstance(body, dict):
         raise NovaValidationError(INVALID_INPUT)
     return InputEvent(name=name, body=body)
+
+
+def _event_name(payload: bytes | str) -> str:
+    """The event's name for an error message, from whatever can be read of the payload."""
+    try:
+        data = json.loads(payload)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return "?"
+    event = data.get("event") if isinstance(data, dict) else None
+    if isinstance(event, dict) and len(event) == 1:
+        name = next(iter(event))
+        if isinstance(name, str) and name.isidentifier() and len(name) <= 64:
+            return name
+    return "?"
 
 
 def _decode_audio(content: str) -> bytes:

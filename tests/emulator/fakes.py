@@ -17,9 +17,9 @@ from runner.emulator.brain import (
     Action,
     Brain,
     BrainSettings,
-    Conversation,
     EndStream,
     ResetStream,
+    Script,
     SendEvent,
     SendException,
     SendRaw,
@@ -138,9 +138,9 @@ class BrainDriver:
 
     @classmethod
     def make(cls, scenario: Scenario | None = None, model_id: str = V2,
-             conversation: Conversation | None = None, **settings: Any) -> BrainDriver:
+             script: Script | None = None, **settings: Any) -> BrainDriver:
         counter = iter(range(1, 1_000_000))
-        brain = Brain(model_id=model_id, conversation=conversation or Conversation(scenario),
+        brain = Brain(model_id=model_id, script=script or Script(scenario),
                       settings=BrainSettings(**settings), now=0.0, new_id=lambda: f"id{next(counter)}")
         return cls(brain)
 

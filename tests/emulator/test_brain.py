@@ -7,13 +7,15 @@ import base64
 import json
 from typing import Any
 
+import pytest
+
 from runner.emulator.api import StreamRequest
 from runner.emulator.brain import (
     INVALID_EVENT_BYTES,
     MODEL_TIMEOUT,
     STREAM_ERROR,
-    Conversation,
     ResetStream,
+    Script,
 )
 from runner.emulator.nova import NovaConfig, NovaHandler
 from runner.emulator.outputs import INTERRUPTED_MARKER
@@ -220,7 +222,8 @@ def test_tool_parsing_error_message() -> None:
     tool_use_id = driver.bodies("toolUse")[0]["toolUseId"]
     driver.send(tool_start("r", tool_use_id), tool_result("r", "shipped"))
     exc = driver.exception()
-    assert exc is not None and exc.message == TOOL_PARSE
+    events = len(driver.brain.record.input_events) + 1
+    assert exc is not None and exc.message == f"{TOOL_PARSE} (input event #{events}: toolResult)"
 
 
 def test_time_limit() -> None:
@@ -246,39 +249,53 @@ def test_input_timeout() -> None:
 
 
 def test_reset_fault_fires_once_per_emulator() -> None:
-    conversation = Conversation(parse_scenario({"faults": {"reset_after_events": 7}}))
-    first = BrainDriver.make(conversation=conversation)
+    script = Script(parse_scenario({"faults": {"reset_after_events": 7}}))
+    first = BrainDriver.make(script=script)
     started(first)
     first.send(audio_input(bytes(64)))
     assert any(isinstance(a, ResetStream) for a in first.others)
     assert first.brain.record.ended == "reset" and len(first.brain.record.input_events) == 7
-    second = started(BrainDriver.make(conversation=conversation))
+    second = started(BrainDriver.make(script=script))
     second.send(audio_input(bytes(64)), audio_input(bytes(64)))
     assert not second.brain.done
 
 
 def test_throttle_fault_refuses_first_connects() -> None:
-    conversation = Conversation(parse_scenario({"faults": {"throttle_connects": 2}}))
-    assert [conversation.admit() for _ in range(4)] == [False, False, True, True]
+    script = Script(parse_scenario({"faults": {"throttle_connects": 2}}))
+    assert [script.admit() for _ in range(4)] == [False, False, True, True]
+
+
+def history_of(*messages: tuple[str, str]) -> list[dict[str, Any]]:
+    """History blocks (non-interactive USER/ASSISTANT text), as a continuation replays them."""
+    events: list[dict[str, Any]] = []
+    for i, (role, text) in enumerate(messages):
+        events += [text_start(f"h{i}", role), text_input(f"h{i}", text), content_end(f"h{i}")]
+    return events
+
+
+def resumed(driver: BrainDriver, *messages: tuple[str, str], tools: tuple[str, ...] = ()) -> BrainDriver:
+    driver.send(*opening(tools=tools), *history_of(*messages), audio_start())
+    return driver
 
 
 def test_stream_error_mid_turn_then_turn_replays_on_next_stream() -> None:
     scenario = parse_scenario({"turns": [{"user": "one", "assistant": [{"say": "first"}]},
                                          {"user": "two", "assistant": [{"say": "second"}]}],
                                "faults": {"stream_error_at_turn": 2}})
-    conversation = Conversation(scenario)
-    first = started(BrainDriver.make(conversation=conversation))
+    script = Script(scenario)
+    first = started(BrainDriver.make(script=script))
     speak(first)
     first.advance(3)
     speak(first)
     exc = first.exception()
     assert exc is not None and (exc.kind, exc.message) == ("modelStreamErrorException", STREAM_ERROR)
     assert first.brain.record.user_turns == ["one", "two"]  # USER transcript came, then the error
-    second = started(BrainDriver.make(conversation=conversation))
+    # The client reconnects and replays what it heard: the interrupted turn plays again.
+    second = resumed(BrainDriver.make(script=script), ("USER", "one"), ("ASSISTANT", "first"))
     speak(second)
     second.advance(3)
     assert text_contents(second, "ASSISTANT")[-1] == "second"
-
+    assert second.brain.record.resumed and second.brain.record.conversation == 1
 
 def test_invalid_bytes_fault() -> None:
     driver = started(BrainDriver.make(parse_scenario({"faults": {"invalid_bytes_at_turn": 1}})))
@@ -287,18 +304,64 @@ def test_invalid_bytes_fault() -> None:
     assert driver.ended() and driver.brain.record.ended == "invalid-bytes"
 
 
-def test_scenario_continues_across_streams() -> None:
-    conversation = Conversation(ORDER_SCENARIO)
-    first = started(BrainDriver.make(conversation=conversation), tools=("trackOrderTool",))
+def test_a_continuation_resumes_its_conversation_and_a_new_stream_starts_from_the_top() -> None:
+    script = Script(ORDER_SCENARIO)
+    first = started(BrainDriver.make(script=script), tools=("trackOrderTool",))
     speak(first)
     tool_use_id = first.bodies("toolUse")[0]["toolUseId"]
     first.send(tool_start("r", tool_use_id), tool_result("r", '{"orderId": "1", "status": "ok"}'),
                content_end("r"))
     first.advance(3)
-    second = started(BrainDriver.make(conversation=conversation), tools=("trackOrderTool",))
+    # Another client, no history: its own conversation, from the first turn.
+    other = started(BrainDriver.make(script=script), tools=("trackOrderTool",))
+    speak(other)
+    assert other.brain.record.user_turns == ["Where is my order 12345?"]
+    assert other.brain.record.conversation == 2 and not other.brain.record.resumed
+    # The first client's next stream replays its history (merged, as clients merge same-role
+    # messages): it resumes its own conversation at turn 2.
+    second = resumed(BrainDriver.make(script=script),
+                     ("USER", "Where is my order 12345?"), ("ASSISTANT", "Your order 1 is ok."),
+                     tools=("trackOrderTool",))
     speak(second)
     second.advance(3)
     assert second.brain.record.user_turns == ["Thanks, bye."]
+    assert second.brain.record.conversation == 1 and second.brain.record.resumed
+
+
+def test_history_that_matches_no_conversation_starts_a_new_one() -> None:
+    script = Script(ORDER_SCENARIO)
+    driver = resumed(BrainDriver.make(script=script), ("USER", "Something else entirely."))
+    speak(driver)
+    assert driver.brain.record.user_turns == ["Where is my order 12345?"]
+    assert not driver.brain.record.resumed
+
+
+def test_a_tool_the_session_did_not_declare_is_never_called() -> None:
+    scenario = parse_scenario({"turns": [{"user": "q", "assistant": [
+        {"tool": "trackOrderTool", "input": {"orderId": "1"}}, {"say": "Done."}]}]})
+    for tools in ((), ("otherTool",)):
+        driver = started(BrainDriver.make(scenario), tools=tools)
+        speak(driver)
+        driver.advance(3)
+        assert driver.bodies("toolUse") == []
+        assert text_contents(driver, "ASSISTANT") == ["Done.", "Done."]
+        assert driver.exception() is None
+
+
+@pytest.mark.parametrize(("result", "spoken"), [
+    ('"shipped"', "shipped"),  # a JSON string, where the scenario expected an object
+    ('{"text": "It shipped yesterday."}', '{"text": "It shipped yesterday."}'),  # another shape
+    ("[1, 2]", "[1, 2]"),
+])
+def test_a_tool_result_of_another_shape_is_spoken_as_it_came(result: str, spoken: str) -> None:
+    driver = started(BrainDriver.make(ORDER_SCENARIO), tools=("trackOrderTool",))
+    speak(driver)
+    tool_use_id = driver.bodies("toolUse")[0]["toolUseId"]
+    driver.send(tool_start("r", tool_use_id), tool_result("r", result), content_end("r"))
+    driver.advance(3)
+    assert driver.exception() is None
+    assert text_contents(driver, "ASSISTANT")[-1] == spoken
+    assert driver.brain.record.ended is None  # the session goes on
 
 
 def test_record_keeps_history_audio_and_events() -> None:
@@ -323,12 +386,13 @@ def test_input_close_ends_the_stream_and_prompt_end_sends_completion_end() -> No
     assert driver.ended() and driver.brain.record.ended == "closed"
 
 
-def test_say_template_error_is_an_internal_error() -> None:
-    scenario = parse_scenario({"turns": [{"assistant": [{"say": "{{ tool_result.x }}"}]}]})
+def test_say_template_error_without_a_tool_result_degrades() -> None:
+    scenario = parse_scenario({"turns": [{"assistant": [{"say": "Result: {{ tool_result.x }}."}]}]})
     driver = started(BrainDriver.make(scenario))
     speak(driver)
-    exc = driver.exception()
-    assert exc is not None and exc.kind == "internalServerException"
+    driver.advance(3)
+    assert driver.exception() is None
+    assert text_contents(driver, "ASSISTANT")[-1] == "Result: ."
 
 
 # -- the async adapter (NovaHandler) over an in-memory stream ---------------------------------------
@@ -377,7 +441,7 @@ def test_handler_sends_validation_exception_and_throttles() -> None:
         return stream
 
     stream = asyncio.run(main())
-    assert stream.exceptions == [("validationException", INVALID_INPUT)]
+    assert stream.exceptions == [("validationException", f"{INVALID_INPUT} (input event #1: contentStart)")]
 
 
 def test_handler_input_timeout_is_bounded() -> None:
@@ -393,3 +457,32 @@ def test_handler_input_timeout_is_bounded() -> None:
 
 def _bodies(events: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     return [e["event"][name] for e in events if name in e["event"]]
+
+
+def test_a_fault_can_make_it_call_an_undeclared_tool() -> None:
+    scenario = parse_scenario({
+        "turns": [{"user": "q", "assistant": [{"tool": "noSuchTool"}, {"say": "Done."}]}],
+        "faults": {"call_undeclared_tools": True}})
+    driver = started(BrainDriver.make(scenario))
+    speak(driver)
+    assert [b["toolName"] for b in driver.bodies("toolUse")] == ["noSuchTool"]
+
+
+def test_a_continuation_is_matched_on_whole_texts_and_the_best_overlap() -> None:
+    scenario = parse_scenario({"turns": [{"user": f"turn {i}", "assistant": [{"say": f"Answer {i}."}]}
+                                         for i in range(1, 12)]})
+    script = Script(scenario)
+    ahead = started(BrainDriver.make(script=script))
+    for i in range(1, 11):  # conversation 1 reaches turn 10
+        ahead.send(text_start(f"x{i}", "USER", True), text_input(f"x{i}", f"turn {i}"), content_end(f"x{i}"))
+        ahead.advance(3)
+    behind = started(BrainDriver.make(script=script))  # conversation 2 plays turn 1 only
+    behind.send(text_start("y", "USER", True), text_input("y", "turn 1"), content_end("y"))
+    behind.advance(3)
+    # History "turn 10 / Answer 10." (trimmed to its end) belongs to conversation 1, not to the
+    # conversation that said "turn 1".
+    later = resumed(BrainDriver.make(script=script), ("USER", "turn 10"), ("ASSISTANT", "Answer 10."))
+    later.send(text_start("z", "USER", True), text_input("z", "go on"), content_end("z"))
+    later.advance(3)
+    assert later.brain.record.conversation == 1
+    assert text_contents(later, "ASSISTANT")[-1] == "Answer 11."

@@ -64,7 +64,11 @@ STORY = parse_scenario({"turns": [
     {"user": "Stop, please.", "assistant": [{"say": "Sorry."}]},
 ]})
 
+THREE = parse_scenario({"turns": [
+    {"user": w, "assistant": [{"say": f"Answer {w}."}]} for w in ("one", "two", "three")]})
+
 HANDLERS: dict[str, Callable[[], NovaHandler]] = {
+    "multi": lambda: NovaHandler(NovaConfig(THREE, speed=50.0)),
     "full": lambda: NovaHandler(NovaConfig(ORDER, speed=8.0, record_audio=True)),
     "barge": lambda: NovaHandler(NovaConfig(STORY, speed=2.0)),
     "strict": lambda: NovaHandler(NovaConfig(ORDER, speed=8.0)),
@@ -304,10 +308,15 @@ async def expect_validation(nova: Client, events: list[dict[str, Any]], message:
     assert nova.error.message == message
 
 
+def refused(message: str, events: list[dict[str, Any]], sent_before: int = 0) -> str:
+    """The service's message for the last of `events`, naming it and its position on the stream."""
+    return f"{message} (input event #{sent_before + len(events)}: {next(iter(events[-1]['event']))})"
+
+
 @pytest.mark.parametrize("case", list(VALIDATION_CASES))
 def test_validation_exception(sdk_env: Emulator, case: str) -> None:
     events, message = VALIDATION_CASES[case]
-    run(session(sdk_env, "strict", lambda nova: expect_validation(nova, events, message)))
+    run(session(sdk_env, "strict", lambda nova: expect_validation(nova, events, refused(message, events))))
 
 
 def test_tool_result_not_json(sdk_env: Emulator) -> None:
@@ -317,7 +326,8 @@ def test_tool_result_not_json(sdk_env: Emulator) -> None:
                         content_end("t"))
         await nova.wait_for(lambda: bool(nova.bodies("toolUse")))
         tool_use_id = nova.bodies("toolUse")[0]["toolUseId"]
-        await expect_validation(nova, [tool_start("r", tool_use_id), tool_result("r", "shipped")], TOOL_PARSE)
+        events = [tool_start("r", tool_use_id), tool_result("r", "shipped")]
+        await expect_validation(nova, events, refused(TOOL_PARSE, events, sent_before=9))
 
     run(session(sdk_env, "strict", body))
 
@@ -394,3 +404,91 @@ def test_invalid_bytes_fault(sdk_env: Emulator) -> None:
 
     nova = run(session(sdk_env, "badbytes", body))
     assert isinstance(nova.error, InvalidEventBytes), repr(nova.error)
+
+
+# -- fidelity with third-party clients (issue 8) --------------------------------------------------
+
+async def ask(nova: Client, text: str, name: str) -> str:
+    """Type `text` (interactive USER text) and return the answer's FINAL text."""
+    finals = len(nova.texts("ASSISTANT"))
+    await nova.send(text_start(name, "USER", interactive=True), text_input(name, text), content_end(name))
+    await nova.wait_for(lambda: len(nova.texts("ASSISTANT")) >= finals + 2)  # SPECULATIVE, FINAL
+    return nova.texts("ASSISTANT")[-1]
+
+
+def test_an_empty_session_start_gets_the_services_defaults(sdk_env: Emulator) -> None:
+    # strands sends {"event": {"sessionStart": {}}} on purpose.
+    async def body(nova: Client) -> None:
+        await nova.send(ev("sessionStart"), *opening()[1:], audio_start())
+        assert await ask(nova, "hello", "t") == "Answer one."
+        await shutdown(nova)
+
+    nova = run(session(sdk_env, "multi", body))
+    assert nova.error is None
+
+
+def test_a_tool_the_session_did_not_declare_is_not_called(sdk_env: Emulator) -> None:
+    async def body(nova: Client) -> None:
+        await nova.send(*opening(), audio_start())  # no tools declared
+        await ask(nova, "Where is my order?", "t")
+        await shutdown(nova)
+
+    nova = run(session(sdk_env, "strict", body))
+    assert nova.error is None
+    assert nova.bodies("toolUse") == []
+    assert nova.texts("ASSISTANT")  # it answered without the tool
+
+
+def test_a_plain_text_tool_result_is_spoken_not_an_internal_error(sdk_env: Emulator) -> None:
+    async def body(nova: Client) -> None:
+        await nova.send(*opening(tools=("trackOrderTool",)), audio_start(), text_start("t", "USER", True),
+                        text_input("t", "where?"), content_end("t"))
+        await nova.wait_for(lambda: bool(nova.bodies("toolUse")))
+        tool_use_id = nova.bodies("toolUse")[0]["toolUseId"]
+        # A JSON string where the scenario expects {orderId, status}.
+        await nova.send(tool_start("r", tool_use_id), tool_result("r", json.dumps("It shipped on Monday.")),
+                        content_end("r"))
+        await nova.wait_for(lambda: "It shipped on Monday." in nova.texts("ASSISTANT"))
+        await shutdown(nova)
+
+    nova = run(session(sdk_env, "strict", body))
+    assert nova.error is None
+
+
+def test_concurrent_clients_each_get_their_own_conversation_and_a_continuation_resumes(
+        sdk_env: Emulator, router: Router) -> None:
+    async def client_a(nova: Client) -> None:
+        await nova.send(*opening(), audio_start())
+        assert await ask(nova, "one", "a1") == "Answer one."
+        assert await ask(nova, "two", "a2") == "Answer two."
+        await shutdown(nova)
+
+    async def client_b(nova: Client) -> None:
+        await nova.send(*opening(), audio_start())
+        assert await ask(nova, "one", "b1") == "Answer one."
+        await shutdown(nova)
+
+    async def continuation_of_a(nova: Client) -> None:
+        history = [("USER", "one"), ("ASSISTANT", "Answer one."),
+                   ("USER", "two"), ("ASSISTANT", "Answer two.")]
+        events = []
+        for i, (role, text) in enumerate(history):
+            events += [text_start(f"h{i}", role), text_input(f"h{i}", text), content_end(f"h{i}")]
+        await nova.send(*opening(), *events, audio_start())
+        assert await ask(nova, "three", "c1") == "Answer three."
+        await shutdown(nova)
+
+    async def both() -> None:
+        async with asyncio.timeout(30), asyncio.TaskGroup() as tasks:
+            tasks.create_task(session(sdk_env, "multi", client_a))
+            tasks.create_task(session(sdk_env, "multi", client_b))
+        await session(sdk_env, "multi", continuation_of_a)
+
+    asyncio.run(both())
+    records = router.handlers["multi"].sessions[-3:]
+    assert len(records) == 3 and all(r.error is None for r in records)
+    first, second, third = records
+    assert first.conversation != second.conversation
+    assert third.resumed and third.conversation in (first.conversation, second.conversation)
+    a = first if first.user_turns == ["one", "two"] else second
+    assert third.conversation == a.conversation

@@ -160,7 +160,27 @@ def test_rule(name: str) -> None:
     validator = run(ok, model=model, issued=("tu-1",))
     with pytest.raises(NovaValidationError) as caught:
         validator.check(bad if isinstance(bad, bytes) else raw(bad))
-    assert caught.value.message == message
+    assert caught.value.reason == message
+    # The message names the refused event and its position on the stream.
+    name = next(iter(bad["event"])) if isinstance(bad, dict) and len(bad["event"]) == 1 else "?"
+    assert caught.value.message == f"{message} (input event #{len(events)}: {name})"
+
+
+@pytest.mark.parametrize(("payload", "name"), [
+    (b"not json", "?"), (b'{"event": {"sessionStart": []}}', "sessionStart"), (b"[1]", "?"),
+    (b'{"event": {"sessionStart": {}, "promptStart": {}}}', "?"),
+])
+def test_a_refused_event_is_named_even_when_malformed(payload: bytes, name: str) -> None:
+    with pytest.raises(NovaValidationError) as caught:
+        InputValidator(V2).check(payload)
+    assert caught.value.message == f"{INVALID_INPUT} (input event #1: {name})"
+
+
+def test_session_start_without_inference_configuration_is_accepted() -> None:
+    # Clients (strands) send an empty sessionStart on purpose and get the service's defaults.
+    run([ev("sessionStart"), prompt_start(), text_start("s", "SYSTEM"), text_input("s", "x"),
+         content_end("s"), audio_start(), audio_input(PCM)])
+    run([ev("sessionStart", inferenceConfiguration={})])
 
 
 def test_history_limits_accept_the_maximum() -> None:
