@@ -6,9 +6,11 @@ from importlib import resources
 from pathlib import Path
 
 from runner.errors import ConfigError
+from runner.files import MAX_TEXT_FILE_BYTES, UnreadableFileError, read_user_file
 from runner.protocol.templates import (
     TEMPLATE_EVENTS,
     TEMPLATE_SUFFIX,
+    EventTemplateError,
     EventTemplates,
     TemplateSource,
 )
@@ -33,7 +35,13 @@ def override_sources(folder: Path) -> dict[str, TemplateSource]:
         if name not in TEMPLATE_EVENTS:
             known = ", ".join(TEMPLATE_EVENTS)
             raise ConfigError(f"{path}:1:1: unknown event template {name!r} (known: {known})")
-        found[name] = TemplateSource(path.read_text(encoding="utf-8"), str(path))
+        try:
+            text = read_user_file(path, limit=MAX_TEXT_FILE_BYTES, what="an event template").decode("utf-8")
+        except UnreadableFileError as exc:
+            raise EventTemplateError(exc.reason, filename=str(path), line=1) from None
+        except UnicodeDecodeError:
+            raise EventTemplateError("is not UTF-8 text", filename=str(path), line=1) from None
+        found[name] = TemplateSource(text, str(path))
     return found
 
 

@@ -7,6 +7,7 @@ item, so every later problem can be reported as FILE:LINE:COL.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,7 +63,7 @@ class YamlDocument:
         return Mark(1, 1)
 
 
-def _mark(m: yaml.Mark | None) -> Mark:
+def _mark(m: yaml.Mark | yaml._yaml.Mark | None) -> Mark:
     return Mark(m.line + 1, m.column + 1) if m is not None else Mark(1, 1)
 
 
@@ -77,19 +78,86 @@ def _syntax_error(exc: yaml.YAMLError) -> YamlSyntaxError:
 
 
 _PLAIN_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+# The most values that aliases (`*name`, `<<: *name`) may add to a document. Real agent files use
+# a handful; a "billion laughs" file (aliases of aliases of lists) would expand to billions of
+# values, and building them would take minutes and gigabytes. Documented in the README ("Limits").
+MAX_ALIAS_VALUES = 100_000
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose aliases are distinct nodes that remember where the `*name` was written.
+
+    PyYAML returns the anchored node itself for every alias, so the position of each use (the
+    place to report an alias bomb) would be lost. Here an alias composes to a shallow copy of the
+    anchored node with the alias's own mark, and `aliases` maps the copy to (target, name).
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.aliases: dict[int, tuple[yaml.Node, str]] = {}
+        self._keep: list[yaml.Node] = []  # keeps the copies alive, so their ids stay unique
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if not self.check_event(yaml.AliasEvent):
+            return super().compose_node(parent, index)
+        event: yaml.AliasEvent = self.peek_event()  # type: ignore[no-untyped-call]
+        target = self.anchors.get(event.anchor)
+        if target is None:
+            return super().compose_node(parent, index)  # raises "found undefined alias"
+        self.get_event()  # type: ignore[no-untyped-call]
+        if target.end_mark is None:  # still being composed: `&a [*a]` has no JSON equivalent
+            raise YamlSyntaxError(f"invalid YAML: recursive alias *{event.anchor}", _mark(event.start_mark))
+        clone = copy.copy(target)
+        clone.start_mark = clone.end_mark = event.start_mark
+        if isinstance(target, yaml.CollectionNode):
+            clone.value = list(target.value)  # merging edits a mapping's list in place
+        self.aliases[id(clone)] = (target, str(event.anchor))
+        self._keep.append(clone)
+        return clone
 
 
 class _Builder:
-    def __init__(self, loader: yaml.SafeLoader) -> None:
+    def __init__(self, loader: _Loader) -> None:
         self._loader = loader
         self.positions: dict[Path, Position] = {}
         self.issues: list[tuple[Mark, str]] = []
-        self._active: set[int] = set()
+        self._sizes: dict[int, int] = {}
+        self._expanded = 0  # values added by aliases so far
+        self._in_alias = 0  # > 0 while building an alias's value: counted once, at the outermost
+
+    def _size(self, node: yaml.Node) -> int:
+        """How many values `node` expands to (memoised: linear in the file, not the expansion)."""
+        alias = self._loader.aliases.get(id(node))
+        if alias is not None:
+            node = alias[0]
+        size = self._sizes.get(id(node))
+        if size is None:
+            size = 1
+            if isinstance(node, yaml.SequenceNode):
+                size += sum(self._size(item) for item in node.value)
+            elif isinstance(node, yaml.MappingNode):
+                size += sum(self._size(k) + self._size(v) for k, v in node.value)
+            self._sizes[id(node)] = size
+        return size
+
+    def _charge(self, node: yaml.Node) -> bool:
+        """Count an alias's expansion against the budget; True when `node` is an alias."""
+        alias = self._loader.aliases.get(id(node))
+        if alias is None:
+            return False
+        if self._in_alias == 0:
+            self._expanded += self._size(node)
+            if self._expanded > MAX_ALIAS_VALUES:
+                raise YamlSyntaxError(
+                    f"invalid YAML: alias *{alias[1]} expands the document to more than "
+                    f"{MAX_ALIAS_VALUES} values (aliases of aliases: a YAML bomb?)", _mark(node.start_mark))
+        return True
 
     def build(self, node: yaml.Node, path: Path) -> Any:
-        if id(node) in self._active:  # `&a [*a]`: a recursive alias has no JSON equivalent
-            raise YamlSyntaxError("invalid YAML: recursive alias", _mark(node.start_mark))
-        self._active.add(id(node))
+        alias = self._charge(node)
+        self._in_alias += alias
         try:
             if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and node.tag not in _PLAIN_TAGS:
                 # Scalars go through SafeConstructor, which refuses unknown tags; collections are
@@ -101,21 +169,30 @@ class _Builder:
                 return self._sequence(node, path)
             return self._loader.construct_object(node, deep=True)
         finally:
-            self._active.discard(id(node))
+            self._in_alias -= alias
 
     def _record(self, path: Path, key_node: yaml.Node, value_node: yaml.Node) -> None:
         block = isinstance(value_node, yaml.ScalarNode) and value_node.style in ("|", ">")
         self.positions[path] = Position(_mark(key_node.start_mark), _mark(value_node.start_mark), block)
 
+    def _key(self, key_node: yaml.Node, path: Path) -> str | None:
+        key = self.build(key_node, path) if isinstance(key_node, yaml.ScalarNode) else None
+        if not isinstance(key, str):
+            self.issues.append((_mark(key_node.start_mark),
+                                f"keys must be text; got {key_node.value!r}" if key is not None
+                                else "keys must be text, not a list or mapping"))
+            return None
+        return key
+
     def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
-        self._loader.flatten_mapping(node)  # resolves `<<` merge keys
         result: dict[str, Any] = {}
+        merges = []
         for key_node, value_node in node.value:
-            key = self.build(key_node, path) if isinstance(key_node, yaml.ScalarNode) else None
-            if not isinstance(key, str):
-                self.issues.append((_mark(key_node.start_mark),
-                                    f"keys must be text; got {key_node.value!r}" if key is not None
-                                    else "keys must be text, not a list or mapping"))
+            if key_node.tag == _MERGE_TAG:
+                merges.append(value_node)
+                continue
+            key = self._key(key_node, path)
+            if key is None:
                 continue
             if key in result:
                 first = self.positions[(*path, key)].key.line
@@ -124,7 +201,10 @@ class _Builder:
                 continue
             self._record((*path, key), key_node, value_node)
             result[key] = self.build(value_node, (*path, key))
-        return result
+        merged: dict[str, Any] = {}
+        for value_node in merges:
+            self._merge(value_node, path, merged, result)
+        return {**merged, **result} if merged else result
 
     def _sequence(self, node: yaml.SequenceNode, path: Path) -> list[Any]:
         items = []
@@ -133,10 +213,38 @@ class _Builder:
             items.append(self.build(item, (*path, index)))
         return items
 
+    def _merge(self, value_node: yaml.Node, path: Path, merged: dict[str, Any], own: dict[str, Any]) -> None:
+        """`<<: *base` or `<<: [*a, *b]`: keys written in the mapping itself win, then earlier bases."""
+        alias = self._charge(value_node)
+        self._in_alias += alias
+        try:
+            for key_node, item in self._merged_entries(value_node):
+                key = self._loader.construct_object(key_node, deep=True) \
+                    if isinstance(key_node, yaml.ScalarNode) else None
+                if isinstance(key, str) and key not in own and key not in merged:
+                    self._record((*path, key), key_node, item)
+                    merged[key] = self.build(item, (*path, key))
+        finally:
+            self._in_alias -= alias
+
+    def _merged_entries(self, value_node: yaml.Node) -> list[tuple[yaml.Node, yaml.Node]]:
+        """The (key, value) nodes a merge key brings in, first the base's own then its merges."""
+        sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+        entries: list[tuple[yaml.Node, yaml.Node]] = []
+        for source in sources:
+            if not isinstance(source, yaml.MappingNode) or source.tag not in _PLAIN_TAGS:
+                raise YamlSyntaxError("invalid YAML: a merge key (<<) takes a mapping or a list of "
+                                      "mappings", _mark(source.start_mark))
+            entries.extend((k, v) for k, v in source.value if k.tag != _MERGE_TAG)
+            for k, v in source.value:
+                if k.tag == _MERGE_TAG:
+                    entries.extend(self._merged_entries(v))
+        return entries
+
 
 def load(text: str) -> YamlDocument:
     """Parse one YAML document safely. Raises YamlSyntaxError (with a location) when invalid."""
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -146,5 +254,7 @@ def load(text: str) -> YamlDocument:
         return YamlDocument(data, builder.positions, tuple(builder.issues))
     except yaml.YAMLError as exc:
         raise _syntax_error(exc) from None
+    except RecursionError:  # the parser and the builder recurse once per level of nesting
+        raise YamlSyntaxError("invalid YAML: lists and mappings nested too deeply", Mark(1, 1)) from None
     finally:
         loader.dispose()
