@@ -20,9 +20,9 @@ from typing import Any
 
 import jinja2
 import jsonschema
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from runner.errors import ConfigError
+from runner.protocol.sandbox import BoundedSandbox, render_bounded
 from runner.schemas import INPUT_EVENT, load_schema
 
 # Template name -> the Nova event it renders.
@@ -85,16 +85,16 @@ class TemplateSource:
     filename: str
 
 
-def make_environment() -> ImmutableSandboxedEnvironment:
-    """The sandbox every template (event or system prompt) renders in."""
-    env = ImmutableSandboxedEnvironment(
+def make_environment() -> BoundedSandbox:
+    """The sandbox every template (event or system prompt) renders in; render with `render_bounded`."""
+    env = BoundedSandbox(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=False,
     )
     # Jinja's own tojson is HTML-safe (escapes <, >, &, ') and sorts keys; these templates make
     # JSON, not HTML, and a tool's schema should reach Nova as the author wrote it.
-    env.filters["tojson"] = _tojson
+    env.add_filter("tojson", _tojson)
     return env
 
 
@@ -150,6 +150,10 @@ class EventTemplates:
                 raise EventTemplateError(
                     f"template syntax error: {exc.message}", filename=src.filename,
                     line=exc.lineno or 1) from None
+            except Exception as exc:  # e.g. RecursionError: expressions nested thousands deep
+                raise EventTemplateError(
+                    f"template cannot be compiled: {type(exc).__name__}: {exc}", filename=src.filename,
+                    line=1) from None
 
     def source(self, name: str) -> TemplateSource:
         return self._sources[name]
@@ -162,10 +166,14 @@ class EventTemplates:
         """
         src = self._sources[name]
         try:
-            text = self._compiled[name].render(context)
+            text = render_bounded(self._compiled[name], context)
         except jinja2.TemplateError as exc:
             raise EventTemplateError(
                 f"template error: {exc}", filename=src.filename,
+                line=_jinja_error_line(exc, src.filename)) from None
+        except Exception as exc:  # an override can fail in any way (1/0, range too big, ...)
+            raise EventTemplateError(
+                f"template error: {type(exc).__name__}: {exc}", filename=src.filename,
                 line=_jinja_error_line(exc, src.filename)) from None
         try:
             payload = json.loads(text)
@@ -203,7 +211,7 @@ class EventTemplates:
         return failures
 
 
-def _jinja_error_line(exc: jinja2.TemplateError, filename: str) -> int:
+def _jinja_error_line(exc: Exception, filename: str) -> int:
     lineno = getattr(exc, "lineno", None)
     if isinstance(lineno, int):
         return lineno
