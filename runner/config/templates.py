@@ -8,6 +8,7 @@ from pathlib import Path
 from runner.errors import ConfigError
 from runner.files import MAX_TEXT_FILE_BYTES, UnreadableFileError, read_user_file
 from runner.protocol.templates import (
+    BUILTIN_PREFIX,
     TEMPLATE_EVENTS,
     TEMPLATE_SUFFIX,
     EventTemplateError,
@@ -20,7 +21,7 @@ def builtin_sources() -> dict[str, TemplateSource]:
     folder = resources.files("runner.protocol") / "templates"
     return {
         name: TemplateSource((folder / f"{name}{TEMPLATE_SUFFIX}").read_text(encoding="utf-8"),
-                             f"<built-in>/{name}{TEMPLATE_SUFFIX}")
+                             f"{BUILTIN_PREFIX}{name}{TEMPLATE_SUFFIX}")
         for name in TEMPLATE_EVENTS
     }
 

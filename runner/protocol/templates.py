@@ -158,6 +158,10 @@ class EventTemplates:
     def source(self, name: str) -> TemplateSource:
         return self._sources[name]
 
+    def blame(self, service_message: str) -> str | None:
+        """Which override templates to suspect when the service refused an event (see `blame_overrides`)."""
+        return blame_overrides(service_message, self._sources)
+
     def render(self, name: str, context: Mapping[str, Any]) -> dict[str, Any]:
         """Render template `name` with `context` into a validated event dict.
 
@@ -209,6 +213,35 @@ class EventTemplates:
             except EventTemplateError as exc:
                 failures.append(exc)
         return failures
+
+
+BUILTIN_PREFIX = "<built-in>/"
+# How the service (and the emulator) name the input event a ValidationException is about.
+_REFUSED_EVENT = re.compile(r"\(input event #\d+: (\w+)\)")
+
+
+def blame_overrides(service_message: str, sources: Mapping[str, TemplateSource]) -> str | None:
+    """A sentence naming the override template(s) behind an event the service refused, or None.
+
+    `check` validates overrides against the event schemas, but the service checks more (a voice id,
+    a value's range); its ValidationException then says nothing of our files. When the message
+    names the event ("(input event #3: contentStart)"), blame the overrides that render that event
+    (several templates render contentStart); without a name, list every override as the likely
+    cause. None when no override is in use, or none renders the named event.
+    """
+    overridden = {name: src.filename for name, src in sources.items()
+                  if not src.filename.startswith(BUILTIN_PREFIX)}
+    if not overridden:
+        return None
+    named = _REFUSED_EVENT.search(service_message)
+    if named is not None:
+        event = named.group(1)
+        files = [file for name, file in overridden.items() if TEMPLATE_EVENTS.get(name) == event]
+        if not files:
+            return None
+        which = "the override" if len(files) == 1 else "one of the overrides"
+        return f"the refused {event} event was rendered by {which} {', '.join(files)}"
+    return f"this agent overrides event templates, the likely cause: {', '.join(overridden.values())}"
 
 
 def _jinja_error_line(exc: Exception, filename: str) -> int:
