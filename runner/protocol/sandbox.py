@@ -12,7 +12,8 @@ machine: `{% for i in range(100000) %}{% for j in range(100000) %}` runs for hou
 - `range` keeps Jinja's sandbox limit (MAX_RANGE items).
 
 Breaking a limit raises TemplateLimitError (a Jinja TemplateError), reported like any template
-error with the template's file and line. The deadline only applies inside `render_bounded`.
+error with the template's file and line. Templates of this environment render through
+`render_bounded` (their `render()` does too).
 """
 
 from __future__ import annotations
@@ -215,11 +216,18 @@ class _BoundedCodeGenerator(CodeGenerator):
         self.write("))")
 
 
+class _BoundedTemplate(jinja2.Template):
+    def render(self, *args: Any, **kwargs: Any) -> str:
+        # Any caller's plain `render()` gets the budget too (e.g. the emulator's scenario texts).
+        return render_bounded(self, dict(*args, **kwargs))
+
+
 class BoundedSandbox(ImmutableSandboxedEnvironment):
     """Jinja's immutable sandbox, with the time and size budget described above."""
 
     intercepted_binops = frozenset({"*", "**", "+", "%"})
     code_generator_class = _BoundedCodeGenerator
+    template_class = _BoundedTemplate
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)

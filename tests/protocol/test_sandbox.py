@@ -74,5 +74,8 @@ def test_the_deadline_applies_per_render_not_per_environment() -> None:
     template = make_environment().from_string("{% for i in range(20000) %}{% endfor %}ok")
     for _ in range(3):
         assert render_bounded(template, {}) == "ok"
-    # Outside render_bounded nothing is timed: plain render works too (used by no caller here).
     assert template.render() == "ok"
+    # A plain render() (as the emulator's scenario texts use) has the same budget.
+    with pytest.raises(TemplateLimitError, match="rendering took longer"):
+        make_environment().from_string(
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}").render()
