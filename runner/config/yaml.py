@@ -8,7 +8,8 @@ item, so every later problem can be reported as FILE:LINE:COL.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,10 +98,12 @@ class _Loader(yaml.SafeLoader):
     def __init__(self, text: str) -> None:
         super().__init__(text)
         self.aliases: dict[int, tuple[yaml.Node, str]] = {}
+        self.composed = 0  # nodes written in the text (aliases not counted)
         self._keep: list[yaml.Node] = []  # keeps the copies alive, so their ids stay unique
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         if not self.check_event(yaml.AliasEvent):
+            self.composed += 1
             return super().compose_node(parent, index)
         event: yaml.AliasEvent = self.peek_event()  # type: ignore[no-untyped-call]
         target = self.anchors.get(event.anchor)
@@ -126,6 +129,8 @@ class _Builder:
         self._sizes: dict[int, int] = {}
         self._expanded = 0  # values added by aliases so far
         self._in_alias = 0  # > 0 while building an alias's value: counted once, at the outermost
+        self._outer: yaml.Node | None = None  # that outermost alias
+        self._built = 0  # every value built: the safety net for expansions `_charge` cannot see
 
     def _size(self, node: yaml.Node) -> int:
         """How many values `node` expands to (memoised: linear in the file, not the expansion)."""
@@ -142,23 +147,36 @@ class _Builder:
             self._sizes[id(node)] = size
         return size
 
-    def _charge(self, node: yaml.Node) -> bool:
-        """Count an alias's expansion against the budget; True when `node` is an alias."""
+    def _bomb(self, node: yaml.Node) -> YamlSyntaxError:
         alias = self._loader.aliases.get(id(node))
-        if alias is None:
-            return False
+        what = f"alias *{alias[1]}" if alias is not None else "merge keys (<<)"
+        return YamlSyntaxError(f"invalid YAML: {what} expands the document to more than {MAX_ALIAS_VALUES} "
+                               f"values (aliases of aliases: a YAML bomb?)", _mark(node.start_mark))
+
+    @contextmanager
+    def _alias_scope(self, node: yaml.Node) -> Iterator[None]:
+        """Building `node`: an alias's whole expansion is counted against the budget before it is built."""
+        if id(node) not in self._loader.aliases:
+            yield
+            return
+        outer = self._outer
         if self._in_alias == 0:
             self._expanded += self._size(node)
             if self._expanded > MAX_ALIAS_VALUES:
-                raise YamlSyntaxError(
-                    f"invalid YAML: alias *{alias[1]} expands the document to more than "
-                    f"{MAX_ALIAS_VALUES} values (aliases of aliases: a YAML bomb?)", _mark(node.start_mark))
-        return True
+                raise self._bomb(node)
+            self._outer = node
+        self._in_alias += 1
+        try:
+            yield
+        finally:
+            self._in_alias -= 1
+            self._outer = outer
 
     def build(self, node: yaml.Node, path: Path) -> Any:
-        alias = self._charge(node)
-        self._in_alias += alias
-        try:
+        self._built += 1
+        if self._built > self._loader.composed + MAX_ALIAS_VALUES:
+            raise self._bomb(self._outer or node)
+        with self._alias_scope(node):
             if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and node.tag not in _PLAIN_TAGS:
                 # Scalars go through SafeConstructor, which refuses unknown tags; collections are
                 # walked here, so refuse theirs explicitly rather than silently ignore them.
@@ -168,8 +186,6 @@ class _Builder:
             if isinstance(node, yaml.SequenceNode):
                 return self._sequence(node, path)
             return self._loader.construct_object(node, deep=True)
-        finally:
-            self._in_alias -= alias
 
     def _record(self, path: Path, key_node: yaml.Node, value_node: yaml.Node) -> None:
         block = isinstance(value_node, yaml.ScalarNode) and value_node.style in ("|", ">")
@@ -215,17 +231,16 @@ class _Builder:
 
     def _merge(self, value_node: yaml.Node, path: Path, merged: dict[str, Any], own: dict[str, Any]) -> None:
         """`<<: *base` or `<<: [*a, *b]`: keys written in the mapping itself win, then earlier bases."""
-        alias = self._charge(value_node)
-        self._in_alias += alias
-        try:
-            for key_node, item in self._merged_entries(value_node):
-                key = self._loader.construct_object(key_node, deep=True) \
-                    if isinstance(key_node, yaml.ScalarNode) else None
-                if isinstance(key, str) and key not in own and key not in merged:
-                    self._record((*path, key), key_node, item)
-                    merged[key] = self.build(item, (*path, key))
-        finally:
-            self._in_alias -= alias
+        with self._alias_scope(value_node):
+            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for source in sources:
+                with self._alias_scope(source):
+                    for key_node, item in self._merged_entries(source):
+                        key = self._loader.construct_object(key_node, deep=True) \
+                            if isinstance(key_node, yaml.ScalarNode) else None
+                        if isinstance(key, str) and key not in own and key not in merged:
+                            self._record((*path, key), key_node, item)
+                            merged[key] = self.build(item, (*path, key))
 
     def _merged_entries(self, value_node: yaml.Node) -> list[tuple[yaml.Node, yaml.Node]]:
         """The (key, value) nodes a merge key brings in, first the base's own then its merges."""

@@ -65,8 +65,11 @@ def test_an_alias_bomb_is_refused_at_the_alias_that_exceeds_the_budget() -> None
     assert f"alias *l4 expands the document to more than {MAX_ALIAS_VALUES} values" in caught.value.message
 
 
-def test_merge_keys_count_against_the_alias_budget() -> None:
-    text = billion_laughs(4) + "m: &m {k: *l3}\n" + "".join(f"x{i}: {{<<: *m}}\n" for i in range(30))
+@pytest.mark.parametrize("merge", ["*m", "[*m]", "[{a: 1}, *m]"])
+def test_merge_keys_count_against_the_alias_budget(merge: str) -> None:
+    # A base of 10 000 values written out (no alias inside it), merged 30 times.
+    text = "m: &m {k: [" + ", ".join(["0"] * 10000) + "]}\n"
+    text += "".join(f"x{i}: {{<<: {merge}}}\n" for i in range(30))
     with pytest.raises(YamlSyntaxError) as caught:
         load(text)
     assert "alias *m expands the document" in caught.value.message
