@@ -81,7 +81,8 @@ def _import_failed(module: str, exc: BaseException, file: Path | None) -> Handle
 
 
 # The code a probe runs: import the module file as `_load_local` would, then report how it went
-# on a private pipe (the module's own output goes nowhere, and cannot forge the report).
+# (the failure worded as `_import_failed` words it) on a private pipe: the module's own output goes
+# nowhere, and cannot forge the report.
 _PROBE = """\
 import importlib.util, json, os, sys, traceback
 report, file, parent = int(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -94,14 +95,17 @@ try:
     module = importlib.util.module_from_spec(spec)
     sys.modules["_agent_run_probe"] = module
     spec.loader.exec_module(module)
-except Exception:
-    send(status="exception")  # the import in-process reports it, with its usual detail
 except BaseException as exc:
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == file]
-    where = f" ({file}:{frames[-1].lineno})" if frames else ""
+    frames = traceback.extract_tb(exc.__traceback__)
+    frames = [f for f in frames if f.filename == file] or frames[-1:]
+    where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f" ({exc.filename}:{exc.lineno})"
     if isinstance(exc, SystemExit):
-        send(status="exit", detail=f"called sys.exit({exc.code!r}){where}")
-    send(status="exit", detail=f"raised {type(exc).__name__}{where}")
+        send(status="error", detail=f"called sys.exit({exc.code!r}){where}")
+    if isinstance(exc, Exception):
+        send(status="error", detail=f"raised {type(exc).__name__}: {exc}{where}")
+    send(status="error", detail=f"raised {type(exc).__name__}{where}")
 send(status="ok")
 """
 # How long importing one handler module may take (README "Tools"); `check` and a run both wait this.
@@ -118,8 +122,8 @@ def probe_import(module: str, file: Path, parent: Path, timeout_s: float = IMPOR
 
     A module that calls `os._exit()` or loops forever at import time cannot be stopped in-process,
     so the first import of each local module happens in a child with a time limit; its output is
-    discarded (it must not reach `check --json`). An ordinary exception is left to the in-process
-    import, which reports it with the usual detail.
+    discarded (it must not reach `check --json`), and only a module that imported cleanly there
+    is imported here.
     """
     key = file.resolve()
     if key in _probed:
@@ -152,7 +156,7 @@ def probe_import(module: str, file: Path, parent: Path, timeout_s: float = IMPOR
         how = (f"killed by signal {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
                else f"exit status {proc.returncode}; os._exit() at import time?")
         raise _import_problem(module, f"ended the process ({how})")
-    if result.get("status") == "exit":
+    if result.get("status") != "ok":
         raise _import_problem(module, str(result.get("detail")))
     _probed[key] = None
 

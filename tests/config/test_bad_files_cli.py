@@ -122,11 +122,13 @@ def test_a_non_regular_prompt_file_or_template_is_reported_at_its_key_or_file(tm
     loop_tpl = tmp_path / "tpl2" / "sessionEnd.json.j2"
     loop_tpl.parent.mkdir()
     loop_tpl.symlink_to(loop_tpl.name)
-    first, second, third = tmp_path / "a.yaml", tmp_path / "b.yaml", tmp_path / "c.yaml"
+    (tmp_path / "loop.txt").symlink_to("loop.txt")
+    first, second, third, fourth = (tmp_path / f"{name}.yaml" for name in "abcd")
     first.write_text(HEAD + "system_prompt_file: prompt.fifo\ntemplates: tpl\n")
     second.write_text(HEAD + "system_prompt_file: zero\nallow_files_outside_agent_folder: true\n")
     third.write_text(AGENT + "templates: tpl2\n")
-    result, elapsed = check(first, second, third)
+    fourth.write_text(HEAD + "system_prompt_file: loop.txt\n")
+    result, elapsed = check(first, second, third, fourth)
     assert errors(result) == [
         f"{first}:5:1: error: system_prompt_file 'prompt.fifo': is a FIFO (named pipe), not a regular "
         f"file (resolved to {tmp_path}/prompt.fifo)",
@@ -134,6 +136,8 @@ def test_a_non_regular_prompt_file_or_template_is_reported_at_its_key_or_file(tm
         f"{second}:5:1: error: system_prompt_file 'zero': is a character device, not a regular file "
         f"(resolved to {tmp_path}/zero)",
         f"{loop_tpl}:1:1: error: symbolic link loop (the link points back at itself)",
+        f"{fourth}:5:1: error: system_prompt_file 'loop.txt': symbolic link loop (the link points back at "
+        f"itself) (resolved to {tmp_path}/loop.txt)",
     ]
     assert elapsed < 10
 
