@@ -8,6 +8,7 @@ run on whatever parts are well-formed, and every problem carries FILE:LINE:COL.
 from __future__ import annotations
 
 import copy
+import errno
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -322,6 +323,14 @@ def _override_names_ok(check: _Check, data: dict[str, Any], folder: Path, rel: s
     return ok
 
 
+def _is_loop(path: Path) -> bool:
+    try:
+        path.stat()
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
 def _check_templates(check: _Check, data: dict[str, Any]) -> EventTemplates | None:
     rel = data.get("templates")
     if "templates" in data and not isinstance(rel, str):
@@ -329,7 +338,8 @@ def _check_templates(check: _Check, data: dict[str, Any]) -> EventTemplates | No
     folder = Path(check.label).parent / rel if isinstance(rel, str) else None
     if folder is not None and isinstance(rel, str):
         if not folder.exists():
-            check.add(("templates",), f"templates folder {rel!r} not found (resolved to {folder})")
+            what = "is a symbolic link loop" if _is_loop(folder) else "not found"
+            check.add(("templates",), f"templates folder {rel!r} {what} (resolved to {folder})")
             return None
         if not folder.is_dir():
             check.add(("templates",), f"templates {rel!r} is not a folder (resolved to {folder})")

@@ -127,7 +127,8 @@ def test_a_non_regular_prompt_file_or_template_is_reported_at_its_key_or_file(tm
     first.write_text(HEAD + "system_prompt_file: prompt.fifo\ntemplates: tpl\n")
     second.write_text(HEAD + "system_prompt_file: zero\nallow_files_outside_agent_folder: true\n")
     third.write_text(AGENT + "templates: tpl2\n")
-    fourth.write_text(HEAD + "system_prompt_file: loop.txt\n")
+    fourth.write_text(HEAD + "system_prompt_file: loop.txt\ntemplates: tpl3\n")
+    (tmp_path / "tpl3").symlink_to("tpl3")
     result, elapsed = check(first, second, third, fourth)
     assert errors(result) == [
         f"{first}:5:1: error: system_prompt_file 'prompt.fifo': is a FIFO (named pipe), not a regular "
@@ -138,6 +139,7 @@ def test_a_non_regular_prompt_file_or_template_is_reported_at_its_key_or_file(tm
         f"{loop_tpl}:1:1: error: symbolic link loop (the link points back at itself)",
         f"{fourth}:5:1: error: system_prompt_file 'loop.txt': symbolic link loop (the link points back at "
         f"itself) (resolved to {tmp_path}/loop.txt)",
+        f"{fourth}:6:1: error: templates folder 'tpl3' is a symbolic link loop (resolved to {tmp_path}/tpl3)",
     ]
     assert elapsed < 10
 
