@@ -97,3 +97,21 @@ def test_an_override_the_service_refuses_is_named_in_the_error(
     assert (f"(the refused promptStart event was rendered by the override {template})" in done.stderr
             or f"(this agent overrides event templates, the likely cause: {template})" in done.stderr), \
         done.describe()
+
+
+def test_a_prompt_and_greeting_over_budget_only_with_the_runs_vars_are_refused_before_it_starts(
+        tmp_path: Path, start_run: Callable[..., Run]) -> None:
+    agent = tmp_path / "agent.yaml"
+    agent.write_text(AGENT.replace("system_prompt: Hi.\n", "") + """\
+vars: {n: 1}
+system_prompt: "Hi.{% for i in range(n) %}{% for j in range(n) %}{% endfor %}{% endfor %}"
+greeting: "{{ 'Hello' * n * n }}"
+""")
+    assert start_run(["check", agent]).finish(timeout_s=LIMIT_S).returncode == 0
+    done = start_run([agent, "--var", "n=100000", "--emulate", "--input", QUESTION,
+                      "--output", tmp_path / "out.wav"]).finish(timeout_s=LIMIT_S)
+    no_traceback(done)
+    assert done.returncode == 1, done.describe()
+    assert f"{agent}:6:1: error: system_prompt: rendering took longer than 0.5 s" in done.stderr
+    assert f"{agent}:7:1: error: greeting: repeating a text or list would make 50000000000" in done.stderr
+    assert done.elapsed_s < 15, done.describe()
