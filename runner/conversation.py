@@ -42,7 +42,7 @@ from typing import Any
 from runner.audio.base import AudioSink, AudioSource
 from runner.config.model import ToolConfig
 from runner.console import Console
-from runner.errors import LocalProtocolError, ProtocolError, TransportError
+from runner.errors import LocalProtocolError, ProtocolError, RunnerError, TransportError
 from runner.models import is_nova2
 from runner.policies.base import Action, CallTool, ConversationPolicy, FlushPlayback, MarkInterrupted, Play
 from runner.protocol.events import (
@@ -199,9 +199,10 @@ class Conversation:
     async def run(self) -> StopRequest:
         """Run until a stop is requested; returns why it stopped.
 
-        Raises TransportError when a stream fails in a way reconnecting cannot fix.
+        Raises TransportError when a stream fails in a way reconnecting cannot fix, and any other
+        RunnerError a part of the run raised (an event template that cannot render).
         """
-        failure: TransportError | None = None
+        failure: RunnerError | None = None
         self._run_started = self._clock()
         task = asyncio.current_task()
         cancelling_before = task.cancelling() if task is not None else 0
@@ -215,6 +216,8 @@ class Conversation:
             pass
         except* TransportError as group:
             failure = _first(group)
+        except* RunnerError as group:  # e.g. an event template that fails (or runs too long) at run time
+            failure = _first_error(group)
         # CPython 3.12.0-3.12.2: a TaskGroup whose child failed leaves its parent task marked as
         # cancelling (gh-116720), which would break every later asyncio.timeout in this task.
         while task is not None and task.cancelling() > cancelling_before:
@@ -650,6 +653,13 @@ def _first(group: BaseExceptionGroup[TransportError]) -> TransportError:
         if isinstance(exc, BaseExceptionGroup):
             return _first(exc)
     raise group
+
+
+def _first_error(group: BaseExceptionGroup[RunnerError]) -> RunnerError:
+    first: RunnerError | BaseExceptionGroup[RunnerError] = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
 
 
 def _loads(text: str) -> Any:

@@ -24,6 +24,7 @@ from runner.config.model import AgentConfig
 from runner.config.setup import session_setup
 from runner.console import Console
 from runner.conversation import Conversation, ConversationOptions, SessionFactory
+from runner.errors import TransportError
 from runner.models import is_nova2, lifecycle_warning
 from runner.policies import POLICIES
 from runner.protocol.session import Session
@@ -87,6 +88,11 @@ async def run_agent(agent: AgentConfig, options: RunOptions, console: Console,
         with _signals_stop(conversation):
             try:
                 outcome = await conversation.run()
+            except TransportError as exc:  # name the agent's template override the service refused
+                hint = agent.templates.blame(str(exc)) if exc.kind == "ValidationException" else None
+                if hint is None:
+                    raise
+                raise TransportError(f"{exc}\n  ({hint})", kind=exc.kind, retryable=exc.retryable) from exc
             finally:
                 if observer is not None:
                     observer.conversation_finished(conversation)

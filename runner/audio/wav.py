@@ -4,6 +4,7 @@ of what the listener would have heard, barge-in cuts included)."""
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import struct
 import time
@@ -17,6 +18,7 @@ from runner.audio.pacing import Clock, PacedSource, Sleep
 from runner.audio.playback import DEFAULT_CAPACITY_MS, PacedSink
 from runner.audio.resample import Resampler
 from runner.errors import AudioDeviceError
+from runner.files import MAX_WAV_FILE_BYTES, UnreadableFileError, read_user_file
 
 _HEADER_BYTES = 44
 
@@ -24,15 +26,18 @@ _HEADER_BYTES = 44
 def read_wav(path: str | os.PathLike[str], sample_rate: int) -> bytes:
     """The whole file as 16-bit mono PCM at `sample_rate`: any integer PCM width, channels, rate."""
     try:
-        with wave.open(os.fspath(path), "rb") as w:
+        # Through the bounded reader: a FIFO, /dev/zero or a symlink loop must not hang the run.
+        data = read_user_file(Path(path), limit=MAX_WAV_FILE_BYTES, what="an input WAV file")
+    except UnreadableFileError as exc:
+        if exc.reason == "no such file":
+            raise AudioDeviceError(f"input file not found: {path}") from None
+        raise AudioDeviceError(f"input file {exc}") from None
+    try:
+        with wave.open(io.BytesIO(data), "rb") as w:
             channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
             raw = w.readframes(w.getnframes())
-    except FileNotFoundError:
-        raise AudioDeviceError(f"input file not found: {path}") from None
     except (wave.Error, EOFError) as exc:
         raise AudioDeviceError(f"{path}: not a PCM WAV file ({exc})") from None
-    except OSError as exc:
-        raise AudioDeviceError(f"cannot read {path}: {exc.strerror or exc}") from None
     mono = _to_int16(raw, width, path).reshape(-1, channels).mean(axis=1).round().astype("<i2")
     resampler = Resampler(rate, sample_rate)
     return resampler.process(mono.tobytes()) + resampler.flush()

@@ -8,6 +8,7 @@ run on whatever parts are well-formed, and every problem carries FILE:LINE:COL.
 from __future__ import annotations
 
 import copy
+import errno
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,12 +36,15 @@ from runner.config.schema import did_you_mean, schema_problems
 from runner.config.signature import signature_problems
 from runner.config.templates import load_event_templates
 from runner.errors import ConfigError
+from runner.files import MAX_AGENT_FILE_BYTES, MAX_TEXT_FILE_BYTES, UnreadableFileError, read_user_file
 from runner.models import ALL_VOICES, MODELS, VOICE_SUCCESSORS, ModelInfo, lifecycle_warning, model_info
 from runner.protocol.setup import InferenceSettings
 from runner.protocol.templates import TEMPLATE_EVENTS, TEMPLATE_SUFFIX, EventTemplateError, EventTemplates
 from runner.tools.importer import HandlerImportError, resolve_handler
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+# Top-level key: `true` lets system_prompt_file and templates name files outside the agent's folder.
+OUTSIDE_FOLDER_KEY = "allow_files_outside_agent_folder"
 
 
 @dataclass
@@ -67,15 +71,10 @@ class _Check:
 
 def _read(check: _Check, path: Path) -> str | None:
     try:
-        raw = path.read_bytes()
-    except IsADirectoryError:
-        check.add_at(check.label, 1, 1, "is a directory, not an agent file")
-        return None
-    except FileNotFoundError:
-        check.add_at(check.label, 1, 1, "no such file")
-        return None
-    except OSError as exc:
-        check.add_at(check.label, 1, 1, f"cannot read the file: {exc.strerror or exc}")
+        raw = read_user_file(path, limit=MAX_AGENT_FILE_BYTES, what="an agent file")
+    except UnreadableFileError as exc:
+        reason = "is a directory, not an agent file" if path.is_dir() else exc.reason
+        check.add_at(check.label, 1, 1, reason)
         return None
     try:
         return raw.decode("utf-8-sig")
@@ -230,6 +229,25 @@ def _variables(check: _Check, data: dict[str, Any], overrides: Mapping[str, str]
     return result
 
 
+def _inside_folder(check: _Check, data: dict[str, Any], key: str, rel: str, target: Path) -> bool:
+    """Whether `target` (named by `key`) resolves inside the agent's folder, or the agent opted out.
+
+    Resolving first catches every way out: `..`, an absolute path, a symlink to elsewhere.
+    """
+    if data.get(OUTSIDE_FOLDER_KEY) is True:
+        return True
+    base = Path(check.label).parent.resolve()
+    try:
+        resolved = target.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: the read reports it
+        return True
+    if resolved.is_relative_to(base):
+        return True
+    check.add((key,), f"{key} {rel!r} resolves to {resolved}, outside the agent's folder {base}; move it "
+                      f"into the folder, or set '{OUTSIDE_FOLDER_KEY}: true' to allow it")
+    return False
+
+
 def _prompt_source(check: _Check, data: dict[str, Any]) -> tuple[str, str, yaml.Path] | None:
     """(template text, file label, path of its key) of the system prompt, if it can be read."""
     inline = data.get("system_prompt")
@@ -239,11 +257,13 @@ def _prompt_source(check: _Check, data: dict[str, Any]) -> tuple[str, str, yaml.
     if not isinstance(rel, str) or "system_prompt" in data:
         return None
     file = Path(check.label).parent / rel
+    if not _inside_folder(check, data, "system_prompt_file", rel, file):
+        return None
     try:
-        return file.read_text(encoding="utf-8"), str(file), ("system_prompt_file",)
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = "is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else \
-            (exc.strerror or str(exc)).lower()
+        return (read_user_file(file, limit=MAX_TEXT_FILE_BYTES, what="a system prompt file").decode("utf-8"),
+                str(file), ("system_prompt_file",))
+    except (UnreadableFileError, UnicodeDecodeError) as exc:
+        reason = exc.reason if isinstance(exc, UnreadableFileError) else "is not UTF-8 text"
         check.add(("system_prompt_file",), f"system_prompt_file {rel!r}: {reason} (resolved to {file})")
         return None
 
@@ -297,7 +317,7 @@ def _check_greeting(check: _Check, data: dict[str, Any], variables: Mapping[str,
         return None
 
 
-def _override_names_ok(check: _Check, folder: Path) -> bool:
+def _override_names_ok(check: _Check, data: dict[str, Any], folder: Path, rel: str) -> bool:
     ok = True
     for path in sorted(folder.glob(f"*{TEMPLATE_SUFFIX}")):
         name = path.name.removesuffix(TEMPLATE_SUFFIX)
@@ -305,7 +325,17 @@ def _override_names_ok(check: _Check, folder: Path) -> bool:
             hint = did_you_mean(name, list(TEMPLATE_EVENTS)) or f" (known: {', '.join(TEMPLATE_EVENTS)})"
             check.add_at(str(path), 1, 1, f"unknown event template {name!r}{hint}")
             ok = False
+        elif path.is_symlink() and not _inside_folder(check, data, "templates", f"{rel}/{path.name}", path):
+            ok = False
     return ok
+
+
+def _is_loop(path: Path) -> bool:
+    try:
+        path.stat()
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
 
 
 def _check_templates(check: _Check, data: dict[str, Any]) -> EventTemplates | None:
@@ -313,18 +343,23 @@ def _check_templates(check: _Check, data: dict[str, Any]) -> EventTemplates | No
     if "templates" in data and not isinstance(rel, str):
         return None
     folder = Path(check.label).parent / rel if isinstance(rel, str) else None
-    if folder is not None:
-        if not folder.is_dir():
-            check.add(("templates",), f"templates folder {rel!r} not found (resolved to {folder})")
+    if folder is not None and isinstance(rel, str):
+        if not folder.exists():
+            what = "is a symbolic link loop" if _is_loop(folder) else "not found"
+            check.add(("templates",), f"templates folder {rel!r} {what} (resolved to {folder})")
             return None
-        if not _override_names_ok(check, folder):
+        if not folder.is_dir():
+            check.add(("templates",), f"templates {rel!r} is not a folder (resolved to {folder})")
+            return None
+        if not _inside_folder(check, data, "templates", rel, folder) \
+                or not _override_names_ok(check, data, folder, rel):
             return None
     try:
         templates = load_event_templates(folder)
     except EventTemplateError as exc:
         check.add_at(exc.filename, exc.line, 1, exc.detail)
         return None
-    except (ConfigError, OSError, UnicodeDecodeError) as exc:
+    except (ConfigError, OSError) as exc:
         check.add(("templates",), f"templates: {exc}")
         return None
     for failure in templates.check():
@@ -376,7 +411,11 @@ def check_agent(path: Path | str, overrides: Mapping[str, str] = _EMPTY
                 ) -> tuple[AgentConfig | None, list[Problem]]:
     """Check the agent file at `path`: the config (None when any error) and every problem found."""
     path = Path(path)
-    check = _Check(label=str(path), folder=path.resolve().parent)
+    try:
+        folder = path.resolve().parent
+    except (OSError, RuntimeError):  # a symlink loop: reading the file reports it
+        folder = path.absolute().parent
+    check = _Check(label=str(path), folder=folder)
     text = _read(check, path)
     data = None
     if text is not None:

@@ -9,6 +9,7 @@ from types import TracebackType
 import jinja2
 
 from runner.config.model import VarValue
+from runner.protocol.sandbox import TemplateLimitError, render_bounded
 from runner.protocol.templates import make_environment
 
 # Nova's documented text budget (nova-sonic-protocol.md §2.4/§2.5): the session splits text into
@@ -65,8 +66,10 @@ def render_prompt(text: str, variables: Mapping[str, VarValue]) -> str:
         template = env.from_string(text)
     except jinja2.TemplateSyntaxError as exc:
         raise PromptError(f"template syntax error: {exc.message}", exc.lineno or 1) from None
+    except Exception as exc:  # e.g. RecursionError: expressions nested thousands deep
+        raise PromptError(f"template cannot be compiled: {type(exc).__name__}: {exc}", 1) from None
     try:
-        return template.render(dict(variables))
+        return render_bounded(template, dict(variables))
     except jinja2.UndefinedError as exc:
         line = _template_line(exc.__traceback__)
         match = re.fullmatch(r"'([^']+)' is undefined", exc.message or "")
@@ -75,6 +78,8 @@ def render_prompt(text: str, variables: Mapping[str, VarValue]) -> str:
             raise PromptError(f"undefined variable {match.group(1)!r} (declared vars: {declared})",
                               line) from None
         raise PromptError(f"template error: {exc.message}", line) from None
+    except TemplateLimitError as exc:
+        raise PromptError(str(exc), _template_line(exc.__traceback__)) from None
     except Exception as exc:  # a user template can fail in any way (1/0, bad filter argument...)
         raise PromptError(f"rendering failed: {type(exc).__name__}: {exc}",
                           _template_line(exc.__traceback__)) from None

@@ -6,9 +6,12 @@ from importlib import resources
 from pathlib import Path
 
 from runner.errors import ConfigError
+from runner.files import MAX_TEXT_FILE_BYTES, UnreadableFileError, read_user_file
 from runner.protocol.templates import (
+    BUILTIN_PREFIX,
     TEMPLATE_EVENTS,
     TEMPLATE_SUFFIX,
+    EventTemplateError,
     EventTemplates,
     TemplateSource,
 )
@@ -18,7 +21,7 @@ def builtin_sources() -> dict[str, TemplateSource]:
     folder = resources.files("runner.protocol") / "templates"
     return {
         name: TemplateSource((folder / f"{name}{TEMPLATE_SUFFIX}").read_text(encoding="utf-8"),
-                             f"<built-in>/{name}{TEMPLATE_SUFFIX}")
+                             f"{BUILTIN_PREFIX}{name}{TEMPLATE_SUFFIX}")
         for name in TEMPLATE_EVENTS
     }
 
@@ -33,7 +36,13 @@ def override_sources(folder: Path) -> dict[str, TemplateSource]:
         if name not in TEMPLATE_EVENTS:
             known = ", ".join(TEMPLATE_EVENTS)
             raise ConfigError(f"{path}:1:1: unknown event template {name!r} (known: {known})")
-        found[name] = TemplateSource(path.read_text(encoding="utf-8"), str(path))
+        try:
+            text = read_user_file(path, limit=MAX_TEXT_FILE_BYTES, what="an event template").decode("utf-8")
+        except UnreadableFileError as exc:
+            raise EventTemplateError(exc.reason, filename=str(path), line=1) from None
+        except UnicodeDecodeError:
+            raise EventTemplateError("is not UTF-8 text", filename=str(path), line=1) from None
+        found[name] = TemplateSource(text, str(path))
     return found
 
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import jinja2
 import jsonschema
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from runner.errors import ConfigError
+from runner.protocol.sandbox import BoundedSandbox, render_bounded
 from runner.schemas import INPUT_EVENT, load_schema
 
 # Template name -> the Nova event it renders.
@@ -85,16 +85,16 @@ class TemplateSource:
     filename: str
 
 
-def make_environment() -> ImmutableSandboxedEnvironment:
-    """The sandbox every template (event or system prompt) renders in."""
-    env = ImmutableSandboxedEnvironment(
+def make_environment() -> BoundedSandbox:
+    """The sandbox every template (event or system prompt) renders in; render with `render_bounded`."""
+    env = BoundedSandbox(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=False,
     )
     # Jinja's own tojson is HTML-safe (escapes <, >, &, ') and sorts keys; these templates make
     # JSON, not HTML, and a tool's schema should reach Nova as the author wrote it.
-    env.filters["tojson"] = _tojson
+    env.add_filter("tojson", _tojson)
     return env
 
 
@@ -150,9 +150,17 @@ class EventTemplates:
                 raise EventTemplateError(
                     f"template syntax error: {exc.message}", filename=src.filename,
                     line=exc.lineno or 1) from None
+            except Exception as exc:  # e.g. RecursionError: expressions nested thousands deep
+                raise EventTemplateError(
+                    f"template cannot be compiled: {type(exc).__name__}: {exc}", filename=src.filename,
+                    line=1) from None
 
     def source(self, name: str) -> TemplateSource:
         return self._sources[name]
+
+    def blame(self, service_message: str) -> str | None:
+        """Which override templates to suspect when the service refused an event (see `blame_overrides`)."""
+        return blame_overrides(service_message, self._sources)
 
     def render(self, name: str, context: Mapping[str, Any]) -> dict[str, Any]:
         """Render template `name` with `context` into a validated event dict.
@@ -162,10 +170,14 @@ class EventTemplates:
         """
         src = self._sources[name]
         try:
-            text = self._compiled[name].render(context)
+            text = render_bounded(self._compiled[name], context)
         except jinja2.TemplateError as exc:
             raise EventTemplateError(
                 f"template error: {exc}", filename=src.filename,
+                line=_jinja_error_line(exc, src.filename)) from None
+        except Exception as exc:  # an override can fail in any way (1/0, range too big, ...)
+            raise EventTemplateError(
+                f"template error: {type(exc).__name__}: {exc}", filename=src.filename,
                 line=_jinja_error_line(exc, src.filename)) from None
         try:
             payload = json.loads(text)
@@ -203,7 +215,36 @@ class EventTemplates:
         return failures
 
 
-def _jinja_error_line(exc: jinja2.TemplateError, filename: str) -> int:
+BUILTIN_PREFIX = "<built-in>/"
+# How the service (and the emulator) name the input event a ValidationException is about.
+_REFUSED_EVENT = re.compile(r"\(input event #\d+: (\w+)\)")
+
+
+def blame_overrides(service_message: str, sources: Mapping[str, TemplateSource]) -> str | None:
+    """A sentence naming the override template(s) behind an event the service refused, or None.
+
+    `check` validates overrides against the event schemas, but the service checks more (a voice id,
+    a value's range); its ValidationException then says nothing of our files. When the message
+    names the event ("(input event #3: contentStart)"), blame the overrides that render that event
+    (several templates render contentStart); without a name, list every override as the likely
+    cause. None when no override is in use, or none renders the named event.
+    """
+    overridden = {name: src.filename for name, src in sources.items()
+                  if not src.filename.startswith(BUILTIN_PREFIX)}
+    if not overridden:
+        return None
+    named = _REFUSED_EVENT.search(service_message)
+    if named is not None:
+        event = named.group(1)
+        files = [file for name, file in overridden.items() if TEMPLATE_EVENTS.get(name) == event]
+        if not files:
+            return None
+        which = "the override" if len(files) == 1 else "one of the overrides"
+        return f"the refused {event} event was rendered by {which} {', '.join(files)}"
+    return f"this agent overrides event templates, the likely cause: {', '.join(overridden.values())}"
+
+
+def _jinja_error_line(exc: Exception, filename: str) -> int:
     lineno = getattr(exc, "lineno", None)
     if isinstance(lineno, int):
         return lineno

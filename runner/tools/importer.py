@@ -12,10 +12,14 @@ import difflib
 import hashlib
 import importlib
 import importlib.util
+import json
+import os
+import signal
+import subprocess
 import sys
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, redirect_stdout, suppress
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -76,21 +80,111 @@ def _import_failed(module: str, exc: BaseException, file: Path | None) -> Handle
         f"importing handler module {module!r} raised {type(exc).__name__}: {exc}{_where(exc, file)}")
 
 
+# The code a probe runs: import the module file as `_load_local` would, then report how it went
+# (the failure worded as `_import_failed` words it) on a private pipe: the module's own output goes
+# nowhere, and cannot forge the report.
+_PROBE = """\
+import importlib.util, json, os, sys, traceback
+report, file, parent = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+def send(**result):
+    os.write(report, json.dumps(result).encode())
+    os._exit(0)  # at once: threads the module started must not keep the probe alive
+sys.path.insert(0, parent)
+try:
+    spec = importlib.util.spec_from_file_location("_agent_run_probe", file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["_agent_run_probe"] = module
+    spec.loader.exec_module(module)
+except BaseException as exc:
+    frames = traceback.extract_tb(exc.__traceback__)
+    frames = [f for f in frames if f.filename == file] or frames[-1:]
+    where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f" ({exc.filename}:{exc.lineno})"
+    if isinstance(exc, SystemExit):
+        send(status="error", detail=f"called sys.exit({exc.code!r}){where}")
+    if isinstance(exc, Exception):
+        send(status="error", detail=f"raised {type(exc).__name__}: {exc}{where}")
+    send(status="error", detail=f"raised {type(exc).__name__}{where}")
+send(status="ok")
+"""
+# How long importing one handler module may take (README "Tools"); `check` and a run both wait this.
+IMPORT_TIMEOUT_S = 5.0
+_probed: dict[Path, None] = {}  # module files already probed successfully in this process
+
+
+def _import_problem(module: str, detail: str) -> HandlerImportError:
+    return HandlerImportError(f"importing handler module {module!r} {detail}")
+
+
+def probe_import(module: str, file: Path, parent: Path, timeout_s: float = IMPORT_TIMEOUT_S) -> None:
+    """Import `file` once in a child process first; HandlerImportError if that would end or hang us.
+
+    A module that calls `os._exit()` or loops forever at import time cannot be stopped in-process,
+    so the first import of each local module happens in a child with a time limit; its output is
+    discarded (it must not reach `check --json`), and only a module that imported cleanly there
+    is imported here.
+    """
+    key = file.resolve()
+    if key in _probed:
+        return
+    read_end, write_end = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _PROBE, str(write_end), str(key), str(parent)],
+            pass_fds=(write_end,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+    except OSError as exc:
+        os.close(read_end)
+        raise _import_problem(module, f"could not be tried in a child process: {exc}") from None
+    finally:
+        os.close(write_end)
+    with os.fdopen(read_end, "rb") as report:
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise _import_problem(module, f"did not finish within {timeout_s:g} s (an endless loop or a "
+                                          f"blocking call at import time?)") from None
+        raw = report.read(4096)
+    try:
+        result = json.loads(raw) if raw else None
+    except ValueError:
+        result = None
+    if not isinstance(result, dict):
+        how = (f"killed by signal {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
+               else f"exit status {proc.returncode}; os._exit() at import time?")
+        raise _import_problem(module, f"ended the process ({how})")
+    if result.get("status") != "ok":
+        raise _import_problem(module, str(result.get("detail")))
+    _probed[key] = None
+
+
+@contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    # Whatever a module prints while importing goes to stderr: stdout may be `check --json`.
+    with redirect_stdout(sys.stderr):
+        yield
+
+
 def _load_local(module: str, file: Path) -> ModuleType:
     # A private, path-derived module name: two agent folders may both have a `tools.py`.
     digest = hashlib.sha1(str(file.resolve()).encode()).hexdigest()[:12]
     name = f"_agent_run_local_{digest}_{module.replace('.', '_')}"
     if name in sys.modules:
         return sys.modules[name]
+    parent = file.parent if file.name != "__init__.py" else file.parent.parent
+    probe_import(module, file, parent)
     spec = importlib.util.spec_from_file_location(name, file)
     if spec is None or spec.loader is None:
         raise HandlerImportError(f"cannot load handler module {module!r} from {file}")
     loaded = importlib.util.module_from_spec(spec)
     sys.modules[name] = loaded
     try:
-        with _path_first(file.parent if file.name != "__init__.py" else file.parent.parent):
+        with _path_first(parent), _quiet_stdout():
             spec.loader.exec_module(loaded)
-    except Exception as exc:
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt too: they must not end `check`
         del sys.modules[name]
         raise _import_failed(module, exc, file.resolve()) from None
     return loaded
@@ -98,7 +192,8 @@ def _load_local(module: str, file: Path) -> ModuleType:
 
 def _load_installed(module: str, folder: Path) -> ModuleType:
     try:
-        return importlib.import_module(module)
+        with _quiet_stdout():
+            return importlib.import_module(module)
     except ModuleNotFoundError as exc:
         # Only "this very module (or a parent package) is missing" means not found; a missing
         # import *inside* the module is an error raised while importing it.
@@ -107,7 +202,7 @@ def _load_installed(module: str, folder: Path) -> ModuleType:
                 f"handler module {module!r} not found (looked for {Path(*module.split('.'))}.py "
                 f"in {folder} and among installed modules)") from None
         raise _import_failed(module, exc, None) from None
-    except Exception as exc:
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt too: they must not end `check`
         raise _import_failed(module, exc, None) from None
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from runner.config.yaml import Mark, YamlSyntaxError, load
+from runner.config.yaml import MAX_ALIAS_VALUES, Mark, YamlSyntaxError, load
 
 TEXT = """\
 a: 1
@@ -36,9 +36,51 @@ def test_merge_keys_and_duplicates() -> None:
     assert doc.issues == ((Mark(5, 1), "duplicate key 'c' (first defined at line 2)"),)
 
 
+def test_a_key_written_after_a_merge_overrides_it_and_is_no_duplicate() -> None:
+    doc = load("base: &b {x: 1, y: 2}\nc:\n  <<: *b\n  y: 3\nd: {<<: [*b, {z: 4}], x: 0}\n")
+    assert doc.issues == ()
+    assert doc.data["c"] == {"x": 1, "y": 3} and list(doc.data["c"]) == ["x", "y"]
+    assert doc.data["d"] == {"x": 0, "y": 2, "z": 4}
+    assert doc.positions[("c", "y")].key == Mark(4, 3)  # the override, where it is written
+    assert doc.positions[("c", "x")].key == Mark(1, 11)  # merged: where the base defines it
+
+
+def test_aliases_of_plain_values_and_small_lists_keep_working() -> None:
+    doc = load("a: &a [1, 2]\nb: [*a, *a]\nc: &s text\nd: *s\n")
+    assert doc.data == {"a": [1, 2], "b": [[1, 2], [1, 2]], "c": "text", "d": "text"}
+    assert doc.positions[("b", 1)].key == Mark(2, 9)  # the alias itself, not the anchor
+
+
+def billion_laughs(levels: int) -> str:
+    lines = ['l0: &l0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_is_refused_at_the_alias_that_exceeds_the_budget() -> None:
+    with pytest.raises(YamlSyntaxError) as caught:
+        load(billion_laughs(9))
+    # l4 = 9**5 values: its first alias, in l5's list on line 6, is the one that does not fit.
+    assert caught.value.mark == Mark(6, 10)
+    assert f"alias *l4 expands the document to more than {MAX_ALIAS_VALUES} values" in caught.value.message
+
+
+@pytest.mark.parametrize("merge", ["*m", "[*m]", "[{a: 1}, *m]"])
+def test_merge_keys_count_against_the_alias_budget(merge: str) -> None:
+    # A base of 10 000 values written out (no alias inside it), merged 30 times.
+    text = "m: &m {k: [" + ", ".join(["0"] * 10000) + "]}\n"
+    text += "".join(f"x{i}: {{<<: {merge}}}\n" for i in range(30))
+    with pytest.raises(YamlSyntaxError) as caught:
+        load(text)
+    assert "alias *m expands the document" in caught.value.message
+
+
 @pytest.mark.parametrize(("text", "mark", "message"), [
     ("a: [1\nb: 2", Mark(2, 2), "expected ',' or ']'"),
-    ("a: &x [*x]", Mark(1, 4), "recursive alias"),
+    ("a: &x [*x]", Mark(1, 8), "recursive alias *x"),
+    ("a: &x {b: {<<: *x}}", Mark(1, 16), "recursive alias *x"),
+    ("a: {<<: [1]}", Mark(1, 10), "a merge key (<<) takes a mapping"),
+    ("a: " + "[" * 2000 + "]" * 2000, Mark(1, 1), "nested too deeply"),
     ("a: 1\n---\nb: 2\n", Mark(2, 1), "expected a single document"),
     ("a: !!python/object:os.system x", Mark(1, 4), "could not determine a constructor"),
     ("a: *nowhere", Mark(1, 4), "found undefined alias"),
