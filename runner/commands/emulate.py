@@ -15,8 +15,10 @@ from runner.emulator.local import local_emulator
 EPILOG = """\
 The first lines printed are shell exports; paste them (or `eval` them) in the client's shell:
   export AWS_ENDPOINT_URL_BEDROCK_RUNTIME=https://127.0.0.1:PORT
-  export SSL_CERT_FILE=/path/to/emulator-ca.pem
+  export SSL_CERT_FILE=~/.cache/agent-run/emulator/ca.pem
   export AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... AWS_REGION=us-east-1
+The CA and the keys are kept per user (see --state-dir), so the exports stay valid across restarts
+(with the same --port).
 Then every event received and sent is logged. Stop with Ctrl-C.
 """
 
@@ -36,6 +38,18 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--input-timeout", type=float, metavar="SECONDS",
                    help="end a stream that receives no input for this long (default 60)")
     p.add_argument("-q", "--quiet", action="store_true", help="do not log events")
+    p.add_argument("--any-credentials", action="store_true",
+                   help="accept requests signed with any AWS keys (still well-formed SigV4 for --region); "
+                        "by default only the printed keys are accepted and signatures are checked")
+    p.add_argument("--hostname", action="append", default=[], metavar="NAME",
+                   help="a name the certificate also covers; the first is used in the printed endpoint. "
+                        "For clients that build https://bedrock-runtime.REGION.amazonaws.com themselves: "
+                        "--hostname bedrock-runtime.us-east-1.amazonaws.com --port 443, and map that name "
+                        "to 127.0.0.1 (see README, The emulator)")
+    p.add_argument("--state-dir", type=Path, metavar="DIR",
+                   help="folder keeping the emulator's CA and keys between runs (default "
+                        "$AGENT_RUN_EMULATOR_DIR, else $XDG_CACHE_HOME/agent-run/emulator or "
+                        "~/.cache/agent-run/emulator)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,7 +68,9 @@ async def _serve(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with local_emulator(args.scenario, host=args.host, port=args.port, region=args.region,
-                              time_limit_s=args.time_limit, input_timeout_s=args.input_timeout) as emu:
+                              time_limit_s=args.time_limit, input_timeout_s=args.input_timeout,
+                              hostnames=args.hostname, state_dir=args.state_dir,
+                              any_credentials=args.any_credentials) as emu:
         for line in emu.export_lines():
             print(line)
         print(f"# agent-run emulator listening on {emu.endpoint}; Ctrl-C to stop", flush=True)

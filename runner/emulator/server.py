@@ -22,12 +22,9 @@ import contextlib
 import json
 import logging
 import re
-import shutil
 import socket
-import ssl
-import tempfile
 import uuid
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -42,14 +39,12 @@ import h2.exceptions
 import h2.settings
 
 from runner.emulator.api import EXCEPTION_KINDS, StreamHandler, StreamRequest
-from runner.emulator.certs import make_certificates
+from runner.emulator.certs import load_identity, server_context
 from runner.emulator.eventstream import EventStreamDecoder, EventStreamError, decode_message, encode_message
 from runner.emulator.sigv4 import ChunkVerifier, Credentials, SignatureError, verify_request
 
 logger = logging.getLogger("runner.emulator")
 
-DEFAULT_ACCESS_KEY_ID: Final = "AKIAEMULATOR0000TEST"
-DEFAULT_SECRET_ACCESS_KEY: Final = "EmulatorTestSecretKey0000000000000000000"
 _ROUTE: Final = re.compile(r"/model/(?P<model>[^/]+)/invoke-with-bidirectional-stream")
 
 # Bounds on every wait the wire layer does on the client's behalf.
@@ -525,7 +520,9 @@ class _Connection(asyncio.Protocol):
             return
         emulator = self.emulator
         try:
-            verified = verify_request(method, path, headers, emulator.credentials, region=emulator.region)
+            verified = verify_request(
+                method, path, headers, emulator.checked_credentials, region=emulator.region
+            )
         except SignatureError as exc:
             self._send_http_error(stream_id, request_id, 403, exc.error_type, exc.message)
             return
@@ -543,9 +540,9 @@ class _Connection(asyncio.Protocol):
                 stream_id, request_id, rejection.status, rejection.error_type, rejection.message
             )
             return
-        verifier = ChunkVerifier(
-            verified.signature, emulator.credentials.secret_access_key, region=emulator.region
-        )
+        checked = emulator.checked_credentials
+        secret = checked.secret_access_key if checked is not None else None
+        verifier = ChunkVerifier(verified.signature, secret, region=emulator.region)
         stream = _Stream(self, stream_id, request, verifier)
         self.streams[stream_id] = stream
         self.counters.streams_total += 1
@@ -592,48 +589,63 @@ class Emulator:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        access_key_id: str = DEFAULT_ACCESS_KEY_ID,
-        secret_access_key: str = DEFAULT_SECRET_ACCESS_KEY,
-        session_token: str | None = None,
         region: str = "us-east-1",
-        workdir: Path | None = None,
+        hostnames: Sequence[str] = (),
+        state_dir: Path | None = None,
+        any_credentials: bool = False,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        session_token: str | None = None,
     ) -> None:
+        """`hostnames`: extra names the certificate covers; the first is the endpoint's host (for
+        clients that build `https://bedrock-runtime.{region}.amazonaws.com` themselves).
+        `state_dir`: where the user's CA and key pair are kept (default: `default_state_dir()`).
+        `any_credentials`: accept any well-formed SigV4 signature instead of checking the keys.
+        An explicit key pair replaces the stored one."""
         self.handler = handler
         self.host = host
-        self.credentials = Credentials(access_key_id, secret_access_key, session_token)
+        self.hostnames = tuple(hostnames)
         self.region = region
+        self.any_credentials = any_credentials
         self.counters = _Counters()
         self.connections: set[_Connection] = set()
         self._requested_port = port
-        self._workdir = workdir
-        self._own_workdir: Path | None = None
+        self._state_dir = state_dir
+        self._explicit_keys = (access_key_id, secret_access_key, session_token)
         self._server: asyncio.Server | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._sequence = 0
         self._closing = False
         self.port = 0
         self.ca_file = Path()
+        self.credentials = Credentials("", "")
 
     # lifecycle ------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        workdir = self._workdir
-        if workdir is None:
-            workdir = self._own_workdir = Path(tempfile.mkdtemp(prefix="nova-emulator-"))
-        certs = await asyncio.to_thread(make_certificates, workdir, [self.host])
-        self.ca_file = certs.ca_file
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(certs.cert_file, certs.key_file)
-        context.set_alpn_protocols(["h2"])
+        identity = await asyncio.to_thread(load_identity, self._state_dir)
+        key_id, secret, token = self._explicit_keys
+        self.credentials = Credentials(
+            key_id or identity.access_key_id, secret or identity.secret_access_key, token
+        )
+        self.ca_file = identity.ca_file
+        names = [*self.hostnames, self.host]
+        context = await asyncio.to_thread(server_context, identity, names)
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Connection(self), self.host, self._requested_port, ssl=context, ssl_handshake_timeout=10
-        )
+        try:
+            self._server = await loop.create_server(
+                lambda: _Connection(self), self.host, self._requested_port, ssl=context,
+                ssl_handshake_timeout=10,
+            )
+        except BaseException:
+            await self._tasks.__aexit__(None, None, None)
+            raise
         self.port = self._server.sockets[0].getsockname()[1]
         logger.info("emulator listening on %s", self.endpoint)
+        if self.any_credentials:
+            logger.info("accepting any credentials: signatures must be well-formed but are not checked")
         return self
 
     async def __aexit__(
@@ -665,8 +677,6 @@ class Emulator:
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), CLOSE_TIMEOUT)
-        if self._own_workdir is not None:
-            shutil.rmtree(self._own_workdir, ignore_errors=True)
         logger.info("emulator closed")
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -681,6 +691,11 @@ class Emulator:
             await coro
         except Exception:
             logger.exception("emulator task failed")
+
+    @property
+    def checked_credentials(self) -> Credentials | None:
+        """The key pair signatures are checked against; None when any credentials are accepted."""
+        return None if self.any_credentials else self.credentials
 
     @property
     def closing(self) -> bool:
@@ -711,8 +726,12 @@ class Emulator:
 
     @property
     def endpoint(self) -> str:
-        host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
-        return f"https://[{host}]:{self.port}" if ":" in host else f"https://{host}:{self.port}"
+        if self.hostnames:
+            host = self.hostnames[0]
+        else:
+            host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
+        netloc = f"[{host}]" if ":" in host else host
+        return f"https://{netloc}" if self.port == 443 else f"https://{netloc}:{self.port}"
 
     def env(self) -> dict[str, str]:
         return {
