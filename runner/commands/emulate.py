@@ -15,10 +15,8 @@ from runner.emulator.local import local_emulator
 EPILOG = """\
 The first lines printed are shell exports; paste them (or `eval` them) in the client's shell:
   export AWS_ENDPOINT_URL_BEDROCK_RUNTIME=https://127.0.0.1:PORT
-  export SSL_CERT_FILE=~/.cache/agent-run/emulator/ca.pem
+  export SSL_CERT_FILE=/path/to/emulator-ca.pem
   export AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... AWS_REGION=us-east-1
-The CA and the keys are kept per user (see --state-dir), so the exports stay valid across restarts
-(with the same --port).
 Then every event received and sent is logged. Stop with Ctrl-C.
 """
 
@@ -47,9 +45,10 @@ def add_parser(sub: Any) -> None:
                         "--hostname bedrock-runtime.us-east-1.amazonaws.com --port 443, and map that name "
                         "to 127.0.0.1 (see README, The emulator)")
     p.add_argument("--state-dir", type=Path, metavar="DIR",
-                   help="folder keeping the emulator's CA and keys between runs (default "
+                   help="folder keeping the emulator's CA and keys between runs, so the printed "
+                        "exports stay valid after a restart (with the same --port); default "
                         "$AGENT_RUN_EMULATOR_DIR, else $XDG_CACHE_HOME/agent-run/emulator or "
-                        "~/.cache/agent-run/emulator)")
+                        "~/.cache/agent-run/emulator")
 
 
 def run(args: argparse.Namespace) -> int:

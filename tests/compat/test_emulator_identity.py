@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from compat_helpers import (
     OTHER_KEY_ID,
     OTHER_SECRET,
     QUESTION_WAV,
+    REPO,
     SAMPLE_CLIENT,
     Emulate,
     clean_env,
@@ -117,3 +119,14 @@ def test_a_killed_emulator_leaves_nothing_behind(tmp_path: Path) -> None:
         emu.stop()
     assert list(tmp.iterdir()) == []
     assert sorted(p.name for p in state.iterdir()) == [".lock", "ca.key", "ca.pem", "credentials.json"]
+
+
+def test_an_unusable_state_folder_is_one_clear_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    done = subprocess.run([sys.executable, "-m", "runner", "emulate", "--state-dir", str(blocker / "x")],
+                          cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"agent-run: error: {blocker / 'x'}: cannot use the emulator's folder: "
+        "Not a directory (choose another with --state-dir or AGENT_RUN_EMULATOR_DIR)")
