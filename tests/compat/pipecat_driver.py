@@ -96,7 +96,8 @@ async def converse(args: argparse.Namespace) -> dict[str, Any]:
         access_key_id=os.environ["AWS_ACCESS_KEY_ID"], secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"],
         region=os.environ.get("AWS_REGION", "us-east-1"),
         settings=AWSNovaSonicLLMService.Settings(
-            model=args.model, system_instruction="You help customers with their orders."),
+            system_instruction="You help customers with their orders.",
+            **({"model": args.model} if args.model else {})),
         tools=ToolsSchema(standard_tools=[FunctionSchema(
             name="trackOrderTool", description="Look up the status of an order by its id.",
             properties={"orderId": {"type": "string"}}, required=["orderId"])]))
@@ -131,7 +132,7 @@ async def converse(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wav", type=Path, required=True)
-    parser.add_argument("--model", default="amazon.nova-2-sonic-v1:0")
+    parser.add_argument("--model", help="model id (default: pipecat's own default)")
     parser.add_argument("--timeout", type=float, default=60)
     args = parser.parse_args()
     try:
