@@ -3,6 +3,7 @@ programs of their own (this venv's SDK, or a third-party client's own venv)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -14,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 COMPAT = REPO / "tests" / "compat"
 SAMPLES = REPO / "samples"
@@ -23,6 +26,19 @@ SAMPLE_CLIENT = COMPAT / "sample_client.py"
 # Keys a client might carry that the emulator never printed (AWS's documentation example pair).
 OTHER_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 OTHER_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+
+
+def _emulator_requires_inference_configuration() -> bool:
+    """Whether this checkout's emulator still refuses `{"sessionStart": {}}` (fixed on branch h4)."""
+    schema = json.loads((REPO / "schemas" / "nova-sonic-input-event.schema.json").read_text())
+    return "inferenceConfiguration" in schema["$defs"]["sessionStart"].get("required", [])
+
+
+# strands sends an empty sessionStart on purpose; an emulator that refuses it fails strands at once.
+STRANDS_NEEDS_EMPTY_SESSION_START = pytest.mark.xfail(
+    _emulator_requires_inference_configuration(), strict=True,
+    reason='strands sends {"sessionStart": {}}, which this emulator refuses '
+           "(accepted once merged with h4's emulator fix)")
 
 
 def clean_env(**extra: str) -> dict[str, str]:

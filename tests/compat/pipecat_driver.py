@@ -92,7 +92,8 @@ async def converse(args: argparse.Namespace) -> dict[str, Any]:
         seen["tool_calls"].append(dict(params.arguments))
         await params.result_callback(TOOL_RESULT)
 
-    llm = EmulatedNovaSonic(
+    service = AWSNovaSonicLLMService if args.unmodified else EmulatedNovaSonic
+    llm = service(
         access_key_id=os.environ["AWS_ACCESS_KEY_ID"], secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"],
         region=os.environ.get("AWS_REGION", "us-east-1"),
         settings=AWSNovaSonicLLMService.Settings(
@@ -133,6 +134,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wav", type=Path, required=True)
     parser.add_argument("--model", help="model id (default: pipecat's own default)")
+    parser.add_argument("--unmodified", action="store_true",
+                        help="use pipecat as it is (its regional endpoint: the real-hostname recipe)")
     parser.add_argument("--timeout", type=float, default=60)
     args = parser.parse_args()
     try:

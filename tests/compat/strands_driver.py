@@ -110,8 +110,11 @@ def main() -> int:
     parser.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
     parser.add_argument("--model", default="amazon.nova-2-sonic-v1:0")
     parser.add_argument("--timeout", type=float, default=60)
+    parser.add_argument("--unmodified", action="store_true",
+                        help="use strands as it is (its regional endpoint: the real-hostname recipe)")
     args = parser.parse_args()
-    _point_at_endpoint()
+    if not args.unmodified:
+        _point_at_endpoint()
     try:
         seen = asyncio.run(asyncio.wait_for(converse(args), args.timeout))
     except BaseException as exc:  # one line, whatever failed: the test shows it

@@ -2,9 +2,11 @@
 ignore AWS_ENDPOINT_URL_BEDROCK_RUNTIME (AWS's samples, pipecat, strands): the emulator listens on
 port 443 with a certificate for that name, and the name maps to 127.0.0.1.
 
-The machine's /etc/hosts is never touched: the emulator and the client run in a private network
-and mount namespace (`unshare --mount --net`) whose /etc/hosts is a bind-mounted file, with only
-`lo` up, so all traffic stays on that namespace's loopback.
+Three unmodified clients: one written like AWS's sample on this repository's SDK, pipecat's and
+strands' (their drivers with `--unmodified`, in their own venvs). The machine's /etc/hosts is never
+touched: the emulator and the client run in a private network and mount namespace
+(`unshare --mount --net`) whose /etc/hosts is a bind-mounted file, with only `lo` up, so all
+traffic stays on that namespace's loopback.
 """
 
 from __future__ import annotations
@@ -15,12 +17,22 @@ import shlex
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from compat_helpers import ORDERS_SCENARIO, QUESTION_WAV, REPO, SAMPLE_CLIENT, clean_env
+import venvs
+from compat_helpers import (
+    COMPAT,
+    ORDERS_SCENARIO,
+    QUESTION_WAV,
+    REPO,
+    STRANDS_NEEDS_EMPTY_SESSION_START,
+    clean_env,
+)
 
 HOSTNAME = "bedrock-runtime.us-east-1.amazonaws.com"
+SCENARIO = COMPAT / "data" / "order.scenario.yaml"
 
 
 def _unshare_prefix(hosts: Path) -> list[str]:
@@ -46,24 +58,47 @@ mount --bind "$HOSTS_FILE" /etc/hosts
 "$PYTHON" -m runner emulate --hostname "$NAME" --port 443 --scenario "$SCENARIO" >"$LOG" 2>&1 &
 emulator=$!
 for _ in $(seq 300); do grep -q '^# agent-run emulator listening' "$LOG" && break; sleep 0.1; done
-# The exports give the CA and the keys; the endpoint variable is dropped: this client ignores it anyway.
+# The exports give the CA and the keys; the endpoint variable is dropped: these clients ignore it.
 eval "$(grep '^export ' "$LOG")"
 unset AWS_ENDPOINT_URL_BEDROCK_RUNTIME
 status=0
-"$PYTHON" "$CLIENT" --wav "$WAV" --region us-east-1 || status=$?
+"$CLIENT_PYTHON" "$CLIENT" --wav "$WAV" $CLIENT_ARGS || status=$?
 kill -INT "$emulator"; wait "$emulator" || true
 exit "$status"
 """
 
 
-def test_an_unmodified_client_reaches_the_emulator_by_its_real_hostname(tmp_path: Path) -> None:
+@dataclass(frozen=True)
+class Client:
+    script: str
+    scenario: Path
+    venv: str | None  # a compat venv's name; None: this repository's SDK
+    args: str = ""
+
+
+CLIENTS = [
+    # Written like AWS's console sample: SDK config with endpoint_uri=f"https://bedrock-runtime.{region}..."
+    pytest.param(Client("sample_client.py", ORDERS_SCENARIO, None, "--region us-east-1"), id="aws-sample"),
+    pytest.param(Client("pipecat_driver.py", SCENARIO, "pipecat", "--unmodified"), id="pipecat"),
+    pytest.param(Client("strands_driver.py", SCENARIO, "strands", "--unmodified"), id="strands",
+                 marks=[STRANDS_NEEDS_EMPTY_SESSION_START]),
+]
+
+
+@pytest.mark.timeout(venvs.INSTALL_TIMEOUT_S + 180)
+@pytest.mark.parametrize("client", CLIENTS)
+def test_an_unmodified_client_reaches_the_emulator_by_its_real_hostname(
+        client: Client, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     hosts = tmp_path / "hosts"
     hosts.write_text(f"127.0.0.1 localhost\n127.0.0.1 {HOSTNAME}\n")
     prefix = _unshare_prefix(hosts)
+    python = sys.executable
+    if client.venv is not None:
+        python = str(request.getfixturevalue("compat_venvs")[client.venv].python)
     log = tmp_path / "emulator.log"
     env = clean_env(HOSTS_FILE=str(hosts), PYTHON=sys.executable, NAME=HOSTNAME,
-                    SCENARIO=str(ORDERS_SCENARIO), LOG=str(log), CLIENT=str(SAMPLE_CLIENT),
-                    WAV=str(QUESTION_WAV),
+                    SCENARIO=str(client.scenario), LOG=str(log), CLIENT_PYTHON=python,
+                    CLIENT=str(COMPAT / client.script), CLIENT_ARGS=client.args, WAV=str(QUESTION_WAV),
                     AGENT_RUN_EMULATOR_DIR=str(tmp_path / "state"))
     proc = subprocess.run([*prefix, "bash", "-c", SCRIPT], cwd=REPO, env=env, stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, timeout=120)
@@ -73,8 +108,8 @@ def test_an_unmodified_client_reaches_the_emulator_by_its_real_hostname(tmp_path
     # The emulator printed the real endpoint (443 is implied) and served it.
     assert f"export AWS_ENDPOINT_URL_BEDROCK_RUNTIME=https://{HOSTNAME}\n" in emulator_log
     assert f"listening on https://{HOSTNAME}" in emulator_log
-    received = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert received["tool_uses"] == [{"name": "trackOrderTool", "input": {"orderId": "12345"}}]
-    assert "Your order 12345 is shipped." in received["assistant_text"]
-    assert received["audio_bytes_after_tool"] > 0
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    calls = seen["tool_calls"] if "tool_calls" in seen else [u["input"] for u in seen["tool_uses"]]
+    assert calls == [{"orderId": "12345"}], seen
+    assert seen["audio_bytes_after_tool"] > 0 and seen["assistant_text"], seen
     assert " in  toolResult" in emulator_log

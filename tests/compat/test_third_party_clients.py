@@ -14,17 +14,19 @@ from pathlib import Path
 
 import pytest
 import venvs
-from compat_helpers import COMPAT, QUESTION_WAV, REPO, Emulate, clean_env, exported, run_client
+from compat_helpers import (
+    COMPAT,
+    QUESTION_WAV,
+    STRANDS_NEEDS_EMPTY_SESSION_START,
+    Emulate,
+    clean_env,
+    exported,
+    run_client,
+)
 
 SCENARIO = COMPAT / "data" / "order.scenario.yaml"
 # The first test may build both venvs (a minute or two with a warm pip cache; more on a cold one).
 pytestmark = pytest.mark.timeout(venvs.INSTALL_TIMEOUT_S + 180)
-
-
-def _emulator_requires_inference_configuration() -> bool:
-    """Whether this checkout's emulator still refuses `{"sessionStart": {}}` (fixed on branch h4)."""
-    schema = json.loads((REPO / "schemas" / "nova-sonic-input-event.schema.json").read_text())
-    return "inferenceConfiguration" in schema["$defs"]["sessionStart"].get("required", [])
 
 
 def _converse(name: str, driver: str, venv: venvs.Venv, tmp_path: Path) -> tuple[dict[str, object], str]:
@@ -55,9 +57,7 @@ def test_pipecat_nova_sonic_service(compat_venvs: dict[str, venvs.Venv], tmp_pat
     _assert_tool_round_trip(seen, log, """content='{"orderNumber": "12345", "orderStatus": "Shipped"}'""")
 
 
-@pytest.mark.xfail(_emulator_requires_inference_configuration(), strict=True,
-                   reason='strands sends {"sessionStart": {}}, which this emulator refuses '
-                          "(accepted once merged with h4's emulator fix)")
+@STRANDS_NEEDS_EMPTY_SESSION_START
 def test_strands_bidi_agent(compat_venvs: dict[str, venvs.Venv], tmp_path: Path) -> None:
     seen, log = _converse("strands", "strands_driver.py", compat_venvs["strands"], tmp_path)
     # strands wraps the tool's return value in a text content block.
