@@ -623,25 +623,28 @@ class Emulator:
     # lifecycle ------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        try:
+            return await self._start()
+        except BaseException:
+            await self.aclose()  # whatever failed, leave no task behind
+            raise
+
+    async def _start(self) -> Self:
         identity = await asyncio.to_thread(load_identity, self._state_dir)
         key_id, secret, token = self._explicit_keys
         self.credentials = Credentials(
             key_id or identity.access_key_id, secret or identity.secret_access_key, token
         )
         self.ca_file = identity.ca_file
-        names = [*self.hostnames, self.host]
-        context = await asyncio.to_thread(server_context, identity, names)
-        self._tasks = asyncio.TaskGroup()
-        await self._tasks.__aenter__()
+        context = await asyncio.to_thread(server_context, identity, [*self.hostnames, self.host])
+        tasks = asyncio.TaskGroup()
+        await tasks.__aenter__()
+        self._tasks = tasks
         loop = asyncio.get_running_loop()
-        try:
-            self._server = await loop.create_server(
-                lambda: _Connection(self), self.host, self._requested_port, ssl=context,
-                ssl_handshake_timeout=10,
-            )
-        except BaseException:
-            await self._tasks.__aexit__(None, None, None)
-            raise
+        self._server = await loop.create_server(
+            lambda: _Connection(self), self.host, self._requested_port, ssl=context,
+            ssl_handshake_timeout=10,
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         logger.info("emulator listening on %s", self.endpoint)
         if self.any_credentials:

@@ -71,7 +71,6 @@ def test_any_credentials_accepts_a_client_signing_with_its_own_keys(tmp_path: Pa
         result = run_client(sys.executable, SAMPLE_CLIENT, args, client_env)
         assert result.returncode == 0, result.describe() + emu.text()[-3000:]
         _assert_tool_round_trip(result.stdout)
-        assert "accepting any credentials" in emu.text()
         # Still SigV4 for the emulator's region: a request signed for another region is refused.
         wrong_region = run_client(sys.executable, SAMPLE_CLIENT, [*args, "--region", "us-west-2"], client_env)
         assert wrong_region.returncode == 1, wrong_region.describe()
