@@ -78,6 +78,19 @@ def add_parser(sub: Any) -> None:
     p.add_argument("-q", "--quiet", action="store_true",
                    help="do not log events: print only the export lines and the listening "
                         "and stopped lines")
+    p.add_argument("--any-credentials", action="store_true",
+                   help="accept requests signed with any AWS keys (still well-formed SigV4 for --region); "
+                        "by default only the printed keys are accepted and signatures are checked")
+    p.add_argument("--hostname", action="append", default=[], metavar="NAME",
+                   help="a name the certificate also covers; the first is used in the printed endpoint. "
+                        "For clients that build https://bedrock-runtime.REGION.amazonaws.com themselves: "
+                        "--hostname bedrock-runtime.us-east-1.amazonaws.com --port 443, and map that name "
+                        "to 127.0.0.1 (see README, The emulator)")
+    p.add_argument("--state-dir", type=Path, metavar="DIR",
+                   help="folder keeping the emulator's CA and keys between runs, so the printed "
+                        "exports stay valid after a restart (with the same --port); default "
+                        "$AGENT_RUN_EMULATOR_DIR, else $XDG_CACHE_HOME/agent-run/emulator or "
+                        "~/.cache/agent-run/emulator")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,7 +105,9 @@ async def _serve(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(signum, stop.set)
     async with local_emulator(args.scenario, host=args.host, port=args.port, region=args.region,
-                              time_limit_s=args.time_limit, input_timeout_s=args.input_timeout) as emu:
+                              time_limit_s=args.time_limit, input_timeout_s=args.input_timeout,
+                              hostnames=args.hostname, state_dir=args.state_dir,
+                              any_credentials=args.any_credentials) as emu:
         lines = emu.export_lines()
         with _env_file(args.env_file, lines):
             # The exports come first, before any log line, so a client can read the first lines.

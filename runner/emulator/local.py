@@ -7,7 +7,7 @@ Used by `agent-run emulate` (standalone) and by `agent-run AGENT --emulate` and 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,8 +39,11 @@ class LocalEmulator:
 async def local_emulator(scenario: Path | None = None, *, host: str = "127.0.0.1", port: int = 0,
                          region: str = "us-east-1", time_limit_s: float | None = None,
                          input_timeout_s: float | None = None,
-                         record_audio: bool = False) -> AsyncIterator[LocalEmulator]:
-    """Start an emulator playing `scenario` (or the built-in default behaviour)."""
+                         record_audio: bool = False, hostnames: Sequence[str] = (),
+                         state_dir: Path | None = None,
+                         any_credentials: bool = False) -> AsyncIterator[LocalEmulator]:
+    """Start an emulator playing `scenario` (or the built-in default behaviour). `hostnames`,
+    `state_dir` and `any_credentials` are the server's (see `Emulator`)."""
     settings: dict[str, Any] = {"record_audio": record_audio}
     if scenario is not None:
         settings["scenario"] = load_scenario(scenario)
@@ -49,5 +52,6 @@ async def local_emulator(scenario: Path | None = None, *, host: str = "127.0.0.1
     if input_timeout_s is not None:
         settings["input_timeout_s"] = input_timeout_s
     handler = NovaHandler(NovaConfig(**settings))
-    async with Emulator(handler, host=host, port=port, region=region) as server:
+    async with Emulator(handler, host=host, port=port, region=region, hostnames=hostnames,
+                        state_dir=state_dir, any_credentials=any_credentials) as server:
         yield LocalEmulator(server, handler)

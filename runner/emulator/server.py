@@ -24,12 +24,9 @@ import json
 import logging
 import os
 import re
-import shutil
 import socket
-import ssl
-import tempfile
 import uuid
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -44,7 +41,7 @@ import h2.exceptions
 import h2.settings
 
 from runner.emulator.api import EXCEPTION_KINDS, StreamHandler, StreamRequest
-from runner.emulator.certs import make_certificates
+from runner.emulator.certs import load_identity, server_context
 from runner.emulator.eventlog import summarize_event
 from runner.emulator.eventstream import EventStreamDecoder, EventStreamError, decode_message, encode_message
 from runner.emulator.sigv4 import ChunkVerifier, Credentials, SignatureError, verify_request
@@ -52,8 +49,6 @@ from runner.errors import RunnerError
 
 logger = logging.getLogger("runner.emulator")
 
-DEFAULT_ACCESS_KEY_ID: Final = "AKIAEMULATOR0000TEST"
-DEFAULT_SECRET_ACCESS_KEY: Final = "EmulatorTestSecretKey0000000000000000000"
 _ROUTE: Final = re.compile(r"/model/(?P<model>[^/]+)/invoke-with-bidirectional-stream")
 
 # Bounds on every wait the wire layer does on the client's behalf.
@@ -525,7 +520,9 @@ class _Connection(asyncio.Protocol):
             return
         emulator = self.emulator
         try:
-            verified = verify_request(method, path, headers, emulator.credentials, region=emulator.region)
+            verified = verify_request(
+                method, path, headers, emulator.checked_credentials, region=emulator.region
+            )
         except SignatureError as exc:
             self._send_http_error(stream_id, request_id, 403, exc.error_type, exc.message)
             return
@@ -543,9 +540,9 @@ class _Connection(asyncio.Protocol):
                 stream_id, request_id, rejection.status, rejection.error_type, rejection.message
             )
             return
-        verifier = ChunkVerifier(
-            verified.signature, emulator.credentials.secret_access_key, region=emulator.region
-        )
+        checked = emulator.checked_credentials
+        secret = checked.secret_access_key if checked is not None else None
+        verifier = ChunkVerifier(verified.signature, secret, region=emulator.region)
         stream = _Stream(self, stream_id, request, verifier)
         self.streams[stream_id] = stream
         self.counters.streams_total += 1
@@ -612,27 +609,36 @@ class Emulator:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        access_key_id: str = DEFAULT_ACCESS_KEY_ID,
-        secret_access_key: str = DEFAULT_SECRET_ACCESS_KEY,
-        session_token: str | None = None,
         region: str = "us-east-1",
-        workdir: Path | None = None,
+        hostnames: Sequence[str] = (),
+        state_dir: Path | None = None,
+        any_credentials: bool = False,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        session_token: str | None = None,
     ) -> None:
+        """`hostnames`: extra names the certificate covers; the first is the endpoint's host (for
+        clients that build `https://bedrock-runtime.{region}.amazonaws.com` themselves).
+        `state_dir`: where the user's CA and key pair are kept (default: `default_state_dir()`).
+        `any_credentials`: accept any well-formed SigV4 signature instead of checking the keys.
+        An explicit key pair replaces the stored one."""
         self.handler = handler
         self.host = host
-        self.credentials = Credentials(access_key_id, secret_access_key, session_token)
+        self.hostnames = tuple(hostnames)
         self.region = region
+        self.any_credentials = any_credentials
         self.counters = _Counters()
         self.connections: set[_Connection] = set()
         self._requested_port = port
-        self._workdir = workdir
-        self._own_workdir: Path | None = None
+        self._state_dir = state_dir
+        self._explicit_keys = (access_key_id, secret_access_key, session_token)
         self._server: asyncio.Server | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._sequence = 0
         self._closing = False
         self.port = 0
         self.ca_file = Path()
+        self.credentials = Credentials("", "")
 
     # lifecycle ------------------------------------------------------------------------------
 
@@ -640,19 +646,17 @@ class Emulator:
         try:
             return await self._start()
         except BaseException:
-            await self.aclose()  # whatever failed, leave no temporary folder or task behind
+            await self.aclose()  # whatever failed, leave no task behind
             raise
 
     async def _start(self) -> Self:
-        workdir = self._workdir
-        if workdir is None:
-            workdir = self._own_workdir = Path(tempfile.mkdtemp(prefix="nova-emulator-"))
-        certs = await asyncio.to_thread(make_certificates, workdir, [self.host])
-        self.ca_file = certs.ca_file
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(certs.cert_file, certs.key_file)
-        context.set_alpn_protocols(["h2"])
+        identity = await asyncio.to_thread(load_identity, self._state_dir)
+        key_id, secret, token = self._explicit_keys
+        self.credentials = Credentials(
+            key_id or identity.access_key_id, secret or identity.secret_access_key, token
+        )
+        self.ca_file = identity.ca_file
+        context = await asyncio.to_thread(server_context, identity, [*self.hostnames, self.host])
         tasks = asyncio.TaskGroup()
         await tasks.__aenter__()
         self._tasks = tasks
@@ -666,6 +670,8 @@ class Emulator:
             raise ListenError(self.host, self._requested_port, exc) from None
         self.port = self._server.sockets[0].getsockname()[1]
         logger.info("emulator listening on %s", self.endpoint)
+        if self.any_credentials:
+            logger.info("accepting any credentials: signatures must be well-formed but are not checked")
         return self
 
     async def __aexit__(
@@ -692,15 +698,11 @@ class Emulator:
         for conn in connections:
             if not conn.lost.is_set() and conn.transport is not None:
                 conn.transport.abort()
-        try:
-            if self._tasks is not None:
-                await self._tasks.__aexit__(None, None, None)
-            if self._server is not None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._server.wait_closed(), CLOSE_TIMEOUT)
-        finally:
-            if self._own_workdir is not None:
-                shutil.rmtree(self._own_workdir, ignore_errors=True)
+        if self._tasks is not None:
+            await self._tasks.__aexit__(None, None, None)
+        if self._server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), CLOSE_TIMEOUT)
         logger.info("emulator closed")
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -715,6 +717,11 @@ class Emulator:
             await coro
         except Exception:
             logger.exception("emulator task failed")
+
+    @property
+    def checked_credentials(self) -> Credentials | None:
+        """The key pair signatures are checked against; None when any credentials are accepted."""
+        return None if self.any_credentials else self.credentials
 
     @property
     def closing(self) -> bool:
@@ -745,8 +752,12 @@ class Emulator:
 
     @property
     def endpoint(self) -> str:
-        host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
-        return f"https://[{host}]:{self.port}" if ":" in host else f"https://{host}:{self.port}"
+        if self.hostnames:
+            host = self.hostnames[0]
+        else:
+            host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
+        netloc = f"[{host}]" if ":" in host else host
+        return f"https://{netloc}" if self.port == 443 else f"https://{netloc}:{self.port}"
 
     def env(self) -> dict[str, str]:
         return {

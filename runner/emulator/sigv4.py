@@ -91,13 +91,13 @@ def canonical_headers(headers: Mapping[str, str], signed: list[str]) -> str:
 
 
 def _credential_scope(
-    credential: str, credentials: Credentials, region: str, service: str
+    credential: str, credentials: Credentials | None, region: str, service: str
 ) -> tuple[str, str]:
     parts = credential.split("/")
-    if len(parts) != 5 or parts[4] != "aws4_request":
+    if len(parts) != 5 or parts[4] != "aws4_request" or not parts[0]:
         raise SignatureError("IncompleteSignatureException", f"Credential has an invalid scope: {credential}")
     key_id, day, scope_region, scope_service, _ = parts
-    if key_id != credentials.access_key_id:
+    if credentials is not None and key_id != credentials.access_key_id:
         raise SignatureError("UnrecognizedClientException", UNKNOWN_KEY)
     if scope_region != region:
         raise SignatureError(
@@ -129,14 +129,18 @@ def verify_request(
     method: str,
     path: str,
     headers: Mapping[str, str],
-    credentials: Credentials,
+    credentials: Credentials | None,
     *,
     region: str,
     service: str = "bedrock",
     now: datetime | None = None,
 ) -> VerifiedRequest:
     """Check a request's Authorization header. `headers` has lower-case names and must include
-    `host` (HTTP/2 `:authority`); `path` is the raw `:path` (query included)."""
+    `host` (HTTP/2 `:authority`); `path` is the raw `:path` (query included).
+
+    With `credentials=None` (any-credentials mode) the request must still be well-formed SigV4
+    for this region and service, signed recently, but any key id, session token and signature
+    value is accepted: the client's own keys are not known, so its signature cannot be checked."""
     auth = headers.get("authorization")
     if auth is None:
         raise SignatureError("MissingAuthenticationTokenException", MISSING_AUTH)
@@ -153,10 +157,12 @@ def verify_request(
     if missing or "host" not in signed:
         raise SignatureError("InvalidSignatureException", SIGNATURE_MISMATCH)
     token = headers.get("x-amz-security-token")
-    if credentials.session_token is not None and token != credentials.session_token:
-        raise SignatureError("UnrecognizedClientException", UNKNOWN_KEY)
     if token is not None and "x-amz-security-token" not in signed:
         raise SignatureError("InvalidSignatureException", SIGNATURE_MISMATCH)
+    if credentials is None:
+        return VerifiedRequest(signature=match["signature"], timestamp=timestamp)
+    if credentials.session_token is not None and token != credentials.session_token:
+        raise SignatureError("UnrecognizedClientException", UNKNOWN_KEY)
 
     raw_path, _, query = path.partition("?")
     canonical = "\n".join(
@@ -180,9 +186,14 @@ def verify_request(
 
 
 class ChunkVerifier:
-    """Verifies the rolling `:chunk-signature` chain of one stream's outer messages."""
+    """Verifies the rolling `:chunk-signature` chain of one stream's outer messages.
 
-    def __init__(self, seed_signature: str, secret: str, *, region: str, service: str = "bedrock") -> None:
+    With `secret=None` (any-credentials mode) each message must still carry a `:date` and a
+    32-byte `:chunk-signature`, but the signature values are not checked."""
+
+    def __init__(
+        self, seed_signature: str, secret: str | None, *, region: str, service: str = "bedrock"
+    ) -> None:
         self._prior = seed_signature
         self._secret = secret
         self._region = region
@@ -196,8 +207,12 @@ class ChunkVerifier:
             raise SignatureError("InvalidSignatureException", "Event received after the final signed event.")
         date = message.headers.get(":date")
         signature = message.headers.get(":chunk-signature")
-        if not isinstance(date, Timestamp) or not isinstance(signature, bytes):
+        if not isinstance(date, Timestamp) or not isinstance(signature, bytes) or len(signature) != 32:
             raise SignatureError("MissingAuthenticationTokenException", "Event is missing its signature.")
+        if self._secret is None:
+            self.verified += 1
+            self.finished = not message.payload
+            return message.payload
         timestamp = date.to_datetime().strftime(TIMESTAMP_FORMAT)
         day = timestamp[:8]
         string_to_sign = "\n".join(
