@@ -59,7 +59,7 @@ from runner.protocol.handover import HandoverGate
 from runner.protocol.history import HistoryRecorder
 from runner.protocol.session import Session, SessionState
 from runner.protocol.setup import HistoryMessage
-from runner.tools.invoke import invoke_tool
+from runner.tools.invoke import ToolOutcome, invoke_tool
 from runner.transcript import Transcript
 from runner.transports.base import Connector, Stream
 
@@ -546,29 +546,33 @@ class Conversation:
             self.transcript.write("tool_call", name=call.name, input=dict(call.arguments),
                                   tool_use_id=call.tool_use_id)
             self.console.tool_call(call.name, dict(call.arguments))
-            result_json, error, duration_ms = await self._invoke(call)
+            outcome = await self._invoke(call)
             entry: dict[str, Any] = {"name": call.name, "tool_use_id": call.tool_use_id,
-                                     "duration_ms": round(duration_ms, 1)}
-            if error is None:
-                entry["result"] = _loads(result_json)
+                                     "duration_ms": round(outcome.duration_ms, 1)}
+            if outcome.error is None:
+                entry["result"] = _loads(outcome.result_json)
             else:
-                entry["error"] = error
+                entry["error"] = outcome.error
+            if outcome.oversized_preview is not None:
+                # What the handler returned, cut short and marked as such: never a whole megabyte.
+                entry["result_truncated"] = outcome.oversized_preview
             self.transcript.write("tool_result", **entry)
-            self.console.tool_result(call.name, error or result_json, duration_ms, error is None)
-            self._deliver_tool_result(link, call, result_json)
+            self.console.tool_result(call.name, outcome.error or outcome.result_json, outcome.duration_ms,
+                                     outcome.error is None)
+            self._deliver_tool_result(link, call, outcome.result_json)
         finally:
             self._tools_running -= 1
             self._last_activity = self._clock()
 
-    async def _invoke(self, call: CallTool) -> tuple[str, str | None, float]:
+    async def _invoke(self, call: CallTool) -> ToolOutcome:
         tool = self.tools.get(call.name)
         if tool is None:
             known = ", ".join(sorted(self.tools)) or "no tools"
             error = f"unknown tool {call.name!r}; this agent has: {known}"
-            return json.dumps({"error": error, "tool": call.name}), error, 0.0
-        outcome = await invoke_tool(tool.function, call.arguments, input_schema=tool.input_schema,
-                                    timeout_s=tool.timeout_s, name=tool.name)
-        return outcome.result_json, outcome.error, outcome.duration_ms
+            return ToolOutcome(False, json.dumps({"error": error, "tool": call.name}), error, 0.0)
+        return await invoke_tool(tool.function, call.arguments, input_schema=tool.input_schema,
+                                 timeout_s=tool.timeout_s, name=tool.name,
+                                 max_result_bytes=tool.max_result_bytes)
 
     def _deliver_tool_result(self, link: Link, call: CallTool, result_json: str) -> None:
         if not link.closing and link.failure is None and self._link is link:
