@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from runner.audio import SinkSpec, SourceSpec, make_sink, make_source
 from runner.audio.base import AudioFormat, AudioSink, AudioSource
@@ -28,6 +28,7 @@ from runner.models import is_nova2
 from runner.policies import POLICIES
 from runner.protocol.session import Session
 from runner.protocol.setup import HistoryMessage
+from runner.signals import STOP_SIGNALS, exit_code
 from runner.transcript import Transcript
 from runner.transports.base import Connector
 
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 # After a WAV input has been played: how long the conversation must stay quiet before the run
 # ends by itself (the emulator needs ~0.6 s of silence to end a turn, then answers).
 DEFAULT_IDLE_EXIT_S = 2.5
-EXIT_INTERRUPTED = 130
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,19 +177,23 @@ def _finished_probe(source: AudioSource) -> Callable[[], bool]:
 
 @contextlib.contextmanager
 def _signals_stop(conversation: Conversation) -> Iterator[None]:
-    """Ctrl-C / SIGTERM end the session in the documented order and exit 130."""
+    """Ctrl-C, SIGTERM and SIGHUP end the session in the documented order; exit 128 + signal."""
     loop = asyncio.get_running_loop()
-    installed = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    installed: list[tuple[signal.Signals, Any]] = []
+    for signum in STOP_SIGNALS:
+        previous = signal.getsignal(signum)
         try:
-            stop = partial(conversation.request_stop, f"interrupted ({signal.Signals(signum).name})",
-                           code=EXIT_INTERRUPTED, graceful=False)
+            stop = partial(conversation.request_stop, f"interrupted ({signum.name})",
+                           code=exit_code(signum), graceful=False)
             loop.add_signal_handler(signum, stop)
-            installed.append(signum)
-        except (NotImplementedError, RuntimeError):  # not the main thread
+            installed.append((signum, previous))
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
             pass
     try:
         yield
     finally:
-        for signum in installed:
+        for signum, previous in installed:
             loop.remove_signal_handler(signum)
+            # Back to what was there (runner.signals' handler), not to the default action.
+            if previous is not None:
+                signal.signal(signum, previous)

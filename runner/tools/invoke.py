@@ -34,6 +34,7 @@ from jsonschema.exceptions import best_match
 
 from runner.config.model import DEFAULT_MAX_RESULT_BYTES
 from runner.errors import ToolError
+from runner.signals import Interrupted
 
 # How much of an oversized result the transcript keeps, so the user can see what it was.
 PREVIEW_CHARS = 2000
@@ -80,8 +81,10 @@ async def invoke_tool(fn: Callable[..., Any], arguments: Mapping[str, Any], *,
         if _being_cancelled():
             raise  # the caller is being cancelled: not the tool's doing
         return outcome(None, "CancelledError raised by the tool")
+    except Interrupted:
+        raise  # a real stop signal (runner.signals), not something the handler did
     # A tool's failure is reported to the model, never a crash: that includes sys.exit() and
-    # KeyboardInterrupt raised by handler code (a real Ctrl-C is a loop signal handler, not this).
+    # KeyboardInterrupt raised by handler code.
     except BaseException as exc:
         return outcome(None, _describe(exc))
     try:
