@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,24 @@ With --input, the run ends by itself once the file has been played and the conve
 """
 
 
+def seconds(*, allow_zero: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds, > 0 (or >= 0 with `allow_zero`)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number of seconds")
+        if value < 0 or (value == 0 and not allow_zero):
+            bound = "0 or more" if allow_zero else "more than 0"
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {bound} seconds")
+        return value
+
+    parse.__name__ = "seconds"  # argparse names the type in some messages
+    return parse
+
+
 def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "run", help="run an agent (the default command: `agent-run AGENT.yaml`)",
@@ -37,7 +57,7 @@ def add_parser(sub: Any) -> None:
     add_var_option(p)
     p.add_argument("--emulate", nargs="?", const="", default=None, metavar="SCENARIO",
                    help="use the built-in local emulator (optionally playing a scenario YAML)")
-    p.add_argument("--time-limit", type=float, metavar="SECONDS",
+    p.add_argument("--time-limit", type=seconds(), metavar="SECONDS",
                    help="with --emulate: the emulator's per-stream time limit (default 480)")
     audio = p.add_argument_group("audio")
     audio.add_argument("--input", type=Path, metavar="WAV",
@@ -53,14 +73,18 @@ def add_parser(sub: Any) -> None:
     out.add_argument("-q", "--quiet", action="store_true", help="print only warnings and errors")
     out.add_argument("-v", "--verbose", action="store_true", help="also print every raw event")
     limits = p.add_argument_group("limits")
-    limits.add_argument("--max-duration", type=float, metavar="SECONDS", help="end the run after this long")
-    limits.add_argument("--idle-exit", type=float, metavar="SECONDS",
+    limits.add_argument("--max-duration", type=seconds(), metavar="SECONDS",
+                        help="end the run after this long (seconds > 0)")
+    limits.add_argument("--idle-exit", type=seconds(allow_zero=True), metavar="SECONDS",
                         help="with --input: end after the file has played and nothing happened for this long "
-                             "(default 2.5)")
+                             "(default 2.5; 0 or more)")
     p.add_argument("--profile", help="AWS profile to use (default: AWS_PROFILE or the default chain)")
+    p.set_defaults(run_parser=p)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.time_limit is not None and args.emulate is None:
+        args.run_parser.error("--time-limit only applies with --emulate (the emulator's stream limit)")
     agent = load_agent(args.agent, var_overrides(args))
     options = RunOptions(
         input_file=args.input, output_file=args.output, input_device=args.input_device,
