@@ -4,11 +4,17 @@ Normal mode prints one line per thing that happened (user and assistant final te
 with arguments, results and durations, interruptions, stream changes) and, on a terminal, a
 status line saying who is speaking. `quiet` prints only problems; `verbose` adds every raw
 event (audio shown as byte counts, never as base64).
+
+If stdout goes away (`agent-run ... | head -2`, a closed terminal), the console falls silent and
+the run goes on: the conversation, its transcript and its WAV output matter more than its log.
+Warnings then go to stderr; stdout is pointed at /dev/null so that nothing, not even the
+interpreter's last flush at exit, reports a broken pipe.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any, TextIO
 
@@ -23,22 +29,39 @@ class Console:
         self._out = stream if stream is not None else sys.stdout
         self._tty = self._out.isatty()
         self._status = ""
+        self.gone = False  # stdout was closed by its reader
+
+    def _write(self, text: str) -> None:
+        if self.gone:
+            return
+        try:
+            self._out.write(text)
+            self._out.flush()
+        except (OSError, ValueError):  # EPIPE, EIO, or a closed file object
+            self._went_away()
+
+    def _went_away(self) -> None:
+        self.gone = True
+        self._status = ""
+        if self._out is not sys.stdout:
+            return
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
 
     def _emit(self, line: str) -> None:
-        if self._tty and self._status:
-            self._out.write("\r" + " " * _STATUS_WIDTH + "\r")
-        self._out.write(line + "\n")
-        if self._tty and self._status:
-            self._out.write(self._status)
-        self._out.flush()
+        clear = "\r" + " " * _STATUS_WIDTH + "\r" if self._tty and self._status else ""
+        self._write(clear + line + "\n" + (self._status if self._tty else ""))
 
     def status(self, text: str) -> None:
         """Who is speaking / what is going on; shown in place on a terminal only."""
         if self.quiet or not self._tty or text == self._status:
             return
         self._status = text[:_STATUS_WIDTH]
-        self._out.write("\r" + " " * _STATUS_WIDTH + "\r" + self._status)
-        self._out.flush()
+        self._write("\r" + " " * _STATUS_WIDTH + "\r" + self._status)
 
     def info(self, text: str) -> None:
         if not self.quiet:
@@ -65,12 +88,14 @@ class Console:
             self._emit(f"  {direction} {summary}")
 
     def warning(self, text: str) -> None:
+        if self.gone:
+            print(f"warning: {text}", file=sys.stderr)
+            return
         self._emit(f"warning: {text}")
 
     def close(self) -> None:
         if self._tty and self._status:
-            self._out.write("\r" + " " * _STATUS_WIDTH + "\r")
-            self._out.flush()
+            self._write("\r" + " " * _STATUS_WIDTH + "\r")
             self._status = ""
 
 

@@ -42,7 +42,7 @@ from typing import Any
 from runner.audio.base import AudioSink, AudioSource
 from runner.config.model import ToolConfig
 from runner.console import Console
-from runner.errors import LocalProtocolError, ProtocolError, TransportError
+from runner.errors import LocalProtocolError, ProtocolError, RunnerError, TransportError
 from runner.models import is_nova2
 from runner.policies.base import Action, CallTool, ConversationPolicy, FlushPlayback, MarkInterrupted, Play
 from runner.protocol.events import (
@@ -89,6 +89,8 @@ class StopRequest:
     reason: str
     code: int = 0
     graceful: bool = True
+    # The run failed (the reason is an error message for stderr), e.g. an output that broke.
+    error: bool = False
 
 
 class _Stopped(Exception):
@@ -186,10 +188,11 @@ class Conversation:
 
     # -- public ------------------------------------------------------------------------------
 
-    def request_stop(self, reason: str, *, code: int = 0, graceful: bool = True) -> None:
+    def request_stop(self, reason: str, *, code: int = 0, graceful: bool = True,
+                     error: bool = False) -> None:
         """Ask the conversation to end (first reason wins). Safe from signal handlers."""
         if self._stop is None:
-            self._stop = StopRequest(reason, code, graceful)
+            self._stop = StopRequest(reason, code, graceful, error)
         self._stop_event.set()
 
     @property
@@ -330,6 +333,7 @@ class Conversation:
                 return link.failure or TransportError(
                     "the service closed the stream unexpectedly", kind="StreamReset", retryable=True)
             now = self._clock()
+            self._check_outputs()
             self._check_stop_conditions(now)
             rotation = self._rotation_due(link, now)
             if rotation is not None:
@@ -364,6 +368,16 @@ class Conversation:
             self.console.warning(f"AWS credentials expire at {new:%H:%M:%S} and the credential source "
                                  "gives no newer ones; the stream will fail then")
         return f"rotation (credentials expire at {old:%H:%M:%S})" if old else "rotation"
+
+    def _check_outputs(self) -> None:
+        """A broken output (a full disk under the WAV or the transcript) ends the run with its error.
+
+        Going on would lose what the user came to record; the session is still closed in order and
+        the transcript, if it is the one still writable, gets its end record.
+        """
+        problem = self.sink.failure() or self.transcript.failure
+        if problem is not None:
+            self.request_stop(problem, code=1, graceful=False, error=True)
 
     def _check_stop_conditions(self, now: float) -> None:
         limit = self.options.max_duration_s
@@ -416,8 +430,9 @@ class Conversation:
         if error is not None:
             entry["error"] = error
         self.transcript.write("session", **entry)
-        if link is self._link and self._stop is not None and graceful:
-            await self.sink.wait_drained(30.0)
+        if link is self._link and self._stop is not None and graceful and self.sink.failure() is None:
+            with contextlib.suppress(RunnerError):  # the output broke meanwhile: _player reports it
+                await self.sink.wait_drained(30.0)
 
     # -- link tasks ----------------------------------------------------------------------------
 
@@ -486,7 +501,11 @@ class Conversation:
     async def _player(self) -> None:
         while True:
             pcm = await self._play_queue.get()
-            await self.sink.write(pcm)
+            try:
+                await self.sink.write(pcm)
+            except RunnerError as exc:  # the output broke (a full disk, a stalled device)
+                self.request_stop(str(exc), code=1, graceful=False, error=True)
+                return
 
     # -- events ------------------------------------------------------------------------------
 

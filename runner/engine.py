@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
@@ -24,6 +25,7 @@ from runner.config.model import AgentConfig
 from runner.config.setup import session_setup
 from runner.console import Console
 from runner.conversation import Conversation, ConversationOptions, SessionFactory
+from runner.errors import RunnerError
 from runner.models import is_nova2
 from runner.policies import POLICIES
 from runner.protocol.session import Session
@@ -66,6 +68,7 @@ class RunObserver(Protocol):
 async def run_agent(agent: AgentConfig, options: RunOptions, console: Console,
                     observer: RunObserver | None = None) -> int:
     """Run one conversation; returns the process exit code."""
+    _check_distinct_files(options)
     _explain_greeting(agent, console)
     async with contextlib.AsyncExitStack() as stack:
         connector = await stack.enter_async_context(_connect(agent, options, console, observer))
@@ -90,6 +93,8 @@ async def run_agent(agent: AgentConfig, options: RunOptions, console: Console,
                     observer.conversation_finished(conversation)
         console.close()
         console.info(f"session ended: {outcome.reason}")
+        if outcome.error:
+            print(f"agent-run: error: {outcome.reason}", file=sys.stderr)
         return outcome.code
     raise AssertionError("unreachable")  # pragma: no cover  (mypy: AsyncExitStack may swallow)
 
@@ -140,6 +145,29 @@ async def _connect(agent: AgentConfig, options: RunOptions, console: Console,
             yield connector
         finally:
             await connector.aclose()
+
+
+def _check_distinct_files(options: RunOptions) -> None:
+    """Refuse a run that would overwrite its own input (checked before anything is opened).
+
+    The output is truncated when it opens, so `--output` naming the `--input` file (by another
+    spelling, a symlink or a hard link) would destroy the recording it is about to play.
+    """
+    named = [("--input", options.input_file), ("--output", options.output_file),
+             ("--transcript", options.transcript)]
+    files = [(flag, path) for flag, path in named if path is not None]
+    for i, (flag, path) in enumerate(files):
+        for other_flag, other in files[i + 1:]:
+            if _same_file(path, other):
+                raise RunnerError(f"{other_flag} {other} is the same file as {flag} {path}; "
+                                  "name a different file")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist yet: the same only if they resolve alike
+        return a.resolve() == b.resolve()
 
 
 def _source(agent: AgentConfig, options: RunOptions) -> AudioSource:

@@ -141,6 +141,14 @@ class AudioSink(Protocol):
         """Audio queued or inside the device that has not been heard yet, in milliseconds."""
         ...
 
+    def failure(self) -> str | None:
+        """Why the output stopped working (e.g. a full disk), or None while it works.
+
+        A failed sink drops what it is given (`write` raises the same reason) and has nothing
+        pending, so the engine can end the run with a clear error instead of waiting on it.
+        """
+        ...
+
     # The timeout is a parameter (not the caller's asyncio.timeout) because running out of time is
     # an expected outcome at the end of a session, reported as False rather than raised.
     async def wait_drained(self, timeout: float) -> bool:  # noqa: ASYNC109
