@@ -67,6 +67,10 @@ class Console:
         if not self.quiet:
             self._emit(text)
 
+    def greeting(self, text: str) -> None:
+        """The greeting instruction the assistant was given to speak first (Nova 2)."""
+        self.info(f"greeting:  {text}")
+
     def user(self, text: str) -> None:
         self.info(f"you:       {text}")
 

@@ -21,7 +21,12 @@ Theory of operation
 - A tool result goes to the stream that issued the call. If that stream is gone, the result is
   given to the current stream as interactive USER text (Nova 2) or kept for the next history
   replay (v1): never lost, never sent as a toolResult to a stream that did not issue it.
-- mic:    source.read() (paced) -> policy gate (silence while muted) -> current session
+- mic:    policy gate -> source.read() (paced; silence while muted) -> current session. A muted
+          file source holds its place instead of playing into the closed gate, so under the
+          half-duplex policy a recorded question waits for the assistant (its greeting included:
+          the gate stays closed from the greeting's sending until its answer has played).
+- The greeting (Nova 2) is sent as interactive USER text; the service echoes it as a USER
+  transcript, which is recorded and shown as the greeting, not as something the user said.
 - player: Play actions pass through a bounded queue to the sink, so a full sink never stalls the
           reader: an interruption must be seen at once, not after seconds of queued audio.
 """
@@ -80,6 +85,8 @@ CREDENTIALS_MARGIN_S = 180.0
 # Audio the service has not yet confirmed hearing (no USER transcript since) is kept, up to this
 # much, and replayed into the next stream after a failure (AWS's continuation sample keeps 3 s).
 UNHEARD_AUDIO_S = 10.0
+# The longest the mic gate counts a greeting as still being answered when no answer comes.
+GREETING_WAIT_S = 15.0
 
 
 @dataclass
@@ -184,6 +191,10 @@ class Conversation:
         self._unheard: deque[bytes] = deque()
         self._unheard_bytes = 0
         self._unheard_limit = int(UNHEARD_AUDIO_S * 2 * source.fmt.sample_rate)
+        # The greeting sent to the first stream: its echo is awaited, and until its answer ends
+        # (or GREETING_WAIT_S pass) the assistant counts as speaking for the mic gate.
+        self._greeting_echo: str | None = None
+        self._greeting_until: float | None = None
         self.audio_bytes_dropped = 0
 
     # -- public ------------------------------------------------------------------------------
@@ -264,6 +275,9 @@ class Conversation:
         """Create the next session (the mic switches to it now), then connect with backoff."""
         history, replay = self._history_for_next_stream()
         session = self._new_session(history, self._links_opened == 0)
+        if self._links_opened == 0 and session.setup.greeting and is_nova2(self.model_id):
+            self._greeting_echo = session.setup.greeting
+            self._greeting_until = self._clock() + GREETING_WAIT_S
         session.start(open_audio=False)
         if after_failure:
             # What the user said to the failed stream and was never transcribed is said again.
@@ -475,9 +489,12 @@ class Conversation:
 
     async def _mic(self) -> None:
         while True:  # ends when the TaskGroup is cancelled
+            # Decided before reading: a muted file source keeps its place (nothing is lost), a
+            # live one captures and drops, as a half-duplex line would.
+            mic_open = self.policy.mic_open(self._assistant_speaking())
+            self.source.mute(not mic_open)
             chunk = await self.source.read()
-            pending = self.sink.pending_ms() > 0 or not self._play_queue.empty()
-            if not self.policy.mic_open(pending):
+            if not mic_open:
                 chunk = bytes(len(chunk))
             self._handover.heard(chunk, self._clock())
             session = self._session
@@ -491,6 +508,13 @@ class Conversation:
             link = self._link
             if link is not None and link.session is session:
                 link.kick()
+
+    def _assistant_speaking(self) -> bool:
+        """Assistant audio is queued or playing, or the greeting's answer is still to come."""
+        if self._greeting_until is not None and self._clock() >= self._greeting_until:
+            self._greeting_until = None
+        return (self.sink.pending_ms() > 0 or not self._play_queue.empty()
+                or self._greeting_until is not None)
 
     def _remember_unheard(self, chunk: bytes) -> None:
         self._unheard.append(chunk)
@@ -518,6 +542,7 @@ class Conversation:
             case ContentStart(role=role) if event.type.value == "AUDIO":
                 self.console.status(f"{role.value.lower()} speaking")
             case ContentEnd(stop_reason="END_TURN"):
+                self._greeting_until = None  # the first answer (to the greeting, if any) is over
                 link.served_turn = True
                 self._handover.answered(self._clock())
                 self._write_usage()
@@ -536,6 +561,14 @@ class Conversation:
             # The service echoes text the runner sent: not something the user said.
             if self._injected.pop(message.text):
                 self._messages.append(message)
+            return
+        if message.role == "USER" and message.text == self._greeting_echo:
+            # The service's echo of the greeting instruction: kept in the history (the model's
+            # greeting answers it), but it is not something the user said.
+            self._greeting_echo = None
+            self._messages.append(message)
+            self.transcript.write("greeting", text=message.text)
+            self.console.greeting(message.text)
             return
         self._messages.append(message)
         if message.role == "USER":

@@ -103,7 +103,11 @@ class AudioSource(Protocol):
         ...
 
     def mute(self, muted: bool) -> None:
-        """While muted, `read()` keeps its pace but returns silence (time still passes)."""
+        """While muted, `read()` keeps its pace but returns silence.
+
+        A live source (a microphone) drops what it captures meanwhile; a file source holds its
+        place and goes on where it was once unmuted (a recording can wait, a person cannot).
+        """
         ...
 
     def statistics(self) -> SourceStatistics: ...
