@@ -2,8 +2,10 @@
 
 Normal mode prints one line per thing that happened (user and assistant final text, tool calls
 with arguments, results and durations, interruptions, stream changes) and, on a terminal, a
-status line saying who is speaking. `quiet` prints only problems; `verbose` adds every raw
-event (audio shown as byte counts, never as base64).
+status line saying who is speaking. `quiet` prints only problems; `verbose` adds the runner's
+own events: every event sent and received except audio, which is summed up (one line per answer's
+audio, one per few seconds of microphone audio sent). `debug` adds a line per audio chunk (byte
+counts, never base64); the SDK's and the emulator's internal logs go to stderr (run.py).
 
 If stdout goes away (`agent-run ... | head -2`, a closed terminal), the console falls silent and
 the run goes on: the conversation, its transcript and its WAV output matter more than its log.
@@ -22,10 +24,11 @@ _STATUS_WIDTH = 60
 
 
 class Console:
-    def __init__(self, *, quiet: bool = False, verbose: bool = False,
+    def __init__(self, *, quiet: bool = False, verbose: bool = False, debug: bool = False,
                  stream: TextIO | None = None) -> None:
         self.quiet = quiet
-        self.verbose = verbose and not quiet
+        self.verbose = (verbose or debug) and not quiet
+        self.debug = debug and not quiet
         self._out = stream if stream is not None else sys.stdout
         self._tty = self._out.isatty()
         self._status = ""
@@ -87,8 +90,9 @@ class Console:
     def interrupted(self) -> None:
         self.info("  [assistant interrupted]")
 
-    def raw(self, direction: str, summary: str) -> None:
-        if self.verbose:
+    def raw(self, direction: str, summary: str, *, chunk: bool = False) -> None:
+        """One protocol event (`chunk`: one audio chunk, shown only with `debug`)."""
+        if self.debug or (self.verbose and not chunk):
             self._emit(f"  {direction} {summary}")
 
     def warning(self, text: str) -> None:

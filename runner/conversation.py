@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -85,6 +86,8 @@ CREDENTIALS_MARGIN_S = 180.0
 # Audio the service has not yet confirmed hearing (no USER transcript since) is kept, up to this
 # much, and replayed into the next stream after a failure (AWS's continuation sample keeps 3 s).
 UNHEARD_AUDIO_S = 10.0
+# -v sums up the microphone audio sent in one line per this much audio.
+AUDIO_TRACE_EVERY_MS = 5000
 # The longest the mic gate counts a greeting as still being answered when no answer comes.
 GREETING_WAIT_S = 15.0
 
@@ -195,6 +198,9 @@ class Conversation:
         # (or GREETING_WAIT_S pass) the assistant counts as speaking for the mic gate.
         self._greeting_echo: str | None = None
         self._greeting_until: float | None = None
+        # Audio shown by -v as sums, not chunk by chunk: (chunks sent), [chunks, bytes] received.
+        self._audio_in_traced = 0
+        self._audio_out_traced = [0, 0]
         self.audio_bytes_dropped = 0
 
     # -- public ------------------------------------------------------------------------------
@@ -456,11 +462,25 @@ class Conversation:
                 await link.wake.wait()
                 link.wake.clear()
                 for payload in link.session.data_to_send():
+                    if self.console.verbose:
+                        self._trace_sent(payload)
                     await link.stream.send(payload)
                 if not link.wake.is_set():
                     link.writer_idle.set()
         except TransportError as exc:
             link.fail(exc)
+
+    def _trace_sent(self, payload: bytes) -> None:
+        name = _event_name(payload)
+        if name != "audioInput":
+            self.console.raw("->", name)
+            return
+        self.console.raw("->", f"audioInput {len(payload)} bytes", chunk=True)
+        self._audio_in_traced += 1
+        if self._audio_in_traced * self.source.chunk_ms >= AUDIO_TRACE_EVERY_MS:
+            self.console.raw("->", f"audioInput x{self._audio_in_traced} "
+                                   f"({self._audio_in_traced * self.source.chunk_ms / 1000:.1f} s)")
+            self._audio_in_traced = 0
 
     async def _reader(self, link: Link) -> None:
         try:
@@ -534,7 +554,17 @@ class Conversation:
     # -- events ------------------------------------------------------------------------------
 
     async def _on_event(self, link: Link, event: OutputEvent) -> None:
-        self.console.raw("<-", _summary(event))
+        if isinstance(event, AudioOutput):
+            self.console.raw("<-", _summary(event), chunk=True)
+            self._audio_out_traced[0] += 1
+            self._audio_out_traced[1] += len(event.pcm)
+        else:
+            if isinstance(event, ContentEnd) and event.type.value == "AUDIO" and self._audio_out_traced[0]:
+                chunks, nbytes = self._audio_out_traced
+                seconds = self.sink.fmt.duration_ms(nbytes) / 1000
+                self.console.raw("<-", f"audioOutput x{chunks} ({seconds:.1f} s)")
+                self._audio_out_traced = [0, 0]
+            self.console.raw("<-", _summary(event))
         self._record(self._recorder.feed(event))
         match event:
             case UsageEvent():
@@ -713,6 +743,15 @@ def _loads(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+
+
+_EVENT_NAME = re.compile(rb'"event"\s*:\s*\{\s*"(\w+)"')
+
+
+def _event_name(payload: bytes) -> str:
+    """The name of an input event from its JSON bytes (cheap: only the first bytes are looked at)."""
+    match = _EVENT_NAME.search(payload[:120])
+    return match.group(1).decode("ascii") if match else f"{len(payload)} bytes"
 
 
 def _summary(event: OutputEvent) -> str:

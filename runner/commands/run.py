@@ -71,7 +71,12 @@ def add_parser(sub: Any) -> None:
     out.add_argument("--transcript", type=Path, metavar="FILE.jsonl",
                      help="append the conversation as JSON lines while it happens")
     out.add_argument("-q", "--quiet", action="store_true", help="print only warnings and errors")
-    out.add_argument("-v", "--verbose", action="store_true", help="also print every raw event")
+    out.add_argument("-v", "--verbose", action="store_true",
+                     help="also print the runner's own events: every event sent and received, audio summed "
+                          "up, and the runner's log")
+    out.add_argument("--debug", action="store_true",
+                     help="-v plus every audio chunk, and the logs of the AWS SDK, HTTP/2 and the emulator "
+                          "(on stderr; thousands of lines a minute)")
     limits = p.add_argument_group("limits")
     limits.add_argument("--max-duration", type=seconds(), metavar="SECONDS",
                         help="end the run after this long (seconds > 0)")
@@ -92,7 +97,20 @@ def run(args: argparse.Namespace) -> int:
         emulate=args.emulate is not None, scenario=Path(args.emulate) if args.emulate else None,
         emulator_time_limit_s=args.time_limit, max_duration_s=args.max_duration,
         idle_exit_s=args.idle_exit, profile=args.profile)
-    if args.verbose:
-        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
-    console = Console(quiet=args.quiet, verbose=args.verbose)
+    _configure_logging(verbose=args.verbose, debug=args.debug)
+    console = Console(quiet=args.quiet, verbose=args.verbose, debug=args.debug)
     return asyncio.run(run_agent(agent, options, console))
+
+
+def _configure_logging(*, verbose: bool, debug: bool) -> None:
+    """-v: the runner's own log; --debug: every library's too (SDK, awscrt, h2/hpack, emulator)."""
+    if debug:
+        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+    elif verbose:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        runner_log = logging.getLogger("runner")
+        runner_log.addHandler(handler)
+        runner_log.setLevel(logging.DEBUG)
+        # The in-process emulator logs every event it serves: that is --debug material.
+        logging.getLogger("runner.emulator").setLevel(logging.WARNING)
