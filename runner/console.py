@@ -29,10 +29,12 @@ class Console:
         self.quiet = quiet
         self.verbose = (verbose or debug) and not quiet
         self.debug = debug and not quiet
-        self._out = stream if stream is not None else sys.stdout
-        self._tty = self._out.isatty()
+        out = stream if stream is not None else sys.stdout
+        # sys.stdout is None when the process was started with stdout closed (`agent-run ... >&-`).
+        self.gone = out is None  # stdout was closed by its reader
+        self._out: TextIO = out if out is not None else open(os.devnull, "w")  # noqa: SIM115
+        self._tty = not self.gone and self._out.isatty()
         self._status = ""
-        self.gone = False  # stdout was closed by its reader
 
     def _write(self, text: str) -> None:
         if self.gone:

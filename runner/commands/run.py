@@ -27,6 +27,11 @@ AWS settings come from the agent file (model.region, model.endpoint), then the u
 environment variables and profiles. With --emulate, the built-in Nova Sonic emulator is started
 in-process and reached over TLS through the same SDK code path; no AWS account is needed.
 With --input, the run ends by itself once the file has been played and the conversation is idle.
+
+Ctrl-C, SIGTERM and SIGHUP end the session in order within two seconds, whatever a tool is doing;
+exit status 130, 143 and 129. An output that cannot be written (a full disk) stops the run with an
+error and exit 1, the WAV kept valid; if stdout is closed, the run goes on without printing.
+--output, --transcript and --input must name different files.
 """
 
 

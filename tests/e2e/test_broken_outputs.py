@@ -3,6 +3,7 @@ traceback; the transcript (where writable) ends with its end record and the WAV 
 
 from __future__ import annotations
 
+import os
 import resource
 import subprocess
 import sys
@@ -130,3 +131,15 @@ def test_transcript_naming_the_output_is_refused(tmp_path: Path, start_run: Call
     assert done.returncode == 1, done.describe()
     assert f"--transcript {out} is the same file as --output {out}" in done.stderr
     assert not out.exists()
+
+
+def test_a_run_started_with_stdout_closed_runs_quietly(tmp_path: Path) -> None:
+    # As `agent-run ... >&-`: Python then has no sys.stdout at all.
+    out, transcript = tmp_path / "out.wav", tmp_path / "t.jsonl"
+    command = [sys.executable, "-m", "runner", *map(str, args(output=out, transcript=transcript))]
+    done = subprocess.run(command, cwd=REPO, env=base_env(), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True, timeout=60, preexec_fn=lambda: os.close(1))
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    entries = read_jsonl(transcript)
+    assert types(entries)[-1] == "session" and entries[-1]["event"] == "end", entries
+    assert assert_valid_wav(out) > 5.0
