@@ -566,13 +566,14 @@ class Conversation:
                 self._audio_out_traced = [0, 0]
             self.console.raw("<-", _summary(event))
         self._record(self._recorder.feed(event))
+        if isinstance(event, ContentEnd) and event.stop_reason in ("END_TURN", "INTERRUPTED"):
+            self._greeting_until = None  # the first answer (to the greeting, if any) is over
         match event:
             case UsageEvent():
                 self._last_usage = event
             case ContentStart(role=role) if event.type.value == "AUDIO":
                 self.console.status(f"{role.value.lower()} speaking")
             case ContentEnd(stop_reason="END_TURN"):
-                self._greeting_until = None  # the first answer (to the greeting, if any) is over
                 link.served_turn = True
                 self._handover.answered(self._clock())
                 self._write_usage()
