@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import stat
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -164,10 +165,11 @@ def _check_distinct_files(options: RunOptions) -> None:
 
 
 def _same_file(a: Path, b: Path) -> bool:
+    """Whether `a` and `b` are one regular file (devices such as /dev/null may be shared)."""
     try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist yet: the same only if they resolve alike
-        return a.resolve() == b.resolve()
+        return os.path.samefile(a, b) and stat.S_ISREG(os.stat(a).st_mode)
+    except OSError:  # one does not exist yet (or loops): the same only if both spell one path
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _source(agent: AgentConfig, options: RunOptions) -> AudioSource:
