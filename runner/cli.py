@@ -50,7 +50,8 @@ def _normalise(argv: list[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    install_early()  # (again, for the `agent-run` console script, which does not run __main__)
+    if argv is None:  # the program itself (the `agent-run` script does not run __main__), not a caller
+        install_early()
     try:
         args_list = _normalise(list(sys.argv[1:] if argv is None else argv))
         parser = build_parser()
