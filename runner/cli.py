@@ -12,7 +12,8 @@ import sys
 from collections.abc import Sequence
 
 from runner import __version__
-from runner.error_handler import error_handler
+from runner.error_handler import error_handler, interrupted_code
+from runner.signals import install_early
 
 COMMANDS: tuple[str, ...] = ("run", "check", "render", "emulate", "devices", "doctor")
 
@@ -49,13 +50,18 @@ def _normalise(argv: list[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args_list = _normalise(list(sys.argv[1:] if argv is None else argv))
-    parser = build_parser()
-    args = parser.parse_args(args_list)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    with error_handler() as outcome:
-        module = importlib.import_module(f"runner.commands.{args.command}")
-        outcome.code = module.run(args)
-    return outcome.code
+    if argv is None:  # the program itself (the `agent-run` script does not run __main__), not a caller
+        install_early()
+    try:
+        args_list = _normalise(list(sys.argv[1:] if argv is None else argv))
+        parser = build_parser()
+        args = parser.parse_args(args_list)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        with error_handler() as outcome:
+            module = importlib.import_module(f"runner.commands.{args.command}")
+            outcome.code = module.run(args)
+        return outcome.code
+    except KeyboardInterrupt as exc:  # a signal while parsing or importing, outside error_handler
+        return interrupted_code(exc)

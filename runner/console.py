@@ -2,13 +2,21 @@
 
 Normal mode prints one line per thing that happened (user and assistant final text, tool calls
 with arguments, results and durations, interruptions, stream changes) and, on a terminal, a
-status line saying who is speaking. `quiet` prints only problems; `verbose` adds every raw
-event (audio shown as byte counts, never as base64).
+status line saying who is speaking. `quiet` prints only problems; `verbose` adds the runner's
+own events: every event sent and received except audio, which is summed up (one line per answer's
+audio, one per few seconds of microphone audio sent). `debug` adds a line per audio chunk (byte
+counts, never base64); the SDK's and the emulator's internal logs go to stderr (run.py).
+
+If stdout goes away (`agent-run ... | head -2`, a closed terminal), the console falls silent and
+the run goes on: the conversation, its transcript and its WAV output matter more than its log.
+Warnings then go to stderr; stdout is pointed at /dev/null so that nothing, not even the
+interpreter's last flush at exit, reports a broken pipe.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any, TextIO
 
@@ -16,33 +24,57 @@ _STATUS_WIDTH = 60
 
 
 class Console:
-    def __init__(self, *, quiet: bool = False, verbose: bool = False,
+    def __init__(self, *, quiet: bool = False, verbose: bool = False, debug: bool = False,
                  stream: TextIO | None = None) -> None:
         self.quiet = quiet
-        self.verbose = verbose and not quiet
-        self._out = stream if stream is not None else sys.stdout
-        self._tty = self._out.isatty()
+        self.verbose = (verbose or debug) and not quiet
+        self.debug = debug and not quiet
+        out = stream if stream is not None else sys.stdout
+        # sys.stdout is None when the process was started with stdout closed (`agent-run ... >&-`).
+        self.gone = out is None  # stdout was closed by its reader
+        self._out: TextIO = out if out is not None else open(os.devnull, "w")  # noqa: SIM115
+        self._tty = not self.gone and self._out.isatty()
         self._status = ""
 
+    def _write(self, text: str) -> None:
+        if self.gone:
+            return
+        try:
+            self._out.write(text)
+            self._out.flush()
+        except (OSError, ValueError):  # EPIPE, EIO, or a closed file object
+            self._went_away()
+
+    def _went_away(self) -> None:
+        self.gone = True
+        self._status = ""
+        if self._out is not sys.stdout:
+            return
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+
     def _emit(self, line: str) -> None:
-        if self._tty and self._status:
-            self._out.write("\r" + " " * _STATUS_WIDTH + "\r")
-        self._out.write(line + "\n")
-        if self._tty and self._status:
-            self._out.write(self._status)
-        self._out.flush()
+        clear = "\r" + " " * _STATUS_WIDTH + "\r" if self._tty and self._status else ""
+        self._write(clear + line + "\n" + (self._status if self._tty else ""))
 
     def status(self, text: str) -> None:
         """Who is speaking / what is going on; shown in place on a terminal only."""
         if self.quiet or not self._tty or text == self._status:
             return
         self._status = text[:_STATUS_WIDTH]
-        self._out.write("\r" + " " * _STATUS_WIDTH + "\r" + self._status)
-        self._out.flush()
+        self._write("\r" + " " * _STATUS_WIDTH + "\r" + self._status)
 
     def info(self, text: str) -> None:
         if not self.quiet:
             self._emit(text)
+
+    def greeting(self, text: str) -> None:
+        """The greeting instruction the assistant was given to speak first (Nova 2)."""
+        self.info(f"greeting:  {text}")
 
     def user(self, text: str) -> None:
         self.info(f"you:       {text}")
@@ -60,17 +92,20 @@ class Console:
     def interrupted(self) -> None:
         self.info("  [assistant interrupted]")
 
-    def raw(self, direction: str, summary: str) -> None:
-        if self.verbose:
+    def raw(self, direction: str, summary: str, *, chunk: bool = False) -> None:
+        """One protocol event (`chunk`: one audio chunk, shown only with `debug`)."""
+        if self.debug or (self.verbose and not chunk):
             self._emit(f"  {direction} {summary}")
 
     def warning(self, text: str) -> None:
+        if self.gone:
+            print(f"warning: {text}", file=sys.stderr)
+            return
         self._emit(f"warning: {text}")
 
     def close(self) -> None:
         if self._tty and self._status:
-            self._out.write("\r" + " " * _STATUS_WIDTH + "\r")
-            self._out.flush()
+            self._write("\r" + " " * _STATUS_WIDTH + "\r")
             self._status = ""
 
 

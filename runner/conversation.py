@@ -21,7 +21,12 @@ Theory of operation
 - A tool result goes to the stream that issued the call. If that stream is gone, the result is
   given to the current stream as interactive USER text (Nova 2) or kept for the next history
   replay (v1): never lost, never sent as a toolResult to a stream that did not issue it.
-- mic:    source.read() (paced) -> policy gate (silence while muted) -> current session
+- mic:    policy gate -> source.read() (paced; silence while muted) -> current session. A muted
+          file source holds its place instead of playing into the closed gate, so under the
+          half-duplex policy a recorded question waits for the assistant (its greeting included:
+          the gate stays closed from the greeting's sending until its answer has played).
+- The greeting (Nova 2) is sent as interactive USER text; the service echoes it as a USER
+  transcript, which is recorded and shown as the greeting, not as something the user said.
 - player: Play actions pass through a bounded queue to the sink, so a full sink never stalls the
           reader: an interruption must be seen at once, not after seconds of queued audio.
 """
@@ -32,6 +37,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -59,7 +65,7 @@ from runner.protocol.handover import HandoverGate
 from runner.protocol.history import HistoryRecorder
 from runner.protocol.session import Session, SessionState
 from runner.protocol.setup import HistoryMessage
-from runner.tools.invoke import invoke_tool
+from runner.tools.invoke import ToolOutcome, invoke_tool
 from runner.transcript import Transcript
 from runner.transports.base import Connector, Stream
 
@@ -80,6 +86,10 @@ CREDENTIALS_MARGIN_S = 180.0
 # Audio the service has not yet confirmed hearing (no USER transcript since) is kept, up to this
 # much, and replayed into the next stream after a failure (AWS's continuation sample keeps 3 s).
 UNHEARD_AUDIO_S = 10.0
+# -v sums up the microphone audio sent in one line per this much audio.
+AUDIO_TRACE_EVERY_MS = 5000
+# The longest the mic gate counts a greeting as still being answered when no answer comes.
+GREETING_WAIT_S = 15.0
 
 
 @dataclass
@@ -89,6 +99,8 @@ class StopRequest:
     reason: str
     code: int = 0
     graceful: bool = True
+    # The run failed (the reason is an error message for stderr), e.g. an output that broke.
+    error: bool = False
 
 
 class _Stopped(Exception):
@@ -182,14 +194,22 @@ class Conversation:
         self._unheard: deque[bytes] = deque()
         self._unheard_bytes = 0
         self._unheard_limit = int(UNHEARD_AUDIO_S * 2 * source.fmt.sample_rate)
+        # The greeting sent to the first stream: its echo is awaited, and until its answer ends
+        # (or GREETING_WAIT_S pass) the assistant counts as speaking for the mic gate.
+        self._greeting_echo: str | None = None
+        self._greeting_until: float | None = None
+        # Audio shown by -v as sums, not chunk by chunk: (chunks sent), [chunks, bytes] received.
+        self._audio_in_traced = 0
+        self._audio_out_traced = [0, 0]
         self.audio_bytes_dropped = 0
 
     # -- public ------------------------------------------------------------------------------
 
-    def request_stop(self, reason: str, *, code: int = 0, graceful: bool = True) -> None:
+    def request_stop(self, reason: str, *, code: int = 0, graceful: bool = True,
+                     error: bool = False) -> None:
         """Ask the conversation to end (first reason wins). Safe from signal handlers."""
         if self._stop is None:
-            self._stop = StopRequest(reason, code, graceful)
+            self._stop = StopRequest(reason, code, graceful, error)
         self._stop_event.set()
 
     @property
@@ -264,6 +284,9 @@ class Conversation:
         """Create the next session (the mic switches to it now), then connect with backoff."""
         history, replay = self._history_for_next_stream()
         session = self._new_session(history, self._links_opened == 0)
+        if self._links_opened == 0 and session.setup.greeting and is_nova2(self.model_id):
+            self._greeting_echo = session.setup.greeting
+            self._greeting_until = self._clock() + GREETING_WAIT_S
         session.start(open_audio=False)
         if after_failure:
             # What the user said to the failed stream and was never transcribed is said again.
@@ -333,6 +356,7 @@ class Conversation:
                 return link.failure or TransportError(
                     "the service closed the stream unexpectedly", kind="StreamReset", retryable=True)
             now = self._clock()
+            self._check_outputs()
             self._check_stop_conditions(now)
             rotation = self._rotation_due(link, now)
             if rotation is not None:
@@ -367,6 +391,16 @@ class Conversation:
             self.console.warning(f"AWS credentials expire at {new:%H:%M:%S} and the credential source "
                                  "gives no newer ones; the stream will fail then")
         return f"rotation (credentials expire at {old:%H:%M:%S})" if old else "rotation"
+
+    def _check_outputs(self) -> None:
+        """A broken output (a full disk under the WAV or the transcript) ends the run with its error.
+
+        Going on would lose what the user came to record; the session is still closed in order and
+        the transcript, if it is the one still writable, gets its end record.
+        """
+        problem = self.sink.failure() or self.transcript.failure
+        if problem is not None:
+            self.request_stop(problem, code=1, graceful=False, error=True)
 
     def _check_stop_conditions(self, now: float) -> None:
         limit = self.options.max_duration_s
@@ -419,8 +453,9 @@ class Conversation:
         if error is not None:
             entry["error"] = error
         self.transcript.write("session", **entry)
-        if link is self._link and self._stop is not None and graceful:
-            await self.sink.wait_drained(30.0)
+        if link is self._link and self._stop is not None and graceful and self.sink.failure() is None:
+            with contextlib.suppress(RunnerError):  # the output broke meanwhile: _player reports it
+                await self.sink.wait_drained(30.0)
 
     # -- link tasks ----------------------------------------------------------------------------
 
@@ -430,11 +465,25 @@ class Conversation:
                 await link.wake.wait()
                 link.wake.clear()
                 for payload in link.session.data_to_send():
+                    if self.console.verbose:
+                        self._trace_sent(payload)
                     await link.stream.send(payload)
                 if not link.wake.is_set():
                     link.writer_idle.set()
         except TransportError as exc:
             link.fail(exc)
+
+    def _trace_sent(self, payload: bytes) -> None:
+        name = _event_name(payload)
+        if name != "audioInput":
+            self.console.raw("->", name)
+            return
+        self.console.raw("->", f"audioInput {len(payload)} bytes", chunk=True)
+        self._audio_in_traced += 1
+        if self._audio_in_traced * self.source.chunk_ms >= AUDIO_TRACE_EVERY_MS:
+            self.console.raw("->", f"audioInput x{self._audio_in_traced} "
+                                   f"({self._audio_in_traced * self.source.chunk_ms / 1000:.1f} s)")
+            self._audio_in_traced = 0
 
     async def _reader(self, link: Link) -> None:
         try:
@@ -463,9 +512,12 @@ class Conversation:
 
     async def _mic(self) -> None:
         while True:  # ends when the TaskGroup is cancelled
+            # Decided before reading: a muted file source keeps its place (nothing is lost), a
+            # live one captures and drops, as a half-duplex line would.
+            mic_open = self.policy.mic_open(self._assistant_speaking())
+            self.source.mute(not mic_open)
             chunk = await self.source.read()
-            pending = self.sink.pending_ms() > 0 or not self._play_queue.empty()
-            if not self.policy.mic_open(pending):
+            if not mic_open:
                 chunk = bytes(len(chunk))
             self._handover.heard(chunk, self._clock())
             session = self._session
@@ -480,6 +532,13 @@ class Conversation:
             if link is not None and link.session is session:
                 link.kick()
 
+    def _assistant_speaking(self) -> bool:
+        """Assistant audio is queued or playing, or the greeting's answer is still to come."""
+        if self._greeting_until is not None and self._clock() >= self._greeting_until:
+            self._greeting_until = None
+        return (self.sink.pending_ms() > 0 or not self._play_queue.empty()
+                or self._greeting_until is not None)
+
     def _remember_unheard(self, chunk: bytes) -> None:
         self._unheard.append(chunk)
         self._unheard_bytes += len(chunk)
@@ -489,13 +548,29 @@ class Conversation:
     async def _player(self) -> None:
         while True:
             pcm = await self._play_queue.get()
-            await self.sink.write(pcm)
+            try:
+                await self.sink.write(pcm)
+            except RunnerError as exc:  # the output broke (a full disk, a stalled device)
+                self.request_stop(str(exc), code=1, graceful=False, error=True)
+                return
 
     # -- events ------------------------------------------------------------------------------
 
     async def _on_event(self, link: Link, event: OutputEvent) -> None:
-        self.console.raw("<-", _summary(event))
+        if isinstance(event, AudioOutput):
+            self.console.raw("<-", _summary(event), chunk=True)
+            self._audio_out_traced[0] += 1
+            self._audio_out_traced[1] += len(event.pcm)
+        else:
+            if isinstance(event, ContentEnd) and event.type.value == "AUDIO" and self._audio_out_traced[0]:
+                chunks, nbytes = self._audio_out_traced
+                seconds = self.sink.fmt.duration_ms(nbytes) / 1000
+                self.console.raw("<-", f"audioOutput x{chunks} ({seconds:.1f} s)")
+                self._audio_out_traced = [0, 0]
+            self.console.raw("<-", _summary(event))
         self._record(self._recorder.feed(event))
+        if isinstance(event, ContentEnd) and event.stop_reason in ("END_TURN", "INTERRUPTED"):
+            self._greeting_until = None  # the first answer (to the greeting, if any) is over
         match event:
             case UsageEvent():
                 self._last_usage = event
@@ -520,6 +595,14 @@ class Conversation:
             # The service echoes text the runner sent: not something the user said.
             if self._injected.pop(message.text):
                 self._messages.append(message)
+            return
+        if message.role == "USER" and message.text == self._greeting_echo:
+            # The service's echo of the greeting instruction: kept in the history (the model's
+            # greeting answers it), but it is not something the user said.
+            self._greeting_echo = None
+            self._messages.append(message)
+            self.transcript.write("greeting", text=message.text)
+            self.console.greeting(message.text)
             return
         self._messages.append(message)
         if message.role == "USER":
@@ -549,29 +632,33 @@ class Conversation:
             self.transcript.write("tool_call", name=call.name, input=dict(call.arguments),
                                   tool_use_id=call.tool_use_id)
             self.console.tool_call(call.name, dict(call.arguments))
-            result_json, error, duration_ms = await self._invoke(call)
+            outcome = await self._invoke(call)
             entry: dict[str, Any] = {"name": call.name, "tool_use_id": call.tool_use_id,
-                                     "duration_ms": round(duration_ms, 1)}
-            if error is None:
-                entry["result"] = _loads(result_json)
+                                     "duration_ms": round(outcome.duration_ms, 1)}
+            if outcome.error is None:
+                entry["result"] = _loads(outcome.result_json)
             else:
-                entry["error"] = error
+                entry["error"] = outcome.error
+            if outcome.oversized_preview is not None:
+                # What the handler returned, cut short and marked as such: never a whole megabyte.
+                entry["result_truncated"] = outcome.oversized_preview
             self.transcript.write("tool_result", **entry)
-            self.console.tool_result(call.name, error or result_json, duration_ms, error is None)
-            self._deliver_tool_result(link, call, result_json)
+            self.console.tool_result(call.name, outcome.error or outcome.result_json, outcome.duration_ms,
+                                     outcome.error is None)
+            self._deliver_tool_result(link, call, outcome.result_json)
         finally:
             self._tools_running -= 1
             self._last_activity = self._clock()
 
-    async def _invoke(self, call: CallTool) -> tuple[str, str | None, float]:
+    async def _invoke(self, call: CallTool) -> ToolOutcome:
         tool = self.tools.get(call.name)
         if tool is None:
             known = ", ".join(sorted(self.tools)) or "no tools"
             error = f"unknown tool {call.name!r}; this agent has: {known}"
-            return json.dumps({"error": error, "tool": call.name}), error, 0.0
-        outcome = await invoke_tool(tool.function, call.arguments, input_schema=tool.input_schema,
-                                    timeout_s=tool.timeout_s, name=tool.name)
-        return outcome.result_json, outcome.error, outcome.duration_ms
+            return ToolOutcome(False, json.dumps({"error": error, "tool": call.name}), error, 0.0)
+        return await invoke_tool(tool.function, call.arguments, input_schema=tool.input_schema,
+                                 timeout_s=tool.timeout_s, name=tool.name,
+                                 max_result_bytes=tool.max_result_bytes)
 
     def _deliver_tool_result(self, link: Link, call: CallTool, result_json: str) -> None:
         if not link.closing and link.failure is None and self._link is link:
@@ -667,6 +754,15 @@ def _loads(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+
+
+_EVENT_NAME = re.compile(rb'"event"\s*:\s*\{\s*"(\w+)"')
+
+
+def _event_name(payload: bytes) -> str:
+    """The name of an input event from its JSON bytes (cheap: only the first bytes are looked at)."""
+    match = _EVENT_NAME.search(payload[:120])
+    return match.group(1).decode("ascii") if match else f"{len(payload)} bytes"
 
 
 def _summary(event: OutputEvent) -> str:

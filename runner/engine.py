@@ -11,12 +11,14 @@ import asyncio
 import contextlib
 import os
 import signal
+import stat
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from runner.audio import SinkSpec, SourceSpec, make_sink, make_source
 from runner.audio.base import AudioFormat, AudioSink, AudioSource
@@ -24,11 +26,12 @@ from runner.config.model import AgentConfig
 from runner.config.setup import session_setup
 from runner.console import Console
 from runner.conversation import Conversation, ConversationOptions, SessionFactory
-from runner.errors import TransportError
+from runner.errors import RunnerError, TransportError
 from runner.models import is_nova2, lifecycle_warning
 from runner.policies import POLICIES
 from runner.protocol.session import Session
 from runner.protocol.setup import HistoryMessage
+from runner.signals import STOP_SIGNALS, exit_code
 from runner.transcript import Transcript
 from runner.transports.base import Connector
 
@@ -38,7 +41,6 @@ if TYPE_CHECKING:
 # After a WAV input has been played: how long the conversation must stay quiet before the run
 # ends by itself (the emulator needs ~0.6 s of silence to end a turn, then answers).
 DEFAULT_IDLE_EXIT_S = 2.5
-EXIT_INTERRUPTED = 130
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,7 @@ class RunObserver(Protocol):
 async def run_agent(agent: AgentConfig, options: RunOptions, console: Console,
                     observer: RunObserver | None = None) -> int:
     """Run one conversation; returns the process exit code."""
+    _check_distinct_files(options)
     _explain_greeting(agent, console)
     if (retired := lifecycle_warning(agent.model.id)) is not None:
         console.warning(retired)  # `check` says it too; a run must not fail without a reason shown
@@ -98,6 +101,8 @@ async def run_agent(agent: AgentConfig, options: RunOptions, console: Console,
                     observer.conversation_finished(conversation)
         console.close()
         console.info(f"session ended: {outcome.reason}")
+        if outcome.error:
+            print(f"agent-run: error: {outcome.reason}", file=sys.stderr)
         return outcome.code
     raise AssertionError("unreachable")  # pragma: no cover  (mypy: AsyncExitStack may swallow)
 
@@ -150,6 +155,30 @@ async def _connect(agent: AgentConfig, options: RunOptions, console: Console,
             await connector.aclose()
 
 
+def _check_distinct_files(options: RunOptions) -> None:
+    """Refuse a run that would overwrite its own input (checked before anything is opened).
+
+    The output is truncated when it opens, so `--output` naming the `--input` file (by another
+    spelling, a symlink or a hard link) would destroy the recording it is about to play.
+    """
+    named = [("--input", options.input_file), ("--output", options.output_file),
+             ("--transcript", options.transcript)]
+    files = [(flag, path) for flag, path in named if path is not None]
+    for i, (flag, path) in enumerate(files):
+        for other_flag, other in files[i + 1:]:
+            if _same_file(path, other):
+                raise RunnerError(f"{other_flag} {other} is the same file as {flag} {path}; "
+                                  "name a different file")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether `a` and `b` are one regular file (devices such as /dev/null may be shared)."""
+    try:
+        return os.path.samefile(a, b) and stat.S_ISREG(os.stat(a).st_mode)
+    except OSError:  # one does not exist yet (or loops): the same only if both spell one path
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
 def _source(agent: AgentConfig, options: RunOptions) -> AudioSource:
     fmt = AudioFormat(agent.audio.input_sample_rate)
     if options.input_file is not None:
@@ -185,19 +214,23 @@ def _finished_probe(source: AudioSource) -> Callable[[], bool]:
 
 @contextlib.contextmanager
 def _signals_stop(conversation: Conversation) -> Iterator[None]:
-    """Ctrl-C / SIGTERM end the session in the documented order and exit 130."""
+    """Ctrl-C, SIGTERM and SIGHUP end the session in the documented order; exit 128 + signal."""
     loop = asyncio.get_running_loop()
-    installed = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    installed: list[tuple[signal.Signals, Any]] = []
+    for signum in STOP_SIGNALS:
+        previous = signal.getsignal(signum)
         try:
-            stop = partial(conversation.request_stop, f"interrupted ({signal.Signals(signum).name})",
-                           code=EXIT_INTERRUPTED, graceful=False)
+            stop = partial(conversation.request_stop, f"interrupted ({signum.name})",
+                           code=exit_code(signum), graceful=False)
             loop.add_signal_handler(signum, stop)
-            installed.append(signum)
-        except (NotImplementedError, RuntimeError):  # not the main thread
+            installed.append((signum, previous))
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
             pass
     try:
         yield
     finally:
-        for signum in installed:
+        for signum, previous in installed:
             loop.remove_signal_handler(signum)
+            # Back to what was there (runner.signals' handler), not to the default action.
+            if previous is not None:
+                signal.signal(signum, previous)

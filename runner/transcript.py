@@ -1,22 +1,29 @@
 """The conversation transcript: JSON Lines written as things happen.
 
-Each line is one JSON object with a `type` among: user, assistant, tool_call, tool_result,
-interrupted, usage, session. Lines are flushed as they are written so a crash loses nothing
-already said. Audio never goes into the transcript; secrets never do either (only what the
+Each line is one JSON object with a `type` among: greeting, user, assistant, tool_call,
+tool_result, interrupted, usage, session. Lines are flushed as they are written so a crash loses
+nothing already said. Audio never goes into the transcript; secrets never do either (only what the
 model heard and said, tool inputs/outputs, and counters).
+
+A write that fails (a full disk) never raises into the conversation: the file is cut back to its
+last whole line (so it stays valid JSON Lines), nothing more is written to it, and `failure` says
+why, for the engine to end the run with that error. Entries are still kept in memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from runner.errors import RunnerError
 
-TRANSCRIPT_TYPES = ("user", "assistant", "tool_call", "tool_result", "interrupted", "usage", "session")
+TRANSCRIPT_TYPES = ("greeting", "user", "assistant", "tool_call", "tool_result", "interrupted", "usage",
+                    "session")
 
 
 class Transcript:
@@ -25,14 +32,19 @@ class Transcript:
     def __init__(self, path: Path | None, *, clock: Callable[[], float] = time.time) -> None:
         self._path = path
         self._clock = clock
-        self._file: TextIO | None = None
+        # Unbuffered: a line is on its way to the disk when write() returns, and a failed write
+        # leaves no buffered rest that a later flush could append after the cut.
+        self._fd: int | None = None
+        self._good_size = 0  # bytes of whole lines in the file
         self.entries: list[dict[str, Any]] = []
+        self.failure: str | None = None
 
     def __enter__(self) -> Transcript:
         if self._path is not None:
             try:
                 self._path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = self._path.open("a", encoding="utf-8")
+                self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                self._good_size = os.fstat(self._fd).st_size
             except OSError as exc:
                 raise RunnerError(f"cannot write transcript {self._path}: {exc.strerror}") from None
         return self
@@ -41,16 +53,32 @@ class Transcript:
         self.close()
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
     def write(self, kind: str, **fields: Any) -> dict[str, Any]:
         if kind not in TRANSCRIPT_TYPES:
             raise ValueError(f"unknown transcript entry type {kind!r}")
         entry = {"type": kind, "ts": round(self._clock(), 3), **fields}
         self.entries.append(entry)
-        if self._file is not None:
-            self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")
-            self._file.flush()
+        if self._fd is not None:
+            line = (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
+            try:
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(self._fd, view):]
+                self._good_size += len(line)
+            except OSError as exc:
+                self._failed(exc)
         return entry
+
+    def _failed(self, exc: OSError) -> None:
+        self.failure = f"cannot write transcript {self._path}: {exc.strerror or exc}"
+        fd, self._fd = self._fd, None
+        assert fd is not None
+        # Only shrinks, so it works on a full disk: no half-written line stays behind.
+        with contextlib.suppress(OSError):
+            if os.fstat(fd).st_size > self._good_size:
+                os.ftruncate(fd, self._good_size)
+        os.close(fd)

@@ -103,7 +103,11 @@ class AudioSource(Protocol):
         ...
 
     def mute(self, muted: bool) -> None:
-        """While muted, `read()` keeps its pace but returns silence (time still passes)."""
+        """While muted, `read()` keeps its pace but returns silence.
+
+        A live source (a microphone) drops what it captures meanwhile; a file source holds its
+        place and goes on where it was once unmuted (a recording can wait, a person cannot).
+        """
         ...
 
     def statistics(self) -> SourceStatistics: ...
@@ -139,6 +143,14 @@ class AudioSink(Protocol):
 
     def pending_ms(self) -> float:
         """Audio queued or inside the device that has not been heard yet, in milliseconds."""
+        ...
+
+    def failure(self) -> str | None:
+        """Why the output stopped working (e.g. a full disk), or None while it works.
+
+        A failed sink drops what it is given (`write` raises the same reason) and has nothing
+        pending, so the engine can end the run with a clear error instead of waiting on it.
+        """
         ...
 
     # The timeout is a parameter (not the caller's asyncio.timeout) because running out of time is

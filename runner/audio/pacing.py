@@ -89,10 +89,13 @@ class PacedSource:
         if not self._open_state:
             raise AudioDeviceError(f"{type(self).__name__} is not open (use 'async with')")
         await self._pacer.wait_next()
-        chunk = self._next_chunk()
         if self._muted:
+            # A file (or generated) source is not live: muted, it holds its place, so nothing of
+            # it is lost while the engine's gate is closed.
             chunk = bytes(self.chunk_bytes)
             self._muted_chunks += 1
+        else:
+            chunk = self._next_chunk()
         self._chunks += 1
         self._bytes += len(chunk)
         return chunk

@@ -11,7 +11,8 @@ audio thread; the lock is held only to copy bytes, never across a wait.
 
 `PacedSink` consumes the queue in `block_ms` blocks on a clock, as a sound card would, and hands each
 block to `_play()`. A block counts as "in the device" until its playing time is over, so
-`pending_ms()` is what the listener has not heard yet.
+`pending_ms()` is what the listener has not heard yet. When `_play()` fails (a full disk), the sink
+stops: what is queued is dropped, `failure()` says why, and `write()` raises it.
 """
 
 from __future__ import annotations
@@ -155,6 +156,7 @@ class PacedSink:
         self._in_device_until = 0.0
         self._played = 0
         self._underruns = 0
+        self._failure: str | None = None
 
     async def __aenter__(self) -> Self:
         self._open()
@@ -193,6 +195,9 @@ class PacedSink:
         queued = self._queue.queued_ms() if self._queue is not None else 0.0
         return queued + max(0.0, (self._in_device_until - self._clock()) * 1000)
 
+    def failure(self) -> str | None:
+        return self._failure
+
     async def wait_drained(self, timeout: float) -> bool:  # noqa: ASYNC109
         self._live_queue()
         return await wait_until_played(self, timeout)
@@ -212,6 +217,8 @@ class PacedSink:
         task, queue = self._task, self._queue
         if task is None or queue is None:
             raise AudioDeviceError(f"{type(self).__name__} is not open (use 'async with')")
+        if self._failure is not None:
+            raise AudioDeviceError(self._failure)
         if task.done():
             exc = task.exception()
             raise AudioDeviceError(f"{type(self).__name__} playback failed: {exc}") from exc
@@ -236,7 +243,13 @@ class PacedSink:
             playing = True
             if self._record_gaps and len(block) < self.block_bytes:
                 block += bytes(self.block_bytes - len(block))
-            self._play(block)
+            try:
+                self._play(block)
+            except Exception as exc:  # the output is gone: stop playing, keep the reason
+                self._failure = str(exc) or type(exc).__name__
+                queue.flush()
+                self._in_device_until = 0.0
+                return
             self._played += len(block)
             deadline += len(block) / self.fmt.frame_bytes / self.fmt.sample_rate
             self._in_device_until = deadline

@@ -375,6 +375,10 @@ class SpeakerSink(_Device):
         self._live_queue()
         return await wait_until_played(self, timeout)
 
+    def failure(self) -> str | None:
+        # A device that stops taking audio shows as a stalled write() (AudioDeviceError).
+        return None
+
     def statistics(self) -> SinkStatistics:
         q = self._queue
         ratio = self.fmt.sample_rate / max(1, self.device_rate)

@@ -125,20 +125,49 @@ class WavSink(PacedSink):
         except OSError as exc:
             raise AudioDeviceError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         self._data_bytes = 0
-        os.write(self._fd, _wav_header(self.fmt, 0))
+        try:
+            _write_all(self._fd, _wav_header(self.fmt, 0))
+        except OSError as exc:  # a full disk (or /dev/full) refuses even the header
+            self._close()
+            raise AudioDeviceError(f"cannot write {self.path}: {exc.strerror or exc}") from None
 
     def _play(self, block: bytes) -> None:
         assert self._fd is not None
-        os.write(self._fd, block)
-        self._data_bytes += len(block)
-        # pwrite leaves the append position alone: patch RIFF and data sizes in place.
-        os.pwrite(self._fd, struct.pack("<I", 36 + self._data_bytes), 4)
-        os.pwrite(self._fd, struct.pack("<I", self._data_bytes), 40)
+        try:
+            _write_all(self._fd, block)
+            self._data_bytes += len(block)
+            # pwrite leaves the append position alone: patch RIFF and data sizes in place.
+            os.pwrite(self._fd, struct.pack("<I", 36 + self._data_bytes), 4)
+            os.pwrite(self._fd, struct.pack("<I", self._data_bytes), 40)
+        except OSError as exc:
+            kept = self._finalise()
+            raise AudioDeviceError(f"cannot write {self.path}: {exc.strerror or exc} "
+                                   f"({kept})") from None
+
+    def _finalise(self) -> str:
+        """After a failed write: cut the file back to whole blocks and make its header say so.
+
+        Both only shrink or overwrite what is there, so they work on a full disk too.
+        """
+        assert self._fd is not None
+        seconds = self._data_bytes / self.fmt.frame_bytes / self.fmt.sample_rate
+        try:
+            os.ftruncate(self._fd, _HEADER_BYTES + self._data_bytes)
+            os.pwrite(self._fd, _wav_header(self.fmt, self._data_bytes), 0)
+        except OSError:
+            return "the file may be incomplete"
+        return f"the file keeps the {seconds:.1f} s written before"
 
     def _close(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _wav_header(fmt: AudioFormat, data_bytes: int) -> bytes:

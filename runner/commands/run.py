@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,30 @@ AWS settings come from the agent file (model.region, model.endpoint), then the u
 environment variables and profiles. With --emulate, the built-in Nova Sonic emulator is started
 in-process and reached over TLS through the same SDK code path; no AWS account is needed.
 With --input, the run ends by itself once the file has been played and the conversation is idle.
+
+Ctrl-C, SIGTERM and SIGHUP end the session in order within two seconds, whatever a tool is doing;
+exit status 130, 143 and 129. An output that cannot be written (a full disk) stops the run with an
+error and exit 1, the WAV kept valid; if stdout is closed, the run goes on without printing.
+--output, --transcript and --input must name different files.
 """
+
+
+def seconds(*, allow_zero: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds, > 0 (or >= 0 with `allow_zero`)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number of seconds")
+        if value < 0 or (value == 0 and not allow_zero):
+            bound = "0 or more" if allow_zero else "more than 0"
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {bound} seconds")
+        return value
+
+    parse.__name__ = "seconds"  # argparse names the type in some messages
+    return parse
 
 
 def add_parser(sub: Any) -> None:
@@ -37,7 +62,7 @@ def add_parser(sub: Any) -> None:
     add_var_option(p)
     p.add_argument("--emulate", nargs="?", const="", default=None, metavar="SCENARIO",
                    help="use the built-in local emulator (optionally playing a scenario YAML)")
-    p.add_argument("--time-limit", type=float, metavar="SECONDS",
+    p.add_argument("--time-limit", type=seconds(), metavar="SECONDS",
                    help="with --emulate: the emulator's per-stream time limit (default 480)")
     audio = p.add_argument_group("audio")
     audio.add_argument("--input", type=Path, metavar="WAV",
@@ -51,16 +76,25 @@ def add_parser(sub: Any) -> None:
     out.add_argument("--transcript", type=Path, metavar="FILE.jsonl",
                      help="append the conversation as JSON lines while it happens")
     out.add_argument("-q", "--quiet", action="store_true", help="print only warnings and errors")
-    out.add_argument("-v", "--verbose", action="store_true", help="also print every raw event")
+    out.add_argument("-v", "--verbose", action="store_true",
+                     help="also print the runner's own events: every event sent and received, audio summed "
+                          "up, and the runner's log")
+    out.add_argument("--debug", action="store_true",
+                     help="-v plus every audio chunk, and the logs of the AWS SDK, HTTP/2 and the emulator "
+                          "(on stderr; thousands of lines a minute)")
     limits = p.add_argument_group("limits")
-    limits.add_argument("--max-duration", type=float, metavar="SECONDS", help="end the run after this long")
-    limits.add_argument("--idle-exit", type=float, metavar="SECONDS",
+    limits.add_argument("--max-duration", type=seconds(), metavar="SECONDS",
+                        help="end the run after this long (seconds > 0)")
+    limits.add_argument("--idle-exit", type=seconds(allow_zero=True), metavar="SECONDS",
                         help="with --input: end after the file has played and nothing happened for this long "
-                             "(default 2.5)")
+                             "(default 2.5; 0 or more)")
     p.add_argument("--profile", help="AWS profile to use (default: AWS_PROFILE or the default chain)")
+    p.set_defaults(run_parser=p)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.time_limit is not None and args.emulate is None:
+        args.run_parser.error("--time-limit only applies with --emulate (the emulator's stream limit)")
     agent = load_agent(args.agent, var_overrides(args))
     options = RunOptions(
         input_file=args.input, output_file=args.output, input_device=args.input_device,
@@ -68,7 +102,20 @@ def run(args: argparse.Namespace) -> int:
         emulate=args.emulate is not None, scenario=Path(args.emulate) if args.emulate else None,
         emulator_time_limit_s=args.time_limit, max_duration_s=args.max_duration,
         idle_exit_s=args.idle_exit, profile=args.profile)
-    if args.verbose:
-        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
-    console = Console(quiet=args.quiet, verbose=args.verbose)
+    _configure_logging(verbose=args.verbose, debug=args.debug)
+    console = Console(quiet=args.quiet, verbose=args.verbose, debug=args.debug)
     return asyncio.run(run_agent(agent, options, console))
+
+
+def _configure_logging(*, verbose: bool, debug: bool) -> None:
+    """-v: the runner's own log; --debug: every library's too (SDK, awscrt, h2/hpack, emulator)."""
+    if debug:
+        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+    elif verbose:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        runner_log = logging.getLogger("runner")
+        runner_log.addHandler(handler)
+        runner_log.setLevel(logging.DEBUG)
+        # The in-process emulator logs every event it serves: that is --debug material.
+        logging.getLogger("runner.emulator").setLevel(logging.WARNING)

@@ -20,6 +20,7 @@ from jsonschema import Draft202012Validator
 
 from runner.config import yaml
 from runner.config.model import (
+    DEFAULT_MAX_RESULT_BYTES,
     DEFAULT_POLICY,
     DEFAULT_ROTATE_AFTER_S,
     DEFAULT_TIMEOUT_S,
@@ -194,11 +195,12 @@ def _check_tool(check: _Check, index: int, tool: Any, seen: dict[str, int]) -> T
     if not (isinstance(name, str) and isinstance(tool.get("description"), str) and schema_ok):
         return None
     timeout = tool.get("timeout_s", DEFAULT_TIMEOUT_S)
-    if not isinstance(timeout, int | float):
+    max_bytes = tool.get("max_result_bytes", DEFAULT_MAX_RESULT_BYTES)
+    if not isinstance(timeout, int | float) or not isinstance(max_bytes, int):
         return None  # the schema check reported it
     return ToolConfig(name=name, description=tool["description"],
                       input_schema=copy.deepcopy(tool["input_schema"]), handler=handler,
-                      function=function, timeout_s=float(timeout))
+                      function=function, timeout_s=float(timeout), max_result_bytes=max_bytes)
 
 
 def _check_tools(check: _Check, data: dict[str, Any]) -> tuple[ToolConfig, ...]:

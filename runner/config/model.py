@@ -17,6 +17,8 @@ VarValue = str | int | float | bool
 
 DEFAULT_POLICY = "barge-in"
 DEFAULT_TIMEOUT_S = 10.0
+# A tool result larger than this (UTF-8 bytes of its JSON) is refused: the model gets an error.
+DEFAULT_MAX_RESULT_BYTES = 64 * 1024
 DEFAULT_ROTATE_AFTER_S = 360.0
 
 
@@ -47,6 +49,7 @@ class ToolConfig:
     handler: str  # as written: "module:function" or "builtin:<name>"
     function: Callable[..., Any]
     timeout_s: float = DEFAULT_TIMEOUT_S
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,21 +1,29 @@
 """Calls one tool handler for the model and always produces JSON text for `toolResult`.
 
 Every way a call can go wrong (arguments that do not match the tool's `input_schema`, a timeout,
-an exception, a result that is not JSON) becomes a JSON error result `{"error": ..., "tool": ...}`
-sent to the model, so the conversation goes on (Nova rejects non-JSON tool results with "Tool
-Response parsing error", nova-sonic-protocol.md §2.4). Arguments are validated before the handler
-runs, so a handler never sees arguments its schema forbids.
+an exception, `sys.exit()`, `KeyboardInterrupt` or any other `BaseException` raised by the
+handler, a result that is not JSON or is larger than the tool's `max_result_bytes`) becomes a JSON
+error result `{"error": ..., "tool": ...}` sent to the model, so the conversation goes on (Nova
+rejects non-JSON tool results with "Tool Response parsing error", nova-sonic-protocol.md §2.4).
+Arguments are validated before the handler runs, so a handler never sees arguments its schema
+forbids.
 
-Sync handlers run in a worker thread (`asyncio.to_thread`) so they never block audio; async
-handlers are awaited on the loop. A timed-out sync handler cannot be stopped: its thread finishes
-in the background and its result is discarded. Cancellation of the caller propagates unchanged.
+Sync handlers run in a daemon thread of their own, so they never block audio. A timed-out sync
+handler cannot be stopped: its thread goes on in the background, its result is discarded, and,
+being a daemon thread outside any executor, it never delays the end of the run (the default
+executor of `asyncio.to_thread` is joined when the loop closes, and its threads at interpreter
+exit, which kept a run alive for as long as a hung handler slept). Async handlers are awaited on
+the loop. Cancellation of the caller propagates unchanged; a `CancelledError` the handler raises
+by itself is an error result like any other.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,7 +32,12 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import best_match
 
+from runner.config.model import DEFAULT_MAX_RESULT_BYTES
 from runner.errors import ToolError
+from runner.signals import Interrupted
+
+# How much of an oversized result the transcript keeps, so the user can see what it was.
+PREVIEW_CHARS = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,20 +47,23 @@ class ToolOutcome:
     result_json: str
     error: str | None
     duration_ms: float
+    # Set when the result was refused for its size: its first PREVIEW_CHARS characters.
+    oversized_preview: str | None = None
 
 
 async def invoke_tool(fn: Callable[..., Any], arguments: Mapping[str, Any], *,
                       input_schema: Mapping[str, Any], timeout_s: float, name: str | None = None,
+                      max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
                       clock: Callable[[], float] = time.perf_counter) -> ToolOutcome:
     """Validate `arguments`, call `fn(**arguments)` within `timeout_s`, and return JSON text."""
     tool = name or getattr(fn, "__name__", "tool")
     started = clock()
 
-    def outcome(result_json: str | None, error: str | None) -> ToolOutcome:
+    def outcome(result_json: str | None, error: str | None, preview: str | None = None) -> ToolOutcome:
         elapsed = (clock() - started) * 1000
         if error is not None:
             return ToolOutcome(False, json.dumps({"error": error, "tool": tool}, ensure_ascii=False),
-                               error, elapsed)
+                               error, elapsed, preview)
         assert result_json is not None
         return ToolOutcome(True, result_json, None, elapsed)
 
@@ -61,12 +77,30 @@ async def invoke_tool(fn: Callable[..., Any], arguments: Mapping[str, Any], *,
         if not deadline.expired():  # the tool itself raised TimeoutError
             return outcome(None, "TimeoutError raised by the tool")
         return outcome(None, f"timed out after {timeout_s:g} s")
-    except Exception as exc:  # a tool's failure is reported to the model, never a crash
+    except asyncio.CancelledError:
+        if _being_cancelled():
+            raise  # the caller is being cancelled: not the tool's doing
+        return outcome(None, "CancelledError raised by the tool")
+    except Interrupted:
+        raise  # a real stop signal (runner.signals), not something the handler did
+    # A tool's failure is reported to the model, never a crash: that includes sys.exit() and
+    # KeyboardInterrupt raised by handler code.
+    except BaseException as exc:
         return outcome(None, _describe(exc))
     try:
-        return outcome(result_to_json(result), None)
+        text = result_to_json(result)
     except ValueError as exc:
         return outcome(None, str(exc))
+    size = len(text.encode("utf-8"))
+    if size > max_result_bytes:
+        return outcome(None, f"result too large: {size} bytes (this tool's max_result_bytes is "
+                             f"{max_result_bytes})", text[:PREVIEW_CHARS])
+    return outcome(text, None)
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 # A tool's schema is a frozen config value used for every call: check and compile it once.
@@ -100,18 +134,66 @@ def validate_arguments(arguments: Mapping[str, Any], schema: Mapping[str, Any]) 
 async def _call(fn: Callable[..., Any], arguments: dict[str, Any]) -> Any:
     if inspect.iscoroutinefunction(fn):
         return await fn(**arguments)
-    result = await asyncio.to_thread(fn, **arguments)
+    result = await _in_daemon_thread(fn, arguments)
     # e.g. a sync wrapper that returns a coroutine
     if inspect.isawaitable(result):
         return await result
     return result
 
 
-def _describe(exc: Exception) -> str:
+async def _in_daemon_thread(fn: Callable[..., Any], arguments: dict[str, Any]) -> Any:
+    """`fn(**arguments)` in a new daemon thread; whatever it raises (BaseException included) is
+    re-raised here. Abandoning the wait (timeout, cancellation) leaves the thread to finish alone."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if future.done():  # the caller gave up waiting
+            return
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    def work() -> None:
+        try:
+            value: Any = fn(**arguments)
+            ok = True
+        except BaseException as exc:
+            value, ok = _as_raisable(exc), False
+        # The loop may already be closed when a hung handler finally returns: nothing to tell.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, ok, value)
+
+    threading.Thread(target=work, name=f"tool:{getattr(fn, '__name__', 'handler')}", daemon=True).start()
+    return await future
+
+
+def _as_raisable(exc: BaseException) -> BaseException:
+    # asyncio futures refuse StopIteration (and KeyboardInterrupt/SystemExit would stop the loop
+    # when raised inside a task step): carry those as a RuntimeError naming the original.
+    if isinstance(exc, StopIteration | KeyboardInterrupt | SystemExit | asyncio.CancelledError):
+        return _ToolRaised(exc)
+    return exc
+
+
+class _ToolRaised(Exception):
+    """A BaseException a handler raised, carried across to the loop as an ordinary exception."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(original)
+        self.original = original
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, _ToolRaised):
+        exc = exc.original
     message = str(exc)
     if isinstance(exc, ToolError):  # the handler's own, deliberate message
         return message
     kind = type(exc).__name__
+    if isinstance(exc, SystemExit):
+        return f"the tool called sys.exit({'' if exc.code is None else repr(exc.code)})"
     return f"{kind}: {message}" if message else kind
 
 

@@ -48,7 +48,8 @@ def test_source_is_paced_against_the_clock_without_drift(fake_clock: FakeClock) 
     assert fake_clock.now - start == pytest.approx(10.0, abs=0.01)
 
 
-def test_source_mute_keeps_time_but_sends_silence(fake_clock: FakeClock) -> None:
+def test_source_mute_keeps_time_and_its_place_in_the_file(fake_clock: FakeClock) -> None:
+    # A recording can wait: muted, the file source sends silence on time and resumes where it was.
     async def main() -> tuple[list[bytes], list[bytes]]:
         async with WavSource(SAMPLES / "where_is_my_order.wav", F16, 20,
                              clock=fake_clock, sleep=fake_clock.sleep) as source:
@@ -61,7 +62,8 @@ def test_source_mute_keeps_time_but_sends_silence(fake_clock: FakeClock) -> None
     muted, heard = asyncio.run(main())
     assert b"".join(muted) == bytes(64000)
     full, _ = read_wav_raw(SAMPLES / "where_is_my_order.wav")
-    assert b"".join(heard) == full[64000:64000 + 32000]
+    assert fake_clock.now - 100.0 == pytest.approx(149 * 0.02, abs=0.01)  # time passed all along
+    assert b"".join(heard) == full[:32000]
 
 
 def test_source_mixes_stereo_and_resamples(tmp_path: Path) -> None:

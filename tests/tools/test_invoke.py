@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from runner.errors import ToolError
-from runner.tools.invoke import ToolOutcome, invoke_tool, result_to_json
+from runner.tools.invoke import PREVIEW_CHARS, ToolOutcome, invoke_tool, result_to_json
 
 SCHEMA = {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"],
           "additionalProperties": False}
@@ -179,3 +179,126 @@ def test_caller_cancellation_propagates() -> None:
 
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(main())
+
+
+def test_caller_cancellation_of_a_sync_handler_propagates() -> None:
+    release = threading.Event()
+
+    async def main() -> None:
+        task = asyncio.create_task(invoke_tool(lambda order_id: release.wait(5), {"order_id": "1"},
+                                               input_schema=SCHEMA, timeout_s=5))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        try:
+            await task
+        finally:
+            release.set()
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(main())
+
+
+def test_a_hung_sync_handler_does_not_delay_the_end_of_the_loop() -> None:
+    # asyncio.to_thread's default executor is joined when asyncio.run closes the loop: a handler
+    # stuck for seconds kept the whole run alive that long after it ended.
+    release = threading.Event()
+    started = time.monotonic()
+    outcome = call(lambda order_id: release.wait(10), timeout_s=0.05)
+    took = time.monotonic() - started
+    release.set()
+    assert outcome.error == "timed out after 0.05 s"
+    assert took < 2.0, took
+
+
+def _exits(order_id: str) -> None:
+    raise SystemExit(3)
+
+
+def _exits_plain(order_id: str) -> None:
+    raise SystemExit
+
+
+def _interrupts(order_id: str) -> None:
+    raise KeyboardInterrupt
+
+
+def _cancels(order_id: str) -> None:
+    raise asyncio.CancelledError
+
+
+def _stops(order_id: str) -> None:
+    raise StopIteration
+
+
+class Odd(BaseException):
+    pass
+
+
+def _odd(order_id: str) -> None:
+    raise Odd("strange")
+
+
+async def _exits_async(order_id: str) -> None:
+    await asyncio.sleep(0)
+    raise SystemExit(4)
+
+
+async def _interrupts_async(order_id: str) -> None:
+    raise KeyboardInterrupt
+
+
+async def _cancels_async(order_id: str) -> None:
+    raise asyncio.CancelledError
+
+
+async def _odd_async(order_id: str) -> None:
+    raise Odd("async strange")
+
+
+@pytest.mark.parametrize(("fn", "message"), [
+    (_exits, "the tool called sys.exit(3)"),
+    (_exits_plain, "the tool called sys.exit()"),
+    (_interrupts, "KeyboardInterrupt"),
+    (_cancels, "CancelledError"),
+    (_stops, "StopIteration"),
+    (_odd, "Odd: strange"),
+    (_exits_async, "the tool called sys.exit(4)"),
+    (_interrupts_async, "KeyboardInterrupt"),
+    (_cancels_async, "CancelledError raised by the tool"),
+    (_odd_async, "Odd: async strange"),
+])
+def test_any_base_exception_is_an_error_result(fn: Any, message: str) -> None:
+    async def main() -> tuple[ToolOutcome, str]:
+        outcome = await invoke_tool(fn, {"order_id": "1"}, input_schema=SCHEMA, timeout_s=2)
+        await asyncio.sleep(0.01)  # the loop is still alive and well
+        return outcome, "after"
+
+    outcome, after = asyncio.run(main())
+    assert after == "after"
+    assert not outcome.ok and outcome.error == message, outcome
+    assert json.loads(outcome.result_json) == {"error": message, "tool": fn.__name__}
+
+
+def test_an_oversized_result_is_refused_with_its_size() -> None:
+    big = {"rows": "x" * 5000}
+    size = len(json.dumps(big))
+    async def main() -> ToolOutcome:
+        return await invoke_tool(lambda order_id: big, {"order_id": "1"}, input_schema=SCHEMA,
+                                 timeout_s=2, max_result_bytes=4096)
+
+    outcome = asyncio.run(main())
+    assert not outcome.ok
+    assert outcome.error == f"result too large: {size} bytes (this tool's max_result_bytes is 4096)"
+    assert outcome.oversized_preview is not None and len(outcome.oversized_preview) == PREVIEW_CHARS
+    assert json.loads(outcome.result_json)["error"] == outcome.error
+
+
+def test_a_result_at_the_cap_is_sent() -> None:
+    result = {"rows": "x" * 100}
+    size = len(json.dumps(result))
+
+    async def main() -> ToolOutcome:
+        return await invoke_tool(lambda order_id: result, {"order_id": "1"}, input_schema=SCHEMA,
+                                 timeout_s=2, max_result_bytes=size)
+
+    assert asyncio.run(main()).ok

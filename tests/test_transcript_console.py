@@ -1,0 +1,55 @@
+"""The transcript and the console survive outputs that fail: a full disk, a reader that went away."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from runner.console import Console
+from runner.transcript import TRANSCRIPT_TYPES, Transcript
+
+
+def test_a_full_device_sets_failure_and_never_raises() -> None:
+    with Transcript(Path("/dev/full")) as transcript:
+        transcript.write("session", event="start")
+        transcript.write("user", text="hello")
+    assert transcript.failure == "cannot write transcript /dev/full: No space left on device"
+    assert [e["type"] for e in transcript.entries] == ["session", "user"]  # kept in memory
+
+
+def test_lines_are_whole_json(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    with Transcript(path, clock=lambda: 1.0) as transcript:
+        transcript.write("greeting", text="Say hello")
+        transcript.write("assistant", text="Hello ✓")
+    assert transcript.failure is None
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line) for line in lines] == [
+        {"type": "greeting", "ts": 1.0, "text": "Say hello"},
+        {"type": "assistant", "ts": 1.0, "text": "Hello ✓"}]
+    assert "greeting" in TRANSCRIPT_TYPES
+
+
+class ClosedPipe(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def isatty(self) -> bool:
+        return False
+
+
+def test_console_falls_silent_when_its_reader_goes_away() -> None:
+    console = Console(stream=ClosedPipe())
+    console.info("first")
+    assert console.gone
+    console.assistant("still running")  # no exception
+    console.raw("<-", "event")
+
+
+def test_verbose_shows_audio_chunks_only_with_debug() -> None:
+    out = io.StringIO()
+    Console(verbose=True, stream=out).raw("<-", "audioOutput 10 bytes", chunk=True)
+    assert out.getvalue() == ""
+    Console(debug=True, stream=out).raw("<-", "audioOutput 10 bytes", chunk=True)
+    assert out.getvalue() == "  <- audioOutput 10 bytes\n"
