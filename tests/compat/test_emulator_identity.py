@@ -22,12 +22,11 @@ from compat_helpers import (
     QUESTION_WAV,
     REPO,
     SAMPLE_CLIENT,
-    Emulate,
     clean_env,
-    exported,
     free_port,
     run_client,
 )
+from emulate_process import EmulateProcess, export_lines, exported
 
 
 def _client(exports: dict[str, str], **override: str) -> tuple[list[str], dict[str, str]]:
@@ -47,7 +46,8 @@ def _assert_tool_round_trip(stdout: str) -> None:
 
 def test_other_keys_are_refused_by_default(tmp_path: Path) -> None:
     env = clean_env(AGENT_RUN_EMULATOR_DIR=str(tmp_path / "state"))
-    with Emulate(["--port", "0", "--scenario", ORDERS_SCENARIO], tmp_path / "emulator.log", env) as emu:
+    emulate_args = ["--port", "0", "--scenario", ORDERS_SCENARIO]
+    with EmulateProcess(emulate_args, tmp_path / "emulator.log", env) as emu:
         exports = exported(emu.wait_ready())
         args, client_env = _client(exports, AWS_ACCESS_KEY_ID=OTHER_KEY_ID,
                                    AWS_SECRET_ACCESS_KEY=OTHER_SECRET)
@@ -62,8 +62,8 @@ def test_other_keys_are_refused_by_default(tmp_path: Path) -> None:
 def test_any_credentials_accepts_a_client_signing_with_its_own_keys(tmp_path: Path) -> None:
     env = clean_env()
     state = tmp_path / "state"
-    with Emulate(["--port", "0", "--scenario", ORDERS_SCENARIO, "--any-credentials", "--state-dir", state],
-                 tmp_path / "emulator.log", env) as emu:
+    emulate_args = ["--port", "0", "--scenario", ORDERS_SCENARIO, "--any-credentials", "--state-dir", state]
+    with EmulateProcess(emulate_args, tmp_path / "emulator.log", env) as emu:
         exports = exported(emu.wait_ready())
         assert exports["SSL_CERT_FILE"] == str(state / "ca.pem")
         args, client_env = _client(exports, AWS_ACCESS_KEY_ID=OTHER_KEY_ID,
@@ -85,10 +85,10 @@ def test_exports_and_ca_survive_a_restart(tmp_path: Path) -> None:
     env = clean_env(XDG_CACHE_HOME=str(cache), TMPDIR=str(tmp))
     port = free_port()
     args = ["--port", str(port), "--scenario", ORDERS_SCENARIO]
-    with Emulate(args, tmp_path / "first.log", env) as first:
-        first_exports = first.wait_ready()
-    with Emulate(args, tmp_path / "second.log", env) as second:
-        second_exports = second.wait_ready()
+    with EmulateProcess(args, tmp_path / "first.log", env) as first:
+        first_exports = export_lines(first.wait_ready())
+    with EmulateProcess(args, tmp_path / "second.log", env) as second:
+        second_exports = export_lines(second.wait_ready())
         assert second_exports == first_exports
         # A client set up from the FIRST run's exports talks to the second run.
         client_args, client_env = _client(exported(first_exports))
@@ -109,7 +109,7 @@ def test_a_killed_emulator_leaves_nothing_behind(tmp_path: Path) -> None:
     state, tmp = tmp_path / "state", tmp_path / "tmp"
     tmp.mkdir()
     env = clean_env(AGENT_RUN_EMULATOR_DIR=str(state), TMPDIR=str(tmp))
-    emu = Emulate(["--port", "0"], tmp_path / "emulator.log", env)
+    emu = EmulateProcess(["--port", "0"], tmp_path / "emulator.log", env)
     try:
         emu.wait_ready()
         emu.proc.send_signal(signal.SIGKILL)

@@ -27,7 +27,6 @@ from compat_helpers import (
     ORDERS_SCENARIO,
     QUESTION_WAV,
     REPO,
-    STRANDS_NEEDS_EMPTY_SESSION_START,
     clean_env,
 )
 
@@ -80,8 +79,7 @@ CLIENTS = [
     # Written like AWS's console sample: SDK config with endpoint_uri=f"https://bedrock-runtime.{region}..."
     pytest.param(Client("sample_client.py", ORDERS_SCENARIO, None, "--region us-east-1"), id="aws-sample"),
     pytest.param(Client("pipecat_driver.py", SCENARIO, "pipecat", "--unmodified"), id="pipecat"),
-    pytest.param(Client("strands_driver.py", SCENARIO, "strands", "--unmodified"), id="strands",
-                 marks=[STRANDS_NEEDS_EMPTY_SESSION_START]),
+    pytest.param(Client("strands_driver.py", SCENARIO, "strands", "--unmodified"), id="strands"),
 ]
 
 

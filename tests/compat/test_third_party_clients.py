@@ -17,12 +17,10 @@ import venvs
 from compat_helpers import (
     COMPAT,
     QUESTION_WAV,
-    STRANDS_NEEDS_EMPTY_SESSION_START,
-    Emulate,
     clean_env,
-    exported,
     run_client,
 )
+from emulate_process import EmulateProcess, exported
 
 SCENARIO = COMPAT / "data" / "order.scenario.yaml"
 # The first test may build both venvs (a minute or two with a warm pip cache; more on a cold one).
@@ -32,7 +30,7 @@ pytestmark = pytest.mark.timeout(venvs.INSTALL_TIMEOUT_S + 180)
 def _converse(name: str, driver: str, venv: venvs.Venv, tmp_path: Path) -> tuple[dict[str, object], str]:
     """Run the client `name` against a fresh emulator; (what the client saw, the emulator's log)."""
     env = clean_env(AGENT_RUN_EMULATOR_DIR=str(tmp_path / "state"))
-    with Emulate(["--port", "0", "--scenario", SCENARIO], tmp_path / "emulator.log", env) as emu:
+    with EmulateProcess(["--port", "0", "--scenario", SCENARIO], tmp_path / "emulator.log", env) as emu:
         exports = exported(emu.wait_ready())
         result = run_client(venv.python, COMPAT / driver, ["--wav", QUESTION_WAV], clean_env(**exports))
         log = emu.text()
@@ -57,7 +55,6 @@ def test_pipecat_nova_sonic_service(compat_venvs: dict[str, venvs.Venv], tmp_pat
     _assert_tool_round_trip(seen, log, """content='{"orderNumber": "12345", "orderStatus": "Shipped"}'""")
 
 
-@STRANDS_NEEDS_EMPTY_SESSION_START
 def test_strands_bidi_agent(compat_venvs: dict[str, venvs.Venv], tmp_path: Path) -> None:
     seen, log = _converse("strands", "strands_driver.py", compat_venvs["strands"], tmp_path)
     # strands wraps the tool's return value in a text content block.

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from e2e_helpers import ORDERS, ORDERS_SCENARIO, REPO, SAMPLES, Finished, Run, base_env
+from emulate_process import EmulateProcess, exported
 
 from tests.emulator.fakes import audio_start, content_end, ev, opening, prompt_start, text_input, text_start
 from tests.emulator.raw_client import RawClient
@@ -29,55 +30,16 @@ EXPORTS = [
 Outcome = tuple[list[str], Finished, int, str]
 
 
-class EmulatorProcess:
-    """`agent-run emulate` in the background; its log goes to a file (it logs every event)."""
-
-    def __init__(self, log: Path, *args: str | Path) -> None:
-        self.log = log
-        self._out = log.open("w")
-        args = args or ("--scenario", ORDERS_SCENARIO)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runner", "emulate", "--port", "0", "--time-limit", "30", *map(str, args)],
-            cwd=REPO, env=base_env(), stdin=subprocess.DEVNULL,
-            stdout=self._out, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout_s: float = 20.0) -> list[str]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            text = self.log.read_text()
-            if "# agent-run emulator listening on" in text:
-                return text.splitlines()
-            assert self.proc.poll() is None, f"emulator exited {self.proc.returncode}:\n{text}"
-            time.sleep(0.05)
-        raise AssertionError(f"emulator not ready in {timeout_s} s:\n{self.log.read_text()}")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self._out.close()
-        return self.proc.returncode
-
-
-def exported(lines: list[str]) -> dict[str, str]:
-    """The variables the export lines set, as a shell would (`eval`)."""
-    env: dict[str, str] = {}
-    for line in lines:
-        if line.startswith("export "):
-            for word in shlex.split(line.removeprefix("export ")):
-                key, _, value = word.partition("=")
-                env[key] = value
-    return env
+def start_emulator(log: Path, *args: str | Path) -> EmulateProcess:
+    """`agent-run emulate` on a free port with a 30 s stream limit (default: the orders scenario)."""
+    args = args or ("--scenario", ORDERS_SCENARIO)
+    return EmulateProcess(["--port", "0", "--time-limit", "30", *args], log, base_env())
 
 
 @pytest.fixture(scope="module")
 def emulator_and_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcome]:
     tmp = tmp_path_factory.mktemp("emulate")
-    emulator = EmulatorProcess(tmp / "emulator.log")
+    emulator = start_emulator(tmp / "emulator.log")
     client: Run | None = None
     try:
         lines = emulator.wait_ready()
@@ -301,8 +263,8 @@ def slow_emulator_scenario(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def slow_emulator(tmp_path: Path, slow_emulator_scenario: Path
-                  ) -> Iterator[tuple[EmulatorProcess, dict[str, str]]]:
-    emulator = EmulatorProcess(tmp_path / "emulator.log", "--scenario", slow_emulator_scenario)
+                  ) -> Iterator[tuple[EmulateProcess, dict[str, str]]]:
+    emulator = start_emulator(tmp_path / "emulator.log", "--scenario", slow_emulator_scenario)
     try:
         yield emulator, exported(emulator.wait_ready())
     finally:
@@ -315,7 +277,7 @@ def typed_turn(text: str) -> list[dict[str, object]]:
 
 
 def test_a_client_that_goes_away_mid_answer_leaves_no_traceback_and_the_next_is_served(
-        slow_emulator: tuple[EmulatorProcess, dict[str, str]]) -> None:
+        slow_emulator: tuple[EmulateProcess, dict[str, str]]) -> None:
     emulator, env = slow_emulator
     first = RawClient(env, "amazon.nova-2-sonic-v1:0")
     first.send(*typed_turn("Tell me a story."))
@@ -342,7 +304,7 @@ def test_a_client_that_goes_away_mid_answer_leaves_no_traceback_and_the_next_is_
 
 
 def test_a_refused_event_is_named_in_the_error_and_not_logged_as_received(
-        slow_emulator: tuple[EmulatorProcess, dict[str, str]]) -> None:
+        slow_emulator: tuple[EmulateProcess, dict[str, str]]) -> None:
     emulator, env = slow_emulator
     client = RawClient(env, "amazon.nova-2-sonic-v1:0")
     bad_prompt = prompt_start("Matthew")
