@@ -32,8 +32,15 @@ from runner.config.model import (
     VarValue,
 )
 from runner.config.prompt import MAX_PROMPT_BYTES, PromptError, convert_override, render_prompt
-from runner.config.report import Problem, Severity
-from runner.config.schema import did_you_mean, schema_problems
+from runner.config.report import Problem, Severity, shown
+from runner.config.schema import (
+    MAX_INPUT_SCHEMA_DEPTH,
+    did_you_mean,
+    reference_problem,
+    schema_depth_path,
+    schema_problems,
+    schema_references,
+)
 from runner.config.signature import signature_problems
 from runner.config.templates import load_event_templates
 from runner.errors import ConfigError
@@ -157,6 +164,11 @@ def _check_input_schema(check: _Check, index: int, schema: Any) -> bool:
     base: yaml.Path = ("tools", index, "input_schema")
     if not isinstance(schema, dict):
         return False
+    too_deep = schema_depth_path(schema)
+    if too_deep is not None:  # before jsonschema, which recurses once per level (and more)
+        check.add((*base, *too_deep), f"tools[{index}].input_schema is nested more than "
+                                      f"{MAX_INPUT_SCHEMA_DEPTH} levels deep")
+        return False
     cls = jsonschema.validators.validator_for(schema, default=Draft202012Validator)
     errors = list(cls(cls.META_SCHEMA).iter_errors(schema))
     for err in errors:
@@ -164,11 +176,19 @@ def _check_input_schema(check: _Check, index: int, schema: Any) -> bool:
         at = f" at {inner}" if inner else ""
         check.add((*base, *err.absolute_path),
                   f"tools[{index}].input_schema is not a valid JSON Schema{at}: {err.message}")
+    refs_ok = True
+    if not errors:
+        for path, uri in schema_references(schema):
+            problem = reference_problem(schema, uri)
+            if problem is not None:
+                refs_ok = False
+                inner = ".".join(map(str, path))
+                check.add((*base, *path), f"tools[{index}].input_schema.{inner}: {problem}")
     if schema.get("type") != "object":
         check.add(base, f"tools[{index}].input_schema must be an object schema ('type: object'): "
                         f"the model sends tool arguments as a JSON object")
         return False
-    return not errors
+    return not errors and refs_ok
 
 
 def _check_tool(check: _Check, index: int, tool: Any, seen: dict[str, int]) -> ToolConfig | None:
@@ -196,11 +216,11 @@ def _check_tool(check: _Check, index: int, tool: Any, seen: dict[str, int]) -> T
         return None
     timeout = tool.get("timeout_s", DEFAULT_TIMEOUT_S)
     max_bytes = tool.get("max_result_bytes", DEFAULT_MAX_RESULT_BYTES)
-    if not isinstance(timeout, int | float) or not isinstance(max_bytes, int):
+    if not isinstance(timeout, int | float) or not isinstance(max_bytes, int | float):
         return None  # the schema check reported it
     return ToolConfig(name=name, description=tool["description"],
                       input_schema=copy.deepcopy(tool["input_schema"]), handler=handler,
-                      function=function, timeout_s=float(timeout), max_result_bytes=max_bytes)
+                      function=function, timeout_s=float(timeout), max_result_bytes=int(max_bytes))
 
 
 def _check_tools(check: _Check, data: dict[str, Any]) -> tuple[ToolConfig, ...]:
@@ -297,6 +317,8 @@ def _check_prompt(check: _Check, data: dict[str, Any], variables: Mapping[str, V
         else:
             check.add_at(file, exc.line, 1, f"system prompt: {exc.message}")
         return None
+    if not _text_ok(check, rendered, text, file, key, "the rendered system prompt"):
+        return None
     size = len(rendered.encode("utf-8"))
     if size > MAX_PROMPT_BYTES:
         check.add(key, f"the rendered system prompt is {size} bytes; Nova accepts at most "
@@ -313,10 +335,31 @@ def _check_greeting(check: _Check, data: dict[str, Any], variables: Mapping[str,
     if not isinstance(greeting, str):
         return None
     try:
-        return render_prompt(greeting, variables)
+        rendered = render_prompt(greeting, variables)
     except PromptError as exc:
         check.add(("greeting",), f"greeting: {exc.message}")
         return None
+    ok = _text_ok(check, rendered, greeting, check.label, ("greeting",), "the rendered greeting")
+    return rendered if ok else None
+
+
+def _text_ok(check: _Check, rendered: str, source: str, file: str, key: yaml.Path, what: str) -> bool:
+    """Whether rendered template text can be sent (no control character, no lone surrogate: a
+    template can write them, `{{ '\\x00' }}`, and a prompt file can hold them). A character
+    written in the file itself is located there; one a template produced, at the key."""
+    problem = yaml.check_text(rendered)
+    if problem is None:
+        return True
+    bad = yaml.check_text(source)
+    if bad is not None and file != check.label:
+        offset = next(i for i, ch in enumerate(source) if yaml.check_text(ch) is not None)
+        line = source.count("\n", 0, offset) + 1
+        check.add_at(file, line, offset - (source.rfind("\n", 0, offset) + 1) + 1,
+                     f"system prompt: {bad.split(' at character')[0]} (text may hold tab and newline, "
+                     f"no other control character)")
+    else:
+        check.add(key, f"{what} has a {problem}")
+    return False
 
 
 def _override_names_ok(check: _Check, data: dict[str, Any], folder: Path, rel: str) -> bool:
@@ -379,14 +422,15 @@ def _build(check: _Check, path: Path, data: dict[str, Any], parts: dict[str, Any
         name=data["name"],
         description=data.get("description", ""),
         model=ModelConfig(model["id"], model.get("region"), model.get("endpoint")),
+        # JSON Schema counts 1024.0 as an integer: integer fields are made ints here.
         inference=InferenceSettings(
-            max_tokens=inference.get("max_tokens", defaults.max_tokens),
+            max_tokens=int(inference.get("max_tokens", defaults.max_tokens)),
             top_p=float(inference.get("top_p", defaults.top_p)),
             temperature=float(inference.get("temperature", defaults.temperature))),
         endpointing_sensitivity=data.get("turn_detection", {}).get("endpointing_sensitivity"),
         voice=data["voice"],
-        audio=AudioConfig(audio.get("input_sample_rate", 16000), audio.get("output_sample_rate", 24000),
-                          audio.get("chunk_ms", 32)),
+        audio=AudioConfig(int(audio.get("input_sample_rate", 16000)),
+                          int(audio.get("output_sample_rate", 24000)), int(audio.get("chunk_ms", 32))),
         policy=data.get("policy", DEFAULT_POLICY),
         vars=MappingProxyType(parts["vars"]),
         system_prompt=parts["prompt"],
@@ -437,7 +481,8 @@ def load_agent_and_warnings(path: Path | str, overrides: Mapping[str, str] = _EM
     if config is None:
         errors = [p for p in problems if p.is_error]
         listing = "\n".join(p.format() for p in errors)
-        raise ConfigError(f"{path}: {len(errors)} error(s) in the agent file:\n{listing}", tuple(problems))
+        raise ConfigError(f"{shown(str(path))}: {len(errors)} error(s) in the agent file:\n{listing}",
+                          tuple(problems))
     return config, problems
 
 

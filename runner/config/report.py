@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 Severity = Literal["error", "warning"]
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def shown(text: str, *, keep_lines: bool = False) -> str:
+    """`text` safe to print and to put in JSON: bytes that were not UTF-8 (a file name from argv
+    arrives with surrogate escapes) as `\\xff`, control characters as `\\x07`, so a hostile name
+    can neither crash the output nor drive the terminal."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")  # argv's undecodable bytes, back as they were
+    except UnicodeEncodeError:  # a lone surrogate that did not come from a byte
+        raw = text.encode("utf-8", "backslashreplace")
+    decoded = raw.decode("utf-8", "backslashreplace")
+    pattern = _CONTROL_BUT_LINES if keep_lines else _CONTROL
+    return pattern.sub(lambda m: ascii(m.group())[1:-1], decoded)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -21,11 +38,12 @@ class Problem:
 
     def format(self) -> str:
         """`FILE:LINE:COL: error: message`, the form editors and CI annotators parse."""
-        return f"{self.file}:{self.line}:{self.col}: {self.severity}: {self.message}"
+        message = shown(self.message, keep_lines=True)
+        return f"{shown(self.file)}:{self.line}:{self.col}: {self.severity}: {message}"
 
     def to_json(self) -> dict[str, str | int]:
-        return {"file": self.file, "line": self.line, "col": self.col,
-                "severity": self.severity, "message": self.message}
+        return {"file": shown(self.file), "line": self.line, "col": self.col,
+                "severity": self.severity, "message": shown(self.message, keep_lines=True)}
 
     @property
     def is_error(self) -> bool:

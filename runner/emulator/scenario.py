@@ -10,6 +10,7 @@ So a broken scenario fails at start, never in the middle of a session. A new tur
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ import jinja2
 import jsonschema
 
 from runner.config import yaml
-from runner.config.report import Problem
+from runner.config.report import Problem, shown
 from runner.config.schema import did_you_mean, translate, where
 from runner.errors import ConfigError
 from runner.files import MAX_AGENT_FILE_BYTES, UnreadableFileError, read_user_file
@@ -91,7 +92,7 @@ def load_scenario(path: str | Path) -> Scenario:
     scenario, problems = check_scenario(path)
     if scenario is None:
         listing = "\n".join(p.format() for p in problems)
-        raise ConfigError(f"{path}: {len(problems)} error(s) in the scenario file:\n{listing}",
+        raise ConfigError(f"{shown(str(path))}: {len(problems)} error(s) in the scenario file:\n{listing}",
                           tuple(problems))
     return scenario
 
@@ -139,8 +140,16 @@ def _build(doc: yaml.YamlDocument, label: str, problems: list[Problem]
     if problems:
         return None, sorted(set(problems))
     turns = tuple(_turn(t) for t in data.get("turns", []))
-    return Scenario(turns=turns, settings=Settings(**data.get("settings", {})),
-                    faults=Faults(**data.get("faults", {})), source=label), []
+    return Scenario(turns=turns, settings=Settings(**_ints(Settings, data.get("settings", {}))),
+                    faults=Faults(**_ints(Faults, data.get("faults", {}))), source=label), []
+
+
+def _ints(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` with the integer fields of dataclass `cls` made ints (JSON Schema counts 3.0 as an
+    integer, and a float turn number or millisecond count would break the arithmetic that uses it)."""
+    fields = {f.name: f.type for f in dataclasses.fields(cls)}
+    return {key: int(value) if isinstance(value, float) and "int" in str(fields.get(key, "")) else value
+            for key, value in values.items()}
 
 
 def _schema_problems(data: Any) -> Iterator[tuple[yaml.Path, str]]:

@@ -33,6 +33,7 @@ import jsonschema
 from jsonschema.exceptions import best_match
 
 from runner.config.model import DEFAULT_MAX_RESULT_BYTES
+from runner.config.schema import tool_schema_validator
 from runner.errors import ToolError
 from runner.signals import Interrupted
 
@@ -112,10 +113,8 @@ def _validator(schema: Mapping[str, Any]) -> jsonschema.protocols.Validator:
     key = json.dumps(schema, sort_keys=True, default=str)
     validator = _VALIDATORS.get(key)
     if validator is None:
-        plain = dict(schema)
-        cls = jsonschema.validators.validator_for(plain)
-        cls.check_schema(plain)
-        validator = _VALIDATORS[key] = cls(plain)
+        # Compiled with a registry that never fetches a `$ref` from the network or a file.
+        validator = _VALIDATORS[key] = tool_schema_validator(dict(schema))
     return validator
 
 
