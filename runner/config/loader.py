@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import copy
 import errno
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeGuard
 
 import jsonschema
 from jsonschema import Draft202012Validator
@@ -35,6 +36,7 @@ from runner.config.prompt import MAX_PROMPT_BYTES, PromptError, convert_override
 from runner.config.report import Problem, Severity, shown
 from runner.config.schema import (
     MAX_INPUT_SCHEMA_DEPTH,
+    NO_CONTROL_PATTERN,
     did_you_mean,
     reference_problem,
     schema_depth_path,
@@ -251,6 +253,11 @@ def _variables(check: _Check, data: dict[str, Any], overrides: Mapping[str, str]
     return result
 
 
+def _path_text(value: Any) -> TypeGuard[str]:
+    """Whether `value` can name a file: text without control characters (the schema reports one)."""
+    return isinstance(value, str) and re.search(NO_CONTROL_PATTERN, value) is not None
+
+
 def _inside_folder(check: _Check, data: dict[str, Any], key: str, rel: str, target: Path) -> bool:
     """Whether `target` (named by `key`) resolves inside the agent's folder, or the agent opted out.
 
@@ -276,7 +283,7 @@ def _prompt_source(check: _Check, data: dict[str, Any]) -> tuple[str, str, yaml.
     if isinstance(inline, str) and "system_prompt_file" not in data:
         return inline, check.label, ("system_prompt",)
     rel = data.get("system_prompt_file")
-    if not isinstance(rel, str) or "system_prompt" in data:
+    if not _path_text(rel) or "system_prompt" in data:
         return None
     file = Path(check.label).parent / rel
     if not _inside_folder(check, data, "system_prompt_file", rel, file):
@@ -385,7 +392,7 @@ def _is_loop(path: Path) -> bool:
 
 def _check_templates(check: _Check, data: dict[str, Any]) -> EventTemplates | None:
     rel = data.get("templates")
-    if "templates" in data and not isinstance(rel, str):
+    if "templates" in data and not _path_text(rel):
         return None
     folder = Path(check.label).parent / rel if isinstance(rel, str) else None
     if folder is not None and isinstance(rel, str):

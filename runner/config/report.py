@@ -10,20 +10,18 @@ from typing import Literal
 Severity = Literal["error", "warning"]
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
-_CONTROL_BUT_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
-def shown(text: str, *, keep_lines: bool = False) -> str:
+def shown(text: str) -> str:
     """`text` safe to print and to put in JSON: bytes that were not UTF-8 (a file name from argv
-    arrives with surrogate escapes) as `\\xff`, control characters as `\\x07`, so a hostile name
-    can neither crash the output nor drive the terminal."""
+    arrives with surrogate escapes) as `\\xff`, control characters as `\\x07` (a newline as `\\n`:
+    one problem is one line), so a hostile name can neither crash the output nor drive the terminal."""
     try:
         raw = text.encode("utf-8", "surrogateescape")  # argv's undecodable bytes, back as they were
     except UnicodeEncodeError:  # a lone surrogate that did not come from a byte
         raw = text.encode("utf-8", "backslashreplace")
     decoded = raw.decode("utf-8", "backslashreplace")
-    pattern = _CONTROL_BUT_LINES if keep_lines else _CONTROL
-    return pattern.sub(lambda m: ascii(m.group())[1:-1], decoded)
+    return _CONTROL.sub(lambda m: ascii(m.group())[1:-1], decoded)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -38,12 +36,12 @@ class Problem:
 
     def format(self) -> str:
         """`FILE:LINE:COL: error: message`, the form editors and CI annotators parse."""
-        message = shown(self.message, keep_lines=True)
+        message = shown(self.message)  # one problem, one line
         return f"{shown(self.file)}:{self.line}:{self.col}: {self.severity}: {message}"
 
     def to_json(self) -> dict[str, str | int]:
         return {"file": shown(self.file), "line": self.line, "col": self.col,
-                "severity": self.severity, "message": shown(self.message, keep_lines=True)}
+                "severity": self.severity, "message": shown(self.message)}
 
     @property
     def is_error(self) -> bool:
