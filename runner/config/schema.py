@@ -42,6 +42,10 @@ def _refuse_retrieval(uri: str) -> referencing.Resource[Any]:
 NO_RETRIEVAL: referencing.Registry[Any] = referencing.Registry(retrieve=_refuse_retrieval)  # type: ignore[call-arg]
 
 
+# What validating raises for a `$ref` that does not resolve (or that NO_RETRIEVAL refused to fetch).
+UnresolvableReference = referencing.exceptions.Unresolvable
+
+
 def tool_schema_validator(schema: dict[str, Any]) -> jsonschema.protocols.Validator:
     """A validator for a tool's `input_schema` that can never fetch a remote or file reference.
 
