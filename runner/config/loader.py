@@ -37,7 +37,9 @@ from runner.config.report import Problem, Severity, shown
 from runner.config.schema import (
     MAX_INPUT_SCHEMA_DEPTH,
     NO_CONTROL_PATTERN,
+    describe,
     did_you_mean,
+    non_json_path,
     reference_problem,
     schema_depth_path,
     schema_problems,
@@ -171,6 +173,13 @@ def _check_input_schema(check: _Check, index: int, schema: Any) -> bool:
         check.add((*base, *too_deep), f"tools[{index}].input_schema is nested more than "
                                       f"{MAX_INPUT_SCHEMA_DEPTH} levels deep")
         return False
+    not_json = non_json_path(schema)
+    if not_json is not None:  # it is sent to the model as JSON
+        what = describe(_at(schema, not_json))
+        hint = "" if "quote it" in what else "; quote it to make it text"
+        check.add((*base, *not_json), f"tools[{index}].input_schema.{'.'.join(map(str, not_json))}: "
+                                      f"{what} has no JSON form{hint}")
+        return False
     cls = jsonschema.validators.validator_for(schema, default=Draft202012Validator)
     errors = list(cls(cls.META_SCHEMA).iter_errors(schema))
     for err in errors:
@@ -191,6 +200,12 @@ def _check_input_schema(check: _Check, index: int, schema: Any) -> bool:
                         f"the model sends tool arguments as a JSON object")
         return False
     return not errors and refs_ok
+
+
+def _at(value: Any, path: yaml.Path) -> Any:
+    for part in path:
+        value = value[part]
+    return value
 
 
 def _check_tool(check: _Check, index: int, tool: Any, seen: dict[str, int]) -> ToolConfig | None:

@@ -73,6 +73,21 @@ def schema_depth_path(schema: Any, limit: int = MAX_INPUT_SCHEMA_DEPTH) -> Path 
     return None
 
 
+def non_json_path(value: Any) -> Path | None:
+    """The path of the first value inside `value` that has no JSON form (a YAML date such as
+    `2026-01-01`, `!!binary` bytes), or None. Iterative, like schema_depth_path."""
+    stack: list[tuple[Path, Any]] = [((), value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(((*path, key), inner) for key, inner in item.items())
+        elif isinstance(item, list):
+            stack.extend(((*path, i), inner) for i, inner in enumerate(item))
+        elif item is not None and not isinstance(item, str | int | float):
+            return path
+    return None
+
+
 def schema_references(schema: Any) -> Iterator[tuple[Path, str]]:
     """Every (path, URI) of a `$ref`-like keyword in `schema` (a bounded-depth schema)."""
     stack: list[tuple[Path, Any]] = [((), schema)]

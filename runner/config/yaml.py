@@ -275,7 +275,15 @@ class _Builder:
         if node.tag == _INT_TAG and len(str(node.value)) > _MAX_INT_TEXT:
             # Checked on the text: PyYAML's int() refuses 4300+ digits with a ValueError.
             raise self._bad_number(node, out_of_range)
-        value = self._loader.construct_object(node, deep=True)
+        try:
+            value = self._loader.construct_object(node, deep=True)
+        except (ValueError, KeyError, AttributeError, TypeError, OverflowError) as exc:
+            # A value its tag cannot hold: `2026-13-45` (an implicit date), `!!int x`, `!!bool maybe`.
+            kind = str(node.tag).rsplit(":", 1)[-1]
+            shown = _shown_number(str(node.value))
+            reason = f" ({exc})" if isinstance(exc, ValueError) else ""
+            raise YamlSyntaxError(f"invalid value: {shown!r} is not a valid {kind}{reason}; quote it to make "
+                                  f"it text", _mark(node.start_mark)) from None
         if isinstance(value, bool):
             return value
         if isinstance(value, int) and abs(value) > MAX_INT:

@@ -23,7 +23,7 @@ import jsonschema
 
 from runner.config import yaml
 from runner.config.report import Problem, shown
-from runner.config.schema import did_you_mean, translate, where
+from runner.config.schema import did_you_mean, non_json_path, translate, where
 from runner.errors import ConfigError
 from runner.files import MAX_AGENT_FILE_BYTES, UnreadableFileError, read_user_file
 from runner.protocol.templates import make_environment
@@ -137,6 +137,7 @@ def _build(doc: yaml.YamlDocument, label: str, problems: list[Problem]
         problems.append(Problem(label, mark.line, mark.col, "error", message))
     if isinstance(data, dict):
         problems.extend(_template_problems(doc, data, label))
+        problems.extend(_input_problems(doc, data, label))
     if problems:
         return None, sorted(set(problems))
     turns = tuple(_turn(t) for t in data.get("turns", []))
@@ -196,6 +197,21 @@ def _template_problems(doc: yaml.YamlDocument, data: dict[str, Any], label: str)
                 line, col = _template_mark(doc, path, exc.lineno or 1)
                 yield Problem(label, line, col, "error",
                               f"{where(path)}: template syntax error: {exc.message}")
+
+
+def _input_problems(doc: yaml.YamlDocument, data: dict[str, Any], label: str) -> Iterator[Problem]:
+    """Tool arguments are sent as JSON: a YAML date (`2026-01-01`) or `!!binary` value has no JSON form."""
+    turns = data.get("turns")
+    for i, turn in enumerate(turns if isinstance(turns, list) else []):
+        items = turn.get("assistant") if isinstance(turn, dict) else None
+        for j, item in enumerate(items if isinstance(items, list) else []):
+            arguments = item.get("input") if isinstance(item, dict) else None
+            inner = non_json_path(arguments) if isinstance(arguments, dict) else None
+            if inner is not None:
+                path: yaml.Path = ("turns", i, "assistant", j, "input", *inner)
+                mark = doc.locate(path)
+                yield Problem(label, mark.line, mark.col, "error",
+                              f"{where(path)}: this value has no JSON form (a date?); quote it")
 
 
 def _template_mark(doc: yaml.YamlDocument, path: yaml.Path, template_line: int) -> tuple[int, int]:

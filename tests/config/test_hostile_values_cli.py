@@ -228,6 +228,37 @@ def test_nan_and_infinity_are_refused_at_the_value(tmp_path: Path, text: str, sp
     assert found[0].startswith(f"{agent}:{line}:{col}: error: invalid number: {special} "), found
 
 
+@pytest.mark.parametrize(("text", "col", "message"), [
+    ("description: 2026-13-45", 14,
+     "invalid value: '2026-13-45' is not a valid timestamp (month must be in 1..12)"),
+    ("vars: {born: 0000-01-01}", 14,
+     "invalid value: '0000-01-01' is not a valid timestamp (year 0 is out of range)"),
+    ("vars: {n: !!int x}", 11, "invalid value: 'x' is not a valid int"),
+    ("vars: {b: !!bool maybe}", 11, "invalid value: 'maybe' is not a valid bool"),
+    (TOOL + "{type: object, properties: {timezone: {type: string, default: 2026-01-01}}}", 72,
+     "tools[0].input_schema.properties.timezone.default: a date (2026-01-01; quote it to make it text) has "
+     "no JSON form"),
+    (TOOL + "{type: object, properties: {timezone: {type: string, default: !!binary aGk=}}}", 72,
+     "tools[0].input_schema.properties.timezone.default: bytes has no JSON form"),
+])
+def test_values_their_tag_cannot_hold_or_json_cannot_carry_are_refused(
+        tmp_path: Path, text: str, col: int, message: str) -> None:
+    agent = tmp_path / "agent.yaml"
+    agent.write_text(AGENT + text + "\n")
+    found = check_all_ways(agent)  # before: ValueError/KeyError tracebacks, or a render that failed
+    line = 6 + text.count("\n")
+    assert len(found) == 1 and found[0].startswith(f"{agent}:{line}:{col}: error: {message}"), found
+
+
+def test_a_scenario_tool_input_holding_a_date_is_refused(tmp_path: Path) -> None:
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("turns:\n  - assistant:\n      - tool: clock\n        input: {day: 2026-01-01}\n")
+    result = cli("emulate", "-q", "--scenario", scenario)  # before: served, then failed the call
+    assert result.returncode == 1
+    assert f"{scenario}:4:17: error: turns[0].assistant[0].input.day: this value has no JSON form" \
+        in result.stderr
+
+
 def test_integer_fields_written_as_floats_become_integers(tmp_path: Path) -> None:
     agent = tmp_path / "floats.yaml"
     agent.write_text(AGENT + "inference: {max_tokens: 512.0}\n"
