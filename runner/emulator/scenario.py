@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -223,6 +224,16 @@ def _template_mark(doc: yaml.YamlDocument, path: yaml.Path, template_line: int) 
     if template_line == 1:
         return position.value.line, position.value.col
     return position.value.line + template_line - 1, 1
+
+
+def speakable(text: str) -> str:
+    """Rendered `say` text as the emulator can speak and send it: a template or a tool result can
+    produce control characters (a NUL cannot go into espeak-ng's argv) and lone surrogates (no
+    UTF-8 form): each becomes U+FFFD, as a decoder shows an unreadable character."""
+    return _UNSPEAKABLE.sub("\ufffd", text)
+
+
+_UNSPEAKABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def render_say(text: str, context: Mapping[str, Any]) -> str:

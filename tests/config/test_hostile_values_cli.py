@@ -419,3 +419,15 @@ def test_check_json_and_render_refuse_every_class_cleanly(tmp_path: Path) -> Non
         rendered = cli("render", path)
         assert rendered.returncode == 1 and rendered.stdout == "", rendered.stdout
         assert line in rendered.stderr
+
+
+def test_a_scenario_say_that_renders_a_nul_or_a_lone_surrogate_is_spoken_not_crashed(tmp_path: Path) -> None:
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("turns:\n  - assistant:\n      - say: \"{{ '\\\\ud800' }} and {{ '\\\\x00' }}\"\n")
+    transcript = tmp_path / "t.jsonl"
+    result = cli("agents/simple.yaml", "--emulate", scenario, "--input", ROOT / "samples" / "thanks_bye.wav",
+                 "--output", tmp_path / "out.wav", "--transcript", transcript, "-q")
+    # before: the emulator's espeak-ng call raised UnicodeEncodeError (a traceback in the run)
+    assert result.returncode == 0, result.stderr
+    texts = [json.loads(line).get("text") for line in transcript.read_text().splitlines()]
+    assert "\ufffd and \ufffd" in texts, texts
