@@ -431,3 +431,18 @@ def test_a_scenario_say_that_renders_a_nul_or_a_lone_surrogate_is_spoken_not_cra
     assert result.returncode == 0, result.stderr
     texts = [json.loads(line).get("text") for line in transcript.read_text().splitlines()]
     assert "\ufffd and \ufffd" in texts, texts
+
+
+def test_an_event_template_that_writes_a_lone_surrogate_is_refused_at_its_line(tmp_path: Path) -> None:
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "textInput.json.j2").write_text(
+        '{"event": {"textInput": {\n  "promptName": {{ prompt_name | tojson }},\n'
+        '  "contentName": {{ content_name | tojson }},\n'
+        '  "content": {{ ("\\ud800" ~ content) | tojson }}\n}}}\n')
+    agent = tmp_path / "agent.yaml"
+    agent.write_text(AGENT + "templates: t\n")
+    # before: check passed and render (or a run) ended in a UnicodeEncodeError traceback
+    assert check_all_ways(agent) == [f"{tmp_path / 't' / 'textInput.json.j2'}:4:1: error: rendered textInput "
+                                     f"holds a lone surrogate U+D800, which has no UTF-8 form"]
+    rendered = cli("render", agent)
+    assert rendered.returncode == 1 and "holds a lone surrogate U+D800" in rendered.stderr
