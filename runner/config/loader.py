@@ -85,7 +85,7 @@ def _read(check: _Check, path: Path) -> str | None:
     try:
         raw = read_user_file(path, limit=MAX_AGENT_FILE_BYTES, what="an agent file")
     except UnreadableFileError as exc:
-        reason = "is a directory, not an agent file" if path.is_dir() else exc.reason
+        reason = "is a directory, not an agent file" if _is_dir(path) else exc.reason
         check.add_at(check.label, 1, 1, reason)
         return None
     try:
@@ -225,6 +225,10 @@ def _check_tool(check: _Check, index: int, tool: Any, seen: dict[str, int]) -> T
         function = resolve_handler(handler, check.folder)
     except HandlerImportError as exc:
         check.add(("tools", index, "handler"), f"tools[{index}].handler: {exc}")
+        return None
+    except OSError as exc:  # the module's file name cannot even be looked up (too long, ...)
+        check.add(("tools", index, "handler"), f"tools[{index}].handler: cannot look for the module "
+                                               f"of {_short(handler)}: {exc.strerror or exc}")
         return None
     if schema_ok:
         for problem in signature_problems(function, tool["input_schema"]):
@@ -397,6 +401,17 @@ def _override_names_ok(check: _Check, data: dict[str, Any], folder: Path, rel: s
     return ok
 
 
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a name too long to look up: not a directory
+        return False
+
+
+def _short(text: str) -> str:
+    return repr(text if len(text) <= 60 else f"{text[:50]}...({len(text)} characters)")
+
+
 def _is_loop(path: Path) -> bool:
     try:
         path.stat()
@@ -411,6 +426,12 @@ def _check_templates(check: _Check, data: dict[str, Any]) -> EventTemplates | No
         return None
     folder = Path(check.label).parent / rel if isinstance(rel, str) else None
     if folder is not None and isinstance(rel, str):
+        try:
+            folder.stat()
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ELOOP):  # reported just below
+                check.add(("templates",), f"templates folder {_short(rel)}: {exc.strerror or exc}")
+                return None
         if not folder.exists():
             what = "is a symbolic link loop" if _is_loop(folder) else "not found"
             check.add(("templates",), f"templates folder {rel!r} {what} (resolved to {folder})")

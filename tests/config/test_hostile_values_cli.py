@@ -446,3 +446,18 @@ def test_an_event_template_that_writes_a_lone_surrogate_is_refused_at_its_line(t
                                      f"holds a lone surrogate U+D800, which has no UTF-8 form"]
     rendered = cli("render", agent)
     assert rendered.returncode == 1 and "holds a lone surrogate U+D800" in rendered.stderr
+
+
+def test_names_too_long_for_the_file_system_are_errors_not_tracebacks(tmp_path: Path) -> None:
+    long = "a" * 5000  # ENAMETOOLONG from every lookup
+    agent = tmp_path / "agent.yaml"
+    agent.write_text(AGENT + f"templates: {long}\n" + TOOL.replace("builtin:current_datetime", f"{long}:f")
+                     + "{type: object}\n")
+    found = check_all_ways(agent)  # before: OSError tracebacks (exit 3)
+    assert found == [
+        f"{agent}:6:1: error: templates folder '{'a' * 50}...(5000 characters)': File name too long",
+        f"{agent}:10:5: error: tools[0].handler: cannot look for the module of "
+        f"'{'a' * 50}...(5002 characters)': File name too long"]
+    result = cli("check", tmp_path / f"{long}.yaml")
+    assert result.returncode == 1
+    assert errors(result) == [f"{tmp_path}/{long}.yaml:1:1: error: cannot read: file name too long"]
