@@ -198,6 +198,14 @@ def _template_problems(doc: yaml.YamlDocument, data: dict[str, Any], label: str)
                 line, col = _template_mark(doc, path, exc.lineno or 1)
                 yield Problem(label, line, col, "error",
                               f"{where(path)}: template syntax error: {exc.message}")
+            except Exception as exc:  # Jinja's parser fails in other ways too
+                # RecursionError: it recurses once per level (`{{ [[[[...`); ValueError: an
+                # integer literal of 4300+ digits.
+                path = ("turns", i, "assistant", j, "say")
+                line, col = _template_mark(doc, path, 1)
+                why = "expressions nested too deeply" if isinstance(exc, RecursionError) \
+                    else f"{type(exc).__name__}: {exc}"
+                yield Problem(label, line, col, "error", f"{where(path)}: template cannot be compiled: {why}")
 
 
 def _input_problems(doc: yaml.YamlDocument, data: dict[str, Any], label: str) -> Iterator[Problem]:

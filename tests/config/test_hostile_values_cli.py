@@ -461,3 +461,17 @@ def test_names_too_long_for_the_file_system_are_errors_not_tracebacks(tmp_path: 
     result = cli("check", tmp_path / f"{long}.yaml")
     assert result.returncode == 1
     assert errors(result) == [f"{tmp_path}/{long}.yaml:1:1: error: cannot read: file name too long"]
+
+
+@pytest.mark.parametrize(("say", "why"), [
+    ("{{ " + "[" * 400 + " }}", "expressions nested too deeply"),
+    ("{{ " + BIG + " }}", "ValueError: Exceeds the limit (4300 digits) for integer string conversion"),
+])
+def test_a_scenario_say_template_that_cannot_compile_is_refused_at_load(
+        tmp_path: Path, say: str, why: str) -> None:
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(f'turns:\n  - assistant:\n      - say: "{say}"\n')
+    result = cli("emulate", "-q", "--scenario", scenario)  # before: RecursionError/ValueError traceback
+    assert result.returncode == 1
+    assert f"{scenario}:3:14: error: turns[0].assistant[0].say: template cannot be compiled: {why}" \
+        in result.stderr
