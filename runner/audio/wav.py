@@ -22,6 +22,14 @@ from runner.files import MAX_WAV_FILE_BYTES, UnreadableFileError, read_user_file
 
 _HEADER_BYTES = 44
 
+# What an --input WAV's header may say (documented in the README, "Limits"). Telephone audio is
+# 8000 Hz; studio audio at most 384000 Hz. Below 1000 Hz nothing is speech, and resampling from a
+# rate near zero multiplies the size by up to 16,000.
+MIN_WAV_RATE = 1000
+MAX_WAV_RATE = 384_000
+MAX_WAV_CHANNELS = 32
+_UNKNOWN_LENGTH = 0xFFFF_FFFF
+
 
 def read_wav(path: str | os.PathLike[str], sample_rate: int) -> bytes:
     """The whole file as 16-bit mono PCM at `sample_rate`: any integer PCM width, channels, rate."""
@@ -35,12 +43,36 @@ def read_wav(path: str | os.PathLike[str], sample_rate: int) -> bytes:
     try:
         with wave.open(io.BytesIO(data), "rb") as w:
             channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
-            raw = w.readframes(w.getnframes())
+            declared = w.getnframes()
+            raw = w.readframes(declared)
     except (wave.Error, EOFError) as exc:
         raise AudioDeviceError(f"{path}: not a PCM WAV file ({exc})") from None
+    if declared * channels * width > _UNKNOWN_LENGTH - 256:
+        # A streaming writer (ffmpeg or sox into a pipe) marks "length unknown" with 0xFFFFFFFF:
+        # the audio is whatever follows, in whole frames.
+        raw = raw[:len(raw) - len(raw) % (channels * width)]
+        declared = len(raw) // (channels * width)
+    _check_header(path, channels, width, rate, declared, len(raw))
     mono = _to_int16(raw, width, path).reshape(-1, channels).mean(axis=1).round().astype("<i2")
     resampler = Resampler(rate, sample_rate)
     return resampler.process(mono.tobytes()) + resampler.flush()
+
+
+def _check_header(path: object, channels: int, width: int, rate: int, frames: int, size: int) -> None:
+    """Refuse header values no recording has, before any arithmetic uses them: a zero or 1 Hz rate
+    (a division by zero, or a resampling to 16,000 times the size), a data chunk that claims more
+    than the file holds (a truncated file, or a made-up size)."""
+    if not MIN_WAV_RATE <= rate <= MAX_WAV_RATE:
+        raise AudioDeviceError(f"{path}: sample rate {rate} Hz in the header is not an audio rate "
+                               f"({MIN_WAV_RATE}-{MAX_WAV_RATE} Hz are accepted)")
+    if not 1 <= channels <= MAX_WAV_CHANNELS:
+        raise AudioDeviceError(f"{path}: {channels} channels in the header "
+                               f"(1-{MAX_WAV_CHANNELS} are accepted)")
+    if not 1 <= width <= 4:
+        raise AudioDeviceError(f"{path}: unsupported sample width {width * 8} bits")
+    if size != frames * channels * width:
+        raise AudioDeviceError(f"{path}: the data chunk claims {frames * channels * width} bytes of audio "
+                               f"but the file holds {size} (a truncated or damaged file)")
 
 
 def _to_int16(raw: bytes, width: int, path: object) -> np.ndarray:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import copy
 import errno
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeGuard
 
 import jsonschema
 from jsonschema import Draft202012Validator
@@ -32,8 +33,18 @@ from runner.config.model import (
     VarValue,
 )
 from runner.config.prompt import MAX_PROMPT_BYTES, PromptError, convert_override, render_prompt
-from runner.config.report import Problem, Severity
-from runner.config.schema import did_you_mean, schema_problems
+from runner.config.report import Problem, Severity, shown
+from runner.config.schema import (
+    MAX_INPUT_SCHEMA_DEPTH,
+    NO_CONTROL_PATTERN,
+    describe,
+    did_you_mean,
+    non_json_path,
+    reference_problem,
+    schema_depth_path,
+    schema_problems,
+    schema_references,
+)
 from runner.config.signature import signature_problems
 from runner.config.templates import load_event_templates
 from runner.errors import ConfigError
@@ -74,7 +85,7 @@ def _read(check: _Check, path: Path) -> str | None:
     try:
         raw = read_user_file(path, limit=MAX_AGENT_FILE_BYTES, what="an agent file")
     except UnreadableFileError as exc:
-        reason = "is a directory, not an agent file" if path.is_dir() else exc.reason
+        reason = "is a directory, not an agent file" if _is_dir(path) else exc.reason
         check.add_at(check.label, 1, 1, reason)
         return None
     try:
@@ -157,6 +168,18 @@ def _check_input_schema(check: _Check, index: int, schema: Any) -> bool:
     base: yaml.Path = ("tools", index, "input_schema")
     if not isinstance(schema, dict):
         return False
+    too_deep = schema_depth_path(schema)
+    if too_deep is not None:  # before jsonschema, which recurses once per level (and more)
+        check.add((*base, *too_deep), f"tools[{index}].input_schema is nested more than "
+                                      f"{MAX_INPUT_SCHEMA_DEPTH} levels deep")
+        return False
+    not_json = non_json_path(schema)
+    if not_json is not None:  # it is sent to the model as JSON
+        what = describe(_at(schema, not_json))
+        hint = "" if "quote it" in what else "; quote it to make it text"
+        check.add((*base, *not_json), f"tools[{index}].input_schema.{'.'.join(map(str, not_json))}: "
+                                      f"{what} has no JSON form{hint}")
+        return False
     cls = jsonschema.validators.validator_for(schema, default=Draft202012Validator)
     errors = list(cls(cls.META_SCHEMA).iter_errors(schema))
     for err in errors:
@@ -164,11 +187,25 @@ def _check_input_schema(check: _Check, index: int, schema: Any) -> bool:
         at = f" at {inner}" if inner else ""
         check.add((*base, *err.absolute_path),
                   f"tools[{index}].input_schema is not a valid JSON Schema{at}: {err.message}")
+    refs_ok = True
+    if not errors:
+        for path, uri in schema_references(schema):
+            problem = reference_problem(schema, uri)
+            if problem is not None:
+                refs_ok = False
+                inner = ".".join(map(str, path))
+                check.add((*base, *path), f"tools[{index}].input_schema.{inner}: {problem}")
     if schema.get("type") != "object":
         check.add(base, f"tools[{index}].input_schema must be an object schema ('type: object'): "
                         f"the model sends tool arguments as a JSON object")
         return False
-    return not errors
+    return not errors and refs_ok
+
+
+def _at(value: Any, path: yaml.Path) -> Any:
+    for part in path:
+        value = value[part]
+    return value
 
 
 def _check_tool(check: _Check, index: int, tool: Any, seen: dict[str, int]) -> ToolConfig | None:
@@ -189,6 +226,10 @@ def _check_tool(check: _Check, index: int, tool: Any, seen: dict[str, int]) -> T
     except HandlerImportError as exc:
         check.add(("tools", index, "handler"), f"tools[{index}].handler: {exc}")
         return None
+    except OSError as exc:  # the module's file name cannot even be looked up (too long, ...)
+        check.add(("tools", index, "handler"), f"tools[{index}].handler: cannot look for the module "
+                                               f"of {_short(handler)}: {exc.strerror or exc}")
+        return None
     if schema_ok:
         for problem in signature_problems(function, tool["input_schema"]):
             check.add(("tools", index, "handler"), f"tools[{index}].handler {handler!r}: {problem}")
@@ -196,11 +237,11 @@ def _check_tool(check: _Check, index: int, tool: Any, seen: dict[str, int]) -> T
         return None
     timeout = tool.get("timeout_s", DEFAULT_TIMEOUT_S)
     max_bytes = tool.get("max_result_bytes", DEFAULT_MAX_RESULT_BYTES)
-    if not isinstance(timeout, int | float) or not isinstance(max_bytes, int):
+    if not isinstance(timeout, int | float) or not isinstance(max_bytes, int | float):
         return None  # the schema check reported it
     return ToolConfig(name=name, description=tool["description"],
                       input_schema=copy.deepcopy(tool["input_schema"]), handler=handler,
-                      function=function, timeout_s=float(timeout), max_result_bytes=max_bytes)
+                      function=function, timeout_s=float(timeout), max_result_bytes=int(max_bytes))
 
 
 def _check_tools(check: _Check, data: dict[str, Any]) -> tuple[ToolConfig, ...]:
@@ -231,6 +272,11 @@ def _variables(check: _Check, data: dict[str, Any], overrides: Mapping[str, str]
     return result
 
 
+def _path_text(value: Any) -> TypeGuard[str]:
+    """Whether `value` can name a file: text without control characters (the schema reports one)."""
+    return isinstance(value, str) and re.search(NO_CONTROL_PATTERN, value) is not None
+
+
 def _inside_folder(check: _Check, data: dict[str, Any], key: str, rel: str, target: Path) -> bool:
     """Whether `target` (named by `key`) resolves inside the agent's folder, or the agent opted out.
 
@@ -256,7 +302,7 @@ def _prompt_source(check: _Check, data: dict[str, Any]) -> tuple[str, str, yaml.
     if isinstance(inline, str) and "system_prompt_file" not in data:
         return inline, check.label, ("system_prompt",)
     rel = data.get("system_prompt_file")
-    if not isinstance(rel, str) or "system_prompt" in data:
+    if not _path_text(rel) or "system_prompt" in data:
         return None
     file = Path(check.label).parent / rel
     if not _inside_folder(check, data, "system_prompt_file", rel, file):
@@ -297,6 +343,8 @@ def _check_prompt(check: _Check, data: dict[str, Any], variables: Mapping[str, V
         else:
             check.add_at(file, exc.line, 1, f"system prompt: {exc.message}")
         return None
+    if not _text_ok(check, rendered, text, file, key, "the rendered system prompt"):
+        return None
     size = len(rendered.encode("utf-8"))
     if size > MAX_PROMPT_BYTES:
         check.add(key, f"the rendered system prompt is {size} bytes; Nova accepts at most "
@@ -313,10 +361,31 @@ def _check_greeting(check: _Check, data: dict[str, Any], variables: Mapping[str,
     if not isinstance(greeting, str):
         return None
     try:
-        return render_prompt(greeting, variables)
+        rendered = render_prompt(greeting, variables)
     except PromptError as exc:
         check.add(("greeting",), f"greeting: {exc.message}")
         return None
+    ok = _text_ok(check, rendered, greeting, check.label, ("greeting",), "the rendered greeting")
+    return rendered if ok else None
+
+
+def _text_ok(check: _Check, rendered: str, source: str, file: str, key: yaml.Path, what: str) -> bool:
+    """Whether rendered template text can be sent (no control character, no lone surrogate: a
+    template can write them, `{{ '\\x00' }}`, and a prompt file can hold them). A character
+    written in the file itself is located there; one a template produced, at the key."""
+    problem = yaml.check_text(rendered)
+    if problem is None:
+        return True
+    bad = yaml.check_text(source)
+    if bad is not None and file != check.label:
+        offset = next(i for i, ch in enumerate(source) if yaml.check_text(ch) is not None)
+        line = source.count("\n", 0, offset) + 1
+        check.add_at(file, line, offset - (source.rfind("\n", 0, offset) + 1) + 1,
+                     f"system prompt: {bad.split(' at character')[0]} (text may hold tab and newline, "
+                     f"no other control character)")
+    else:
+        check.add(key, f"{what} has a {problem}")
+    return False
 
 
 def _override_names_ok(check: _Check, data: dict[str, Any], folder: Path, rel: str) -> bool:
@@ -332,6 +401,17 @@ def _override_names_ok(check: _Check, data: dict[str, Any], folder: Path, rel: s
     return ok
 
 
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a name too long to look up: not a directory
+        return False
+
+
+def _short(text: str) -> str:
+    return repr(text if len(text) <= 60 else f"{text[:50]}...({len(text)} characters)")
+
+
 def _is_loop(path: Path) -> bool:
     try:
         path.stat()
@@ -342,10 +422,16 @@ def _is_loop(path: Path) -> bool:
 
 def _check_templates(check: _Check, data: dict[str, Any]) -> EventTemplates | None:
     rel = data.get("templates")
-    if "templates" in data and not isinstance(rel, str):
+    if "templates" in data and not _path_text(rel):
         return None
     folder = Path(check.label).parent / rel if isinstance(rel, str) else None
     if folder is not None and isinstance(rel, str):
+        try:
+            folder.stat()
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ELOOP):  # reported just below
+                check.add(("templates",), f"templates folder {_short(rel)}: {exc.strerror or exc}")
+                return None
         if not folder.exists():
             what = "is a symbolic link loop" if _is_loop(folder) else "not found"
             check.add(("templates",), f"templates folder {rel!r} {what} (resolved to {folder})")
@@ -379,14 +465,15 @@ def _build(check: _Check, path: Path, data: dict[str, Any], parts: dict[str, Any
         name=data["name"],
         description=data.get("description", ""),
         model=ModelConfig(model["id"], model.get("region"), model.get("endpoint")),
+        # JSON Schema counts 1024.0 as an integer: integer fields are made ints here.
         inference=InferenceSettings(
-            max_tokens=inference.get("max_tokens", defaults.max_tokens),
+            max_tokens=int(inference.get("max_tokens", defaults.max_tokens)),
             top_p=float(inference.get("top_p", defaults.top_p)),
             temperature=float(inference.get("temperature", defaults.temperature))),
         endpointing_sensitivity=data.get("turn_detection", {}).get("endpointing_sensitivity"),
         voice=data["voice"],
-        audio=AudioConfig(audio.get("input_sample_rate", 16000), audio.get("output_sample_rate", 24000),
-                          audio.get("chunk_ms", 32)),
+        audio=AudioConfig(int(audio.get("input_sample_rate", 16000)),
+                          int(audio.get("output_sample_rate", 24000)), int(audio.get("chunk_ms", 32))),
         policy=data.get("policy", DEFAULT_POLICY),
         vars=MappingProxyType(parts["vars"]),
         system_prompt=parts["prompt"],
@@ -437,7 +524,8 @@ def load_agent_and_warnings(path: Path | str, overrides: Mapping[str, str] = _EM
     if config is None:
         errors = [p for p in problems if p.is_error]
         listing = "\n".join(p.format() for p in errors)
-        raise ConfigError(f"{path}: {len(errors)} error(s) in the agent file:\n{listing}", tuple(problems))
+        raise ConfigError(f"{shown(str(path))}: {len(errors)} error(s) in the agent file:\n{listing}",
+                          tuple(problems))
     return config, problems
 
 

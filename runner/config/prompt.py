@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from types import TracebackType
@@ -9,6 +10,7 @@ from types import TracebackType
 import jinja2
 
 from runner.config.model import VarValue
+from runner.config.yaml import MAX_INT
 from runner.protocol.sandbox import TemplateLimitError, render_bounded
 from runner.protocol.templates import make_environment
 
@@ -35,18 +37,29 @@ def convert_override(text: str, default: VarValue) -> VarValue:
         lowered = text.strip().lower()
         if lowered in _TRUE | _FALSE:
             return lowered in _TRUE
-        raise ValueError(f"expected true or false, got {text!r}")
+        raise ValueError(f"expected true or false, got {_shown(text)}")
     if isinstance(default, int):
         try:
-            return int(text)
+            # The length check first: int() refuses over 4300 digits with a message of its own.
+            number = int(text) if len(text) <= 64 else None
         except ValueError:
-            raise ValueError(f"expected an integer, got {text!r}") from None
+            raise ValueError(f"expected an integer, got {_shown(text)}") from None
+        if number is None or abs(number) > MAX_INT:
+            raise ValueError(f"{_shown(text)} is out of range (integers are at most {MAX_INT} in size)")
+        return number
     if isinstance(default, float):
         try:
-            return float(text)
+            value = float(text)
         except ValueError:
-            raise ValueError(f"expected a number, got {text!r}") from None
+            raise ValueError(f"expected a number, got {_shown(text)}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"expected a finite number, got {_shown(text)}")
+        return value
     return text
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 40 else f"{text[:30]}...({len(text)} characters)")
 
 
 def _template_line(tb: TracebackType | None) -> int:

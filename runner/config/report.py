@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 Severity = Literal["error", "warning"]
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def shown(text: str) -> str:
+    """`text` safe to print and to put in JSON: bytes that were not UTF-8 (a file name from argv
+    arrives with surrogate escapes) as `\\xff`, control characters as `\\x07` (a newline as `\\n`:
+    one problem is one line), so a hostile name can neither crash the output nor drive the terminal."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")  # argv's undecodable bytes, back as they were
+    except UnicodeEncodeError:  # a lone surrogate that did not come from a byte
+        raw = text.encode("utf-8", "backslashreplace")
+    decoded = raw.decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda m: ascii(m.group())[1:-1], decoded)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -21,11 +36,12 @@ class Problem:
 
     def format(self) -> str:
         """`FILE:LINE:COL: error: message`, the form editors and CI annotators parse."""
-        return f"{self.file}:{self.line}:{self.col}: {self.severity}: {self.message}"
+        message = shown(self.message)  # one problem, one line
+        return f"{shown(self.file)}:{self.line}:{self.col}: {self.severity}: {message}"
 
     def to_json(self) -> dict[str, str | int]:
-        return {"file": self.file, "line": self.line, "col": self.col,
-                "severity": self.severity, "message": self.message}
+        return {"file": shown(self.file), "line": self.line, "col": self.col,
+                "severity": self.severity, "message": shown(self.message)}
 
     @property
     def is_error(self) -> bool:

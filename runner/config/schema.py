@@ -13,10 +13,122 @@ from functools import cache
 from typing import Any
 
 import jsonschema
+import referencing
+import referencing.exceptions
 from jsonschema import Draft202012Validator
+from referencing.jsonschema import DRAFT202012
 
 from runner.config.yaml import Path
 from runner.schemas import AGENT, load_schema
+
+# How deeply a tool's input_schema may nest (mappings and lists inside it). Tool arguments are
+# shallow; jsonschema checks a schema against its meta-schema, and arguments against the schema,
+# recursively, several frames per level. Documented in the README ("Limits").
+MAX_INPUT_SCHEMA_DEPTH = 32
+
+# The keywords that make jsonschema look up another schema by URI.
+_REF_KEYWORDS = ("$ref", "$dynamicRef", "$recursiveRef")
+
+
+def _refuse_retrieval(uri: str) -> referencing.Resource[Any]:
+    # A tool's schema is the agent author's, and agent files come from anyone: resolving a
+    # reference must never read a URL or a file (jsonschema's default registry fetches URLs).
+    # (referencing's attrs wrapper hides the constructors' arguments from mypy.)
+    raise referencing.exceptions.NoSuchResource(ref=uri)  # type: ignore[call-arg]
+
+
+# Registry for every user-written schema: its own `#...` references and the JSON Schema
+# meta-schemas (which jsonschema adds itself) resolve; nothing is ever retrieved.
+NO_RETRIEVAL: referencing.Registry[Any] = referencing.Registry(retrieve=_refuse_retrieval)  # type: ignore[call-arg]
+
+
+# What validating raises for a `$ref` that does not resolve (or that NO_RETRIEVAL refused to fetch).
+UnresolvableReference = referencing.exceptions.Unresolvable
+
+
+def tool_schema_validator(schema: dict[str, Any]) -> jsonschema.protocols.Validator:
+    """A validator for a tool's `input_schema` that can never fetch a remote or file reference.
+
+    Raises jsonschema.SchemaError when the schema itself is invalid.
+    """
+    cls = jsonschema.validators.validator_for(schema, default=Draft202012Validator)
+    cls.check_schema(schema)
+    return cls(schema, registry=NO_RETRIEVAL)
+
+
+def schema_depth_path(schema: Any, limit: int = MAX_INPUT_SCHEMA_DEPTH) -> Path | None:
+    """The path (inside `schema`) of the first mapping or list nested deeper than `limit`, or None.
+
+    Iterative, so it works at any depth the YAML loader lets through.
+    """
+    stack: list[tuple[Path, Any]] = [((), schema)]
+    while stack:
+        path, value = stack.pop()
+        if not isinstance(value, dict | list):
+            continue
+        if len(path) >= limit:
+            return path
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        stack.extend(((*path, key), item) for key, item in items)
+    return None
+
+
+def non_json_path(value: Any) -> Path | None:
+    """The path of the first value inside `value` that has no JSON form (a YAML date such as
+    `2026-01-01`, `!!binary` bytes), or None. Iterative, like schema_depth_path."""
+    stack: list[tuple[Path, Any]] = [((), value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(((*path, key), inner) for key, inner in item.items())
+        elif isinstance(item, list):
+            stack.extend(((*path, i), inner) for i, inner in enumerate(item))
+        elif item is not None and not isinstance(item, str | int | float):
+            return path
+    return None
+
+
+def schema_references(schema: Any) -> Iterator[tuple[Path, str]]:
+    """Every (path, URI) of a `$ref`-like keyword in `schema` (a bounded-depth schema)."""
+    stack: list[tuple[Path, Any]] = [((), schema)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key in _REF_KEYWORDS and isinstance(item, str):
+                    yield (*path, key), item
+                stack.append(((*path, key), item))
+        elif isinstance(value, list):
+            stack.extend(((*path, i), item) for i, item in enumerate(value))
+
+
+def reference_problem(schema: dict[str, Any], uri: str) -> str | None:
+    """Why the reference `uri` inside `schema` cannot be used, or None when it resolves locally."""
+    if not uri.startswith("#"):
+        return (f"{uri!r} is not a reference inside this schema: only local references ('#/$defs/NAME') "
+                f"are allowed; nothing is ever fetched from the network or read from a file")
+    if any(key == "$id" for path, key in _keys(schema) if path):
+        return None  # nested base URIs: resolution depends on where the reference is, left to run time
+    resource = referencing.Resource.from_contents(schema, default_specification=DRAFT202012)
+    resolver = NO_RETRIEVAL.with_resource(resource.id() or "", resource).resolver(resource.id() or "")
+    try:
+        resolver.lookup(uri)
+    except referencing.exceptions.Unresolvable:
+        return f"{uri!r} does not point at anything in this schema"
+    return None
+
+
+def _keys(schema: Any) -> Iterator[tuple[Path, str]]:
+    stack: list[tuple[Path, Any]] = [((), schema)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                yield path, key
+                stack.append(((*path, key), item))
+        elif isinstance(value, list):
+            stack.extend(((*path, i), item) for i, item in enumerate(value))
+
 
 # Paths whose enum failures the loader words itself (it knows the model's own voice list).
 _SEMANTIC_ENUMS = {("voice",)}
@@ -35,6 +147,18 @@ def where(path: Path) -> str:
     return text or "the file"
 
 
+# The schema's pattern for names and paths: no control character (tab and newline included).
+NO_CONTROL_PATTERN = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+
+
+def _number(value: int | float) -> str:
+    """A number for a message, shortened: an integer of thousands of digits cannot even be
+    printed (Python refuses over 4300), nor should it fill the screen."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    return str(value)
+
+
 def describe(value: Any) -> str:
     """A value as a YAML author thinks of it: `a string ('abc')`, `null (an empty value)`."""
     if value is None:
@@ -42,7 +166,7 @@ def describe(value: Any) -> str:
     if isinstance(value, bool):
         return f"a boolean ({str(value).lower()})"
     if isinstance(value, int | float):
-        return f"a number ({value})"
+        return f"a number ({_number(value)})"
     if isinstance(value, str):
         shown = value if len(value) <= 30 else value[:27] + "..."
         return f"a string ({shown!r})"
@@ -100,7 +224,8 @@ def _one_of(err: jsonschema.ValidationError, path: Path) -> Iterator[tuple[Path,
 def _bound(err: jsonschema.ValidationError, path: Path) -> str:
     words = {"minimum": "at least", "maximum": "at most",
              "exclusiveMinimum": "greater than", "exclusiveMaximum": "less than"}
-    return f"{where(path)}: must be {words[str(err.validator)]} {err.validator_value}, got {err.instance}"
+    got = _number(err.instance) if isinstance(err.instance, int | float) else describe(err.instance)
+    return f"{where(path)}: must be {words[str(err.validator)]} {err.validator_value}, got {got}"
 
 
 def translate(err: jsonschema.ValidationError) -> Iterator[tuple[Path, str]]:
@@ -136,6 +261,8 @@ def translate(err: jsonschema.ValidationError) -> Iterator[tuple[Path, str]]:
     elif kind == "pattern" and "propertyNames" in err.schema_path:
         # A propertyNames failure reports the key itself as the instance, at the mapping's path.
         yield (*path, instance), f"{where(path)}: {instance!r} is not a valid name (letters, digits, '_')"
+    elif kind == "pattern" and value == NO_CONTROL_PATTERN:
+        yield path, f"{where(path)}: must not contain control characters (tab, newline, ...): {instance!r}"
     elif kind == "pattern" and path[-1:] == ("handler",):
         pass  # the handler importer words a malformed handler better (runner.tools.importer)
     elif kind == "pattern":

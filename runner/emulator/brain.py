@@ -47,6 +47,7 @@ from runner.emulator.scenario import (
     default_turn,
     render_say,
     render_say_leniently,
+    speakable,
 )
 from runner.emulator.vad import EnergyVad, SpeechEnded, SpeechStarted, VadSettings
 from runner.emulator.validation import INPUT_TIMEOUT, InputEvent, InputValidator, NovaValidationError
@@ -507,6 +508,7 @@ class Brain:
             return fallback or "..."
 
     def _say(self, text: str, last: bool) -> Player:
+        text = speakable(text)  # a template or tool result may hold a NUL or a lone surrogate
         out = self._require_out()
         self._text_block("ASSISTANT", "SPECULATIVE", text, "PARTIAL_TURN")
         pcm: bytes = yield NeedSpeech(text)

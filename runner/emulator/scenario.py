@@ -10,7 +10,9 @@ So a broken scenario fails at start, never in the middle of a session. A new tur
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -21,8 +23,8 @@ import jinja2
 import jsonschema
 
 from runner.config import yaml
-from runner.config.report import Problem
-from runner.config.schema import did_you_mean, translate, where
+from runner.config.report import Problem, shown
+from runner.config.schema import did_you_mean, non_json_path, translate, where
 from runner.errors import ConfigError
 from runner.files import MAX_AGENT_FILE_BYTES, UnreadableFileError, read_user_file
 from runner.protocol.templates import make_environment
@@ -91,7 +93,7 @@ def load_scenario(path: str | Path) -> Scenario:
     scenario, problems = check_scenario(path)
     if scenario is None:
         listing = "\n".join(p.format() for p in problems)
-        raise ConfigError(f"{path}: {len(problems)} error(s) in the scenario file:\n{listing}",
+        raise ConfigError(f"{shown(str(path))}: {len(problems)} error(s) in the scenario file:\n{listing}",
                           tuple(problems))
     return scenario
 
@@ -136,11 +138,20 @@ def _build(doc: yaml.YamlDocument, label: str, problems: list[Problem]
         problems.append(Problem(label, mark.line, mark.col, "error", message))
     if isinstance(data, dict):
         problems.extend(_template_problems(doc, data, label))
+        problems.extend(_input_problems(doc, data, label))
     if problems:
         return None, sorted(set(problems))
     turns = tuple(_turn(t) for t in data.get("turns", []))
-    return Scenario(turns=turns, settings=Settings(**data.get("settings", {})),
-                    faults=Faults(**data.get("faults", {})), source=label), []
+    return Scenario(turns=turns, settings=Settings(**_ints(Settings, data.get("settings", {}))),
+                    faults=Faults(**_ints(Faults, data.get("faults", {}))), source=label), []
+
+
+def _ints(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` with the integer fields of dataclass `cls` made ints (JSON Schema counts 3.0 as an
+    integer, and a float turn number or millisecond count would break the arithmetic that uses it)."""
+    fields = {f.name: f.type for f in dataclasses.fields(cls)}
+    return {key: int(value) if isinstance(value, float) and "int" in str(fields.get(key, "")) else value
+            for key, value in values.items()}
 
 
 def _schema_problems(data: Any) -> Iterator[tuple[yaml.Path, str]]:
@@ -187,6 +198,29 @@ def _template_problems(doc: yaml.YamlDocument, data: dict[str, Any], label: str)
                 line, col = _template_mark(doc, path, exc.lineno or 1)
                 yield Problem(label, line, col, "error",
                               f"{where(path)}: template syntax error: {exc.message}")
+            except Exception as exc:  # Jinja's parser fails in other ways too
+                # RecursionError: it recurses once per level (`{{ [[[[...`); ValueError: an
+                # integer literal of 4300+ digits.
+                path = ("turns", i, "assistant", j, "say")
+                line, col = _template_mark(doc, path, 1)
+                why = "expressions nested too deeply" if isinstance(exc, RecursionError) \
+                    else f"{type(exc).__name__}: {exc}"
+                yield Problem(label, line, col, "error", f"{where(path)}: template cannot be compiled: {why}")
+
+
+def _input_problems(doc: yaml.YamlDocument, data: dict[str, Any], label: str) -> Iterator[Problem]:
+    """Tool arguments are sent as JSON: a YAML date (`2026-01-01`) or `!!binary` value has no JSON form."""
+    turns = data.get("turns")
+    for i, turn in enumerate(turns if isinstance(turns, list) else []):
+        items = turn.get("assistant") if isinstance(turn, dict) else None
+        for j, item in enumerate(items if isinstance(items, list) else []):
+            arguments = item.get("input") if isinstance(item, dict) else None
+            inner = non_json_path(arguments) if isinstance(arguments, dict) else None
+            if inner is not None:
+                path: yaml.Path = ("turns", i, "assistant", j, "input", *inner)
+                mark = doc.locate(path)
+                yield Problem(label, mark.line, mark.col, "error",
+                              f"{where(path)}: this value has no JSON form (a date?); quote it")
 
 
 def _template_mark(doc: yaml.YamlDocument, path: yaml.Path, template_line: int) -> tuple[int, int]:
@@ -198,6 +232,16 @@ def _template_mark(doc: yaml.YamlDocument, path: yaml.Path, template_line: int) 
     if template_line == 1:
         return position.value.line, position.value.col
     return position.value.line + template_line - 1, 1
+
+
+def speakable(text: str) -> str:
+    """Rendered `say` text as the emulator can speak and send it: a template or a tool result can
+    produce control characters (a NUL cannot go into espeak-ng's argv) and lone surrogates (no
+    UTF-8 form): each becomes U+FFFD, as a decoder shows an unreadable character."""
+    return _UNSPEAKABLE.sub("\ufffd", text)
+
+
+_UNSPEAKABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def render_say(text: str, context: Mapping[str, Any]) -> str:

@@ -201,15 +201,21 @@ class EventTemplates:
 
     def render_bytes(self, name: str, context: Mapping[str, Any]) -> bytes:
         """`render`, serialised compactly as UTF-8 JSON (what goes on the wire)."""
-        return json.dumps(self.render(name, context), separators=(",", ":"),
-                          ensure_ascii=False).encode()
+        text = json.dumps(self.render(name, context), separators=(",", ":"), ensure_ascii=False)
+        try:
+            return text.encode()
+        except UnicodeEncodeError as exc:  # `"\ud800" | tojson` is valid JSON with no UTF-8 form
+            src, code = self._sources[name], ord(exc.object[exc.start])
+            raise EventTemplateError(
+                f"rendered {name} holds a lone surrogate U+{code:04X}, which has no UTF-8 form",
+                filename=src.filename, line=_locate(src.text.lower(), f"\\u{code:04x}")) from None
 
     def check(self) -> list[EventTemplateError]:
         """Render every template with its sample context; return every failure."""
         failures = []
         for name in TEMPLATE_EVENTS:
             try:
-                self.render(name, SAMPLE_CONTEXTS[name])
+                self.render_bytes(name, SAMPLE_CONTEXTS[name])
             except EventTemplateError as exc:
                 failures.append(exc)
         return failures

@@ -33,6 +33,7 @@ import jsonschema
 from jsonschema.exceptions import best_match
 
 from runner.config.model import DEFAULT_MAX_RESULT_BYTES
+from runner.config.schema import UnresolvableReference, tool_schema_validator
 from runner.errors import ToolError
 from runner.signals import Interrupted
 
@@ -112,10 +113,8 @@ def _validator(schema: Mapping[str, Any]) -> jsonschema.protocols.Validator:
     key = json.dumps(schema, sort_keys=True, default=str)
     validator = _VALIDATORS.get(key)
     if validator is None:
-        plain = dict(schema)
-        cls = jsonschema.validators.validator_for(plain)
-        cls.check_schema(plain)
-        validator = _VALIDATORS[key] = cls(plain)
+        # Compiled with a registry that never fetches a `$ref` from the network or a file.
+        validator = _VALIDATORS[key] = tool_schema_validator(dict(schema))
     return validator
 
 
@@ -125,6 +124,8 @@ def validate_arguments(arguments: Mapping[str, Any], schema: Mapping[str, Any]) 
         error = best_match(_validator(schema).iter_errors(dict(arguments)))
     except jsonschema.SchemaError as exc:
         return f"the tool's input_schema is invalid: {exc.message}"
+    except UnresolvableReference as exc:  # `check` refuses such schemas; nothing is fetched for them
+        return f"the tool's input_schema has a reference that cannot be resolved: {exc}"
     if error is None:
         return None
     where = "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)

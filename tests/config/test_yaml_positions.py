@@ -80,7 +80,7 @@ def test_merge_keys_count_against_the_alias_budget(merge: str) -> None:
     ("a: &x [*x]", Mark(1, 8), "recursive alias *x"),
     ("a: &x {b: {<<: *x}}", Mark(1, 16), "recursive alias *x"),
     ("a: {<<: [1]}", Mark(1, 10), "a merge key (<<) takes a mapping"),
-    ("a: " + "[" * 2000 + "]" * 2000, Mark(1, 1), "nested too deeply"),
+    ("a: " + "[" * 2000 + "]" * 2000, Mark(1, 67), "nested more than 64 levels deep"),
     ("a: 1\n---\nb: 2\n", Mark(2, 1), "expected a single document"),
     ("a: !!python/object:os.system x", Mark(1, 4), "could not determine a constructor"),
     ("a: *nowhere", Mark(1, 4), "found undefined alias"),
@@ -95,3 +95,34 @@ def test_syntax_errors_are_located(text: str, mark: Mark, message: str) -> None:
 
 def test_empty_document() -> None:
     assert load("# only a comment\n").data is None
+
+
+@pytest.mark.parametrize(("text", "mark", "message"), [
+    ("a: " + "[" * 63 + "]" * 63, None, ""),  # 64 levels: the limit itself is fine
+    ("a: " + "{b: " * 64 + "1" + "}" * 64, Mark(1, 256), "nested more than 64 levels deep"),
+    ("l0: &l0 " + "[" * 60 + "]" * 60 + "\nx: [[[[[*l0]]]]]", Mark(2, 9), "alias *l0 nests lists"),
+    ('a: "x\\0y"', Mark(1, 4), "invalid text: control character U+0000 at character 2"),
+    ('a: "\\x85"', Mark(1, 4), "invalid text: control character U+0085"),
+    ('a: "\\udc00x"', Mark(1, 4), "invalid text: lone surrogate U+DC00 at character 1"),
+    ('"\\x07": 1', Mark(1, 1), "invalid text: control character U+0007"),
+    ("a: 9223372036854775808", Mark(1, 4), "invalid number: 9223372036854775808 is out of range"),
+    ("a: -9223372036854775808", Mark(1, 4), "is out of range"),
+    ("a: 0x" + "f" * 100, Mark(1, 4), "invalid number: 0xffffffff...ffff (102 characters) is out of range"),
+    ("a: .NaN", Mark(1, 4), "invalid number: .NaN is not a finite number"),
+    ("a: [1, -.Inf]", Mark(1, 8), "invalid number: -.Inf is not a finite number"),
+    ("a: 1.5e+400", Mark(1, 4), "invalid number: 1.5e+400 is too large for a number"),
+    ("a: 2026-02-30", Mark(1, 4), "invalid value: '2026-02-30' is not a valid timestamp"),
+])
+def test_values_every_later_stage_can_use(text: str, mark: Mark | None, message: str) -> None:
+    if mark is None:
+        load(text)
+        return
+    with pytest.raises(YamlSyntaxError) as caught:
+        load(text)
+    assert caught.value.mark == mark
+    assert message in caught.value.message
+
+
+def test_text_keeps_tabs_and_newlines_and_joins_surrogate_pairs() -> None:
+    assert load('a: "t\\tn\\nr\\r \\ud83d\\ude00"').data == {"a": "t\tn\nr\r \U0001F600"}
+    assert load("a: 9223372036854775807\nb: -1.5e+300").data == {"a": 2**63 - 1, "b": -1.5e300}
