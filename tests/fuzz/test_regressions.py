@@ -1,0 +1,44 @@
+"""Minimal reproducers of what the fuzzers found, through the real CLI.
+
+Those marked `xfail(strict=True)` are open bugs in files other engineers own (listed in
+known_bugs.py, which the fuzz targets tolerate meanwhile): when the fix lands the test passes,
+strict xfail fails the run, and the mark and the known_bugs.py entry go together."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.fuzz.invariant import run_cli
+
+AGENT = "version: 1\nname: fuzz\nmodel: {id: amazon.nova-2-sonic-v1:0}\nvoice: matthew\nsystem_prompt: Hi.\n"
+
+
+def _located_error(result_text: str, path: Path) -> bool:
+    return f"{path}:" in result_text and ": error: " in result_text
+
+
+@pytest.mark.xfail(strict=True, reason="f1, control characters: a NUL byte in an agent or scenario YAML "
+                   "raises PyYAML's ReaderError from runner/config/yaml.py (_Loader built outside the try): "
+                   "exit 3 with a traceback instead of FILE:LINE:COL")
+@pytest.mark.parametrize("command", ["check", "emulate"])
+def test_a_nul_byte_in_a_yaml_file_is_a_located_error(tmp_path: Path, command: str) -> None:
+    path = tmp_path / "nul.yaml"
+    path.write_bytes(AGENT.encode().replace(b"fuzz", b"fu\x00zz"))
+    args = ["check", path] if command == "check" else ["emulate", "--scenario", path, "--time-limit", "1"]
+    result = run_cli(*args)
+    assert result.code in (1, 2) and _located_error(result.stdout + result.stderr, path), result.describe()
+
+
+@pytest.mark.xfail(strict=True, reason="f1, numbers: a 5,000-digit integer in an agent or scenario YAML "
+                   "raises int()'s ValueError (over sys.get_int_max_str_digits) from runner/config/yaml.py: "
+                   "exit 3 with a traceback")
+@pytest.mark.parametrize("command", ["check", "emulate"])
+def test_a_5000_digit_integer_in_a_yaml_file_is_a_located_error(tmp_path: Path, command: str) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_text(AGENT + "x: " + "9" * 5000 + "\n" if command == "check"
+                    else "settings: {speech_start_ms: " + "9" * 5000 + "}\n")
+    args = ["check", path] if command == "check" else ["emulate", "--scenario", path, "--time-limit", "1"]
+    result = run_cli(*args)
+    assert result.code in (1, 2) and _located_error(result.stdout + result.stderr, path), result.describe()
