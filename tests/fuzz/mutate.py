@@ -76,7 +76,7 @@ def _replace(value: Any, path: tuple[Any, ...], new: Any, *, delete: bool = Fals
         if delete and not rest:
             copy.pop(head, None)
         else:
-            copy[head] = _replace(value[head], rest, new, delete=delete)
+            copy[head] = _replace(value.get(head), rest, new, delete=delete)
         return copy
     copy_list = list(value)
     if delete and not rest:
@@ -98,7 +98,7 @@ def mutate_data(draw: st.DrawFn, doc: Any, rounds: int = 3) -> Any:
         elif action == "add" and isinstance(_get(doc, path), dict):
             key = draw(st.one_of(st.sampled_from(["version", "name", "tools", "say", "<<", "x", "",
                                                   "1", "true", "null"]), st.text(max_size=10)))
-            doc = _replace(doc, (*path, key), draw(special_value())) if path else {**doc, key: None}
+            doc = _replace(doc, (*path, key), draw(special_value()))
         elif action == "wrap":
             doc = _replace(doc, path, draw(st.sampled_from([[_get(doc, path)], {"x": _get(doc, path)}])))
         elif action == "swap":
@@ -126,7 +126,9 @@ def _scalar(value: Any) -> str:
             return ".nan"
         if value in (float("inf"), float("-inf")):
             return ".inf" if value > 0 else "-.inf"
-        return repr(value)
+        mantissa, e, exponent = repr(value).partition("e")
+        # YAML 1.1 (PyYAML) reads 5e-324 as a string: the mantissa needs a dot, the exponent a sign.
+        return (mantissa if "." in mantissa else mantissa + ".0") + (e + exponent if e else "")
     if isinstance(value, int):
         return str(value)
     # JSON string syntax is YAML double-quoted syntax (lone surrogates become \udXXX escapes).

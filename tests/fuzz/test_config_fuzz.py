@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml as pyyaml
+
 from hypothesis import given
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
+from runner.config import yaml
 from runner.config.loader import check_agent, load_agent
 from runner.config.schema import schema_problems
 from runner.emulator.scenario import check_scenario, load_scenario
@@ -109,7 +110,7 @@ def file_bytes(draw: st.DrawFn, documents: st.SearchStrategy[Any]) -> tuple[byte
 
 
 def _plain_load(raw: bytes) -> Any:
-    return pyyaml.safe_load(raw.decode("utf-8"))
+    return yaml.load(raw.decode("utf-8")).data
 
 
 @fuzz_settings(40)
