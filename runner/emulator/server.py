@@ -459,8 +459,13 @@ class _Connection(asyncio.Protocol):
         self._quickack()
         try:
             events = self.h2.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
+        except (h2.exceptions.ProtocolError, UnicodeDecodeError) as exc:
+            # h2 decodes header names and values as UTF-8 itself and raises UnicodeDecodeError
+            # (not a ProtocolError, so it queues no GOAWAY) for bytes that are not.
             logger.warning("HTTP/2 protocol error from client: %s", exc)
+            if isinstance(exc, UnicodeDecodeError):
+                with contextlib.suppress(h2.exceptions.ProtocolError):
+                    self.h2.close_connection(h2.errors.ErrorCodes.PROTOCOL_ERROR)
             self.flush()
             if self.transport is not None:
                 self.transport.close()

@@ -23,7 +23,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import h2.config
+import h2.connection
 import h2.events
 import h2.exceptions
 import pytest
@@ -225,6 +228,67 @@ def _broken_frame(data: bytes) -> bool:
     except EventStreamError:
         return True
     return False
+
+
+_PATH = b"/model/amazon.nova-2-sonic-v1%3A0/invoke-with-bidirectional-stream"
+_HEADER_BYTES = st.one_of(st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\x00", b"\xef\xbb\xbf", b"",
+                                           b"x" * 8000, b"AWS4-HMAC-SHA256 Credential=\xc3\xa9/a/b/c/aws4_request, "
+                                           b"SignedHeaders=host, Signature=" + b"0" * 64]),
+                          st.binary(max_size=40))
+
+
+@st.composite
+def request_headers(draw: st.DrawFn) -> list[tuple[bytes, bytes]]:
+    headers = [(b":method", b"POST"), (b":scheme", b"https"), (b":path", _PATH), (b":authority", b"127.0.0.1"),
+               (b"content-type", b"application/vnd.amazon.eventstream"), (b"x-amz-date", b"20261121T190856Z"),
+               (b"authorization", b"AWS4-HMAC-SHA256 Credential=a/20261121/us-east-1/bedrock/aws4_request, "
+                                  b"SignedHeaders=host;x-amz-date, Signature=" + b"0" * 64)]
+    index = draw(st.integers(0, len(headers) - 1))
+    name, value = headers[index]
+    value = draw(st.sampled_from([value[:3], value + b"/"])) + draw(_HEADER_BYTES) if draw(st.booleans()) \
+        else draw(_HEADER_BYTES)
+    headers[index] = (draw(st.sampled_from([name, name + b"\xff", b"x-\xff"])) if draw(st.booleans()) else name, value)
+    return headers
+
+
+@fuzz_settings(6)
+@given(headers=request_headers())
+def test_malformed_request_headers_get_an_error_and_the_emulator_keeps_serving(
+        emulator: tuple[subprocess.Popen[bytes], dict[str, str], Path], headers: list[tuple[bytes, bytes]]) -> None:
+    proc, env, log = emulator
+    url = urlsplit(env["AWS_ENDPOINT_URL_BEDROCK_RUNTIME"])
+    context = ssl.create_default_context(cafile=env["SSL_CERT_FILE"])
+    context.set_alpn_protocols(["h2"])
+    sock = context.wrap_socket(socket.create_connection((url.hostname, url.port), timeout=10),
+                               server_hostname=url.hostname)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(
+        client_side=True, validate_outbound_headers=False, normalize_outbound_headers=False))
+    answered: list[str] = []
+    try:
+        conn.initiate_connection()
+        conn.send_headers(1, headers, end_stream=True)
+        sock.sendall(conn.data_to_send())
+        deadline = time.monotonic() + 8
+        sock.settimeout(0.5)
+        while not answered and time.monotonic() < deadline:
+            try:
+                data = sock.recv(65536)
+            except (TimeoutError, socket.timeout):
+                continue
+            if not data:
+                answered.append("closed")
+                break
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    answered.append(dict(event.headers)[b":status"].decode())
+                elif isinstance(event, h2.events.ConnectionTerminated | h2.events.StreamReset):
+                    answered.append(type(event).__name__)
+            sock.sendall(conn.data_to_send())
+    finally:
+        sock.close()
+    assert answered and answered[0] != "closed", answered  # a status, a reset or a GOAWAY; not a dropped socket
+    assert answered[0] != "200"
+    assert proc.poll() is None
 
 
 def test_a_chunk_body_nested_too_deeply_is_a_serialization_error(
