@@ -22,15 +22,25 @@ LONG_EXAMPLES = int(os.environ.get("AGENT_RUN_FUZZ_EXAMPLES", "2000"))
 
 _COMMON = {
     "deadline": None,
-    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large,
-                              HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture],
+    "suppress_health_check": [
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+        HealthCheck.function_scoped_fixture,
+    ],
 }
 
-settings.register_profile("agent-run-fuzz-ci", max_examples=25, derandomize=True, database=None,
-                          print_blob=True, **_COMMON)
-settings.register_profile("agent-run-fuzz-long", max_examples=LONG_EXAMPLES, derandomize=False,
-                          database=DirectoryBasedExampleDatabase(".hypothesis/fuzz"),
-                          print_blob=True, **_COMMON)
+settings.register_profile(
+    "agent-run-fuzz-ci", max_examples=25, derandomize=True, database=None, print_blob=True, **_COMMON
+)
+settings.register_profile(
+    "agent-run-fuzz-long",
+    max_examples=LONG_EXAMPLES,
+    derandomize=False,
+    database=DirectoryBasedExampleDatabase(".hypothesis/fuzz"),
+    print_blob=True,
+    **_COMMON,
+)
 
 if PROFILE not in ("ci", "long"):
     raise ValueError(f"AGENT_RUN_FUZZ_PROFILE must be ci or long, not {PROFILE!r}")

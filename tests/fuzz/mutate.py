@@ -23,18 +23,73 @@ class Raw:
 
 
 SPECIAL_VALUES: list[Any] = [
-    Raw("9" * 5000), Raw("-" + "9" * 5000), Raw("1" + "0" * 400 + ".5"), Raw("1e999"), Raw("-1e999"),
-    Raw(".nan"), Raw(".NaN"), Raw(".inf"), Raw("-.inf"), Raw("0x7fffffffffffffffffff"), Raw("0o777"),
-    Raw("~"), Raw("null"), Raw("!!binary aGVsbG8="), Raw("!!python/object/apply:os.system ['true']"),
-    Raw("!!python/object:builtins.dict {}"), Raw("!!set {a, b}"), Raw("!!timestamp 2001-12-14"),
-    Raw("!custom x"), Raw("!!float nan"), Raw("!!int '12'"), Raw("2001-12-14t21:59:43.10-05:00"),
-    Raw('"\\0"'), Raw('"\\ud800"'), Raw('"\\udfff x"'), Raw('"a\\x01b"'), Raw('"\\x1b[31mred"'),
-    Raw('"tab\\there"'), Raw('"\\u2028\\u2029"'), Raw('"\\uFEFF"'), Raw("''"), Raw('""'),
-    Raw("[]"), Raw("{}"), Raw("- "), Raw("*undefined_alias"),
-    0, -1, -(2**63), 2**64, 10**30, -0.0, 1e308, -1e-308, 5e-324, True, False, None,
-    "", " ", "x" * 100_000, "é" * 5000, "{{ 1 }}", "{% for x in range(10**9) %}{% endfor %}",
-    "{{ ''.__class__.__mro__ }}", "/dev/zero", "/dev/urandom", "../../../../etc/passwd", "~/x",
-    "https://", "http://[::1", "a:b", ":", "builtin:nope", "os:system", "sys:exit", "\u202e",
+    Raw("9" * 5000),
+    Raw("-" + "9" * 5000),
+    Raw("1" + "0" * 400 + ".5"),
+    Raw("1e999"),
+    Raw("-1e999"),
+    Raw(".nan"),
+    Raw(".NaN"),
+    Raw(".inf"),
+    Raw("-.inf"),
+    Raw("0x7fffffffffffffffffff"),
+    Raw("0o777"),
+    Raw("~"),
+    Raw("null"),
+    Raw("!!binary aGVsbG8="),
+    Raw("!!python/object/apply:os.system ['true']"),
+    Raw("!!python/object:builtins.dict {}"),
+    Raw("!!set {a, b}"),
+    Raw("!!timestamp 2001-12-14"),
+    Raw("!custom x"),
+    Raw("!!float nan"),
+    Raw("!!int '12'"),
+    Raw("2001-12-14t21:59:43.10-05:00"),
+    Raw('"\\0"'),
+    Raw('"\\ud800"'),
+    Raw('"\\udfff x"'),
+    Raw('"a\\x01b"'),
+    Raw('"\\x1b[31mred"'),
+    Raw('"tab\\there"'),
+    Raw('"\\u2028\\u2029"'),
+    Raw('"\\uFEFF"'),
+    Raw("''"),
+    Raw('""'),
+    Raw("[]"),
+    Raw("{}"),
+    Raw("- "),
+    Raw("*undefined_alias"),
+    0,
+    -1,
+    -(2**63),
+    2**64,
+    10**30,
+    -0.0,
+    1e308,
+    -1e-308,
+    5e-324,
+    True,
+    False,
+    None,
+    "",
+    " ",
+    "x" * 100_000,
+    "é" * 5000,
+    "{{ 1 }}",
+    "{% for x in range(10**9) %}{% endfor %}",
+    "{{ ''.__class__.__mro__ }}",
+    "/dev/zero",
+    "/dev/urandom",
+    "../../../../etc/passwd",
+    "~/x",
+    "https://",
+    "http://[::1",
+    "a:b",
+    ":",
+    "builtin:nope",
+    "os:system",
+    "sys:exit",
+    "\u202e",
 ]
 
 _DEPTHS = [50, 300, 1200, 5000]
@@ -52,7 +107,9 @@ def special_value() -> st.SearchStrategy[Any]:
     return st.one_of(
         st.sampled_from(SPECIAL_VALUES),
         st.builds(nested, st.sampled_from(_DEPTHS), st.sampled_from(["list", "map", "mixed"])),
-        st.integers(), st.floats(), st.text(max_size=50),
+        st.integers(),
+        st.floats(),
+        st.text(max_size=50),
     )
 
 
@@ -96,8 +153,12 @@ def mutate_data(draw: st.DrawFn, doc: Any, rounds: int = 3) -> Any:
         if action == "delete" and path:
             doc = _replace(doc, path, None, delete=True)
         elif action == "add" and isinstance(_get(doc, path), dict):
-            key = draw(st.one_of(st.sampled_from(["version", "name", "tools", "say", "<<", "x", "",
-                                                  "1", "true", "null"]), st.text(max_size=10)))
+            key = draw(
+                st.one_of(
+                    st.sampled_from(["version", "name", "tools", "say", "<<", "x", "", "1", "true", "null"]),
+                    st.text(max_size=10),
+                )
+            )
             doc = _replace(doc, (*path, key), draw(special_value()))
         elif action == "wrap":
             doc = _replace(doc, path, draw(st.sampled_from([[_get(doc, path)], {"x": _get(doc, path)}])))
@@ -115,6 +176,7 @@ def _get(value: Any, path: tuple[Any, ...]) -> Any:
 
 
 # --- a YAML writer ------------------------------------------------------------------------------
+
 
 def _scalar(value: Any) -> str:
     if isinstance(value, Raw):
@@ -189,9 +251,27 @@ _YAML_SNIPPETS = [
     "[" * 20_000 + "\n",
 ]
 
-_BYTES = [b"\x00", b"\xff", b"\xfe", b"\xc0\x80", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\x80",
-          b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff", b"\r\n", b"\r", b"\x1b[2J", b"\x07", b"\x0c",
-          b"\x85", b"\xe2\x80\xa8", b"\x7f", b"\t"]
+_BYTES = [
+    b"\x00",
+    b"\xff",
+    b"\xfe",
+    b"\xc0\x80",
+    b"\xed\xa0\x80",
+    b"\xf4\x90\x80\x80",
+    b"\x80",
+    b"\xef\xbb\xbf",
+    b"\xff\xfe",
+    b"\xfe\xff",
+    b"\r\n",
+    b"\r",
+    b"\x1b[2J",
+    b"\x07",
+    b"\x0c",
+    b"\x85",
+    b"\xe2\x80\xa8",
+    b"\x7f",
+    b"\t",
+]
 
 
 @st.composite

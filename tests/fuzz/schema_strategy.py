@@ -23,14 +23,38 @@ from hypothesis import strategies as st
 
 Path = tuple[str, ...]
 
-_KNOWN = {"$schema", "$id", "$defs", "$ref", "title", "description", "examples", "default", "type", "const",
-          "enum", "minimum", "maximum", "exclusiveMinimum", "minLength", "maxLength", "pattern", "properties",
-          "required", "additionalProperties", "propertyNames", "items", "minItems", "oneOf",
-          "dependentRequired"}
+_KNOWN = {
+    "$schema",
+    "$id",
+    "$defs",
+    "$ref",
+    "title",
+    "description",
+    "examples",
+    "default",
+    "type",
+    "const",
+    "enum",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "properties",
+    "required",
+    "additionalProperties",
+    "propertyNames",
+    "items",
+    "minItems",
+    "oneOf",
+    "dependentRequired",
+}
 
 _TEXT = st.text(alphabet=string.ascii_letters + string.digits + " _-.,?!'éü", min_size=1, max_size=30)
-_ANY_SCALAR = st.one_of(st.none(), st.booleans(), st.integers(-1000, 1000),
-                        st.floats(-1e6, 1e6, allow_nan=False), _TEXT)
+_ANY_SCALAR = st.one_of(
+    st.none(), st.booleans(), st.integers(-1000, 1000), st.floats(-1e6, 1e6, allow_nan=False), _TEXT
+)
 
 
 class SchemaStrategy:
@@ -78,8 +102,13 @@ class SchemaStrategy:
                 return st.integers(low, node.get("maximum", 10**6))
             case "number":
                 low = node.get("minimum", node.get("exclusiveMinimum", -1e6))
-                return st.floats(low, node.get("maximum", 1e6), allow_nan=False, allow_infinity=False,
-                                 exclude_min="exclusiveMinimum" in node)
+                return st.floats(
+                    low,
+                    node.get("maximum", 1e6),
+                    allow_nan=False,
+                    allow_infinity=False,
+                    exclude_min="exclusiveMinimum" in node,
+                )
             case "boolean":
                 return st.booleans()
             case None:
@@ -91,8 +120,11 @@ class SchemaStrategy:
         if "pattern" in node:
             pattern = st.from_regex(node["pattern"], fullmatch=True)
             return pattern.filter(lambda s: low <= len(s) <= high and "\n" not in s)
-        return st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")),
-                       min_size=max(low, 1) if low else 0, max_size=min(high, 40))
+        return st.text(
+            alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")),
+            min_size=max(low, 1) if low else 0,
+            max_size=min(high, 40),
+        )
 
     def _object(self, node: Mapping[str, Any], path: Path) -> st.SearchStrategy[dict[str, Any]]:
         props: Mapping[str, Any] = node.get("properties", {})
@@ -121,10 +153,16 @@ class SchemaStrategy:
                 keys -= {k for k in keys if set(dependent.get(k, ())) & exclusive} | exclusive
             result = {key: draw(self.build(props[key], (*path, key))) for key in sorted(keys)}
             if isinstance(extra, dict) and not props:
-                key_strategy = (st.from_regex(names["pattern"], fullmatch=True) if "pattern" in names
-                                else _TEXT)
-                more = draw(st.dictionaries(key_strategy.filter(lambda k: len(k) <= 20),
-                                            self.build(extra, (*path, "*")), max_size=3))
+                key_strategy = (
+                    st.from_regex(names["pattern"], fullmatch=True) if "pattern" in names else _TEXT
+                )
+                more = draw(
+                    st.dictionaries(
+                        key_strategy.filter(lambda k: len(k) <= 20),
+                        self.build(extra, (*path, "*")),
+                        max_size=3,
+                    )
+                )
                 result.update(more)
             elif extra is True and not props:
                 result.update(draw(st.dictionaries(_TEXT, _ANY_SCALAR, max_size=3)))

@@ -33,7 +33,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runner.emulator.eventstream import EventStreamDecoder, EventStreamError, Timestamp, encode_headers, encode_message
+from runner.emulator.eventstream import (
+    EventStreamDecoder,
+    EventStreamError,
+    Timestamp,
+    encode_headers,
+    encode_message,
+)
 from tests.emulator import fakes
 from tests.emulator.raw_client import RawClient, _hmac
 from tests.fuzz.conftest import fuzz_settings
@@ -55,8 +61,16 @@ class FuzzClient(RawClient):
     def send_signed(self, inner: bytes) -> None:
         date = {":date": Timestamp(int(self._now.timestamp() * 1000))}
         stamp = self._now.strftime("%Y%m%dT%H%M%SZ")
-        to_sign = "\n".join(["AWS4-HMAC-SHA256-PAYLOAD", stamp, self._scope(), self._prior,
-                             hashlib.sha256(encode_headers(date)).hexdigest(), hashlib.sha256(inner).hexdigest()])
+        to_sign = "\n".join(
+            [
+                "AWS4-HMAC-SHA256-PAYLOAD",
+                stamp,
+                self._scope(),
+                self._prior,
+                hashlib.sha256(encode_headers(date)).hexdigest(),
+                hashlib.sha256(inner).hexdigest(),
+            ]
+        )
         signature = _hmac(self._key, to_sign)
         self._prior = signature.hex()
         self.send_unsigned(encode_message({**date, ":chunk-signature": signature}, inner))
@@ -65,14 +79,17 @@ class FuzzClient(RawClient):
         try:
             step = self.h2.max_outbound_frame_size
             for start in range(0, len(data), step):  # within one frame each (the window is 64 KiB)
-                self.h2.send_data(self.stream_id, data[start:start + step])
+                self.h2.send_data(self.stream_id, data[start : start + step])
             self.flush()
         except (h2.exceptions.ProtocolError, OSError):
             pass  # the emulator already closed the stream: that is an answer too
 
     def send_payload(self, payload: bytes) -> None:
-        self.send_signed(encode_message(dict(CHUNK_HEADERS),
-                                        json.dumps({"bytes": base64.b64encode(payload).decode()}).encode()))
+        self.send_signed(
+            encode_message(
+                dict(CHUNK_HEADERS), json.dumps({"bytes": base64.b64encode(payload).decode()}).encode()
+            )
+        )
 
     def read_to_end(self, timeout_s: float) -> bool:
         """Collect messages until the stream ends (True) or `timeout_s` passes (False)."""
@@ -81,7 +98,7 @@ class FuzzClient(RawClient):
         while not self.stream_ended and time.monotonic() < deadline:
             try:
                 data = self.sock.recv(65536)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except (ssl.SSLError, OSError):
                 return True
@@ -98,7 +115,9 @@ class FuzzClient(RawClient):
                     self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
                     for message in self.decoder.feed(event.data):
                         self.messages.append({k: v for k, v in message.headers.items()})
-                elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset | h2.events.ConnectionTerminated):
+                elif isinstance(
+                    event, h2.events.StreamEnded | h2.events.StreamReset | h2.events.ConnectionTerminated
+                ):
                     self.stream_ended = True
             self.flush()
         return self.stream_ended
@@ -111,12 +130,19 @@ class FuzzClient(RawClient):
 
 
 @pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str], Path]]:
+def emulator(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str], Path]]:
     log = tmp_path_factory.mktemp("fuzz-emulate") / "emulator.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "runner", "emulate", "--port", "0", "--time-limit", "600"],
-                                cwd=REPO, env={**_env(), "PYTHONPATH": str(REPO)}, stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runner", "emulate", "--port", "0", "--time-limit", "600"],
+            cwd=REPO,
+            env={**_env(), "PYTHONPATH": str(REPO)},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         yield proc, _wait_ready(proc, log), log
     finally:
@@ -156,9 +182,19 @@ def _opening() -> list[bytes]:
     return [json.dumps(e).encode() for e in fakes.opening()]
 
 
-_CHUNK_BODIES = [b"", b"{", b"[]", b'{"bytes": 1}', b'{"bytes": "***"}', b'{"bytes": "' + b"A" * 3 + b'"}',
-                 b"[" * 50_000, b'{"bytes": ' + b"[" * 50_000 + b"}", b'{"bytes": ' + b"9" * 5000 + b"}",
-                 b"\xff\xfe{}", b'{"bytes": "e30="}\x00']
+_CHUNK_BODIES = [
+    b"",
+    b"{",
+    b"[]",
+    b'{"bytes": 1}',
+    b'{"bytes": "***"}',
+    b'{"bytes": "' + b"A" * 3 + b'"}',
+    b"[" * 50_000,
+    b'{"bytes": ' + b"[" * 50_000 + b"}",
+    b'{"bytes": ' + b"9" * 5000 + b"}",
+    b"\xff\xfe{}",
+    b'{"bytes": "e30="}\x00',
+]
 
 
 @st.composite
@@ -182,7 +218,8 @@ KINDS = ["outer", "inner", "chunk_json", "payload", "garbage"]
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_malformed_input_closes_that_stream_with_an_error_and_the_emulator_keeps_serving(
-        emulator: tuple[subprocess.Popen[bytes], dict[str, str], Path], kind: str) -> None:
+    emulator: tuple[subprocess.Popen[bytes], dict[str, str], Path], kind: str
+) -> None:
     _fuzz_one_kind(emulator, kind)
 
 
@@ -195,8 +232,11 @@ def _fuzz_one_kind(emulator: tuple[subprocess.Popen[bytes], dict[str, str], Path
     attack_once()
 
 
-def _attack(emulator: tuple[subprocess.Popen[bytes], dict[str, str], Path], attack: tuple[str, list[bytes]],
-            after_opening: bool) -> None:
+def _attack(
+    emulator: tuple[subprocess.Popen[bytes], dict[str, str], Path],
+    attack: tuple[str, list[bytes]],
+    after_opening: bool,
+) -> None:
     proc, env, log = emulator
     kind, items = attack
     client = FuzzClient(env)
@@ -231,38 +271,70 @@ def _broken_frame(data: bytes) -> bool:
 
 
 _PATH = b"/model/amazon.nova-2-sonic-v1%3A0/invoke-with-bidirectional-stream"
-_HEADER_BYTES = st.one_of(st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\x00", b"\xef\xbb\xbf", b"",
-                                           b"x" * 8000, b"AWS4-HMAC-SHA256 Credential=\xc3\xa9/a/b/c/aws4_request, "
-                                           b"SignedHeaders=host, Signature=" + b"0" * 64]),
-                          st.binary(max_size=40))
+_HEADER_BYTES = st.one_of(
+    st.sampled_from(
+        [
+            b"\xff",
+            b"\xc3",
+            b"\xed\xa0\x80",
+            b"\x00",
+            b"\xef\xbb\xbf",
+            b"",
+            b"x" * 8000,
+            b"AWS4-HMAC-SHA256 Credential=\xc3\xa9/a/b/c/aws4_request, "
+            b"SignedHeaders=host, Signature=" + b"0" * 64,
+        ]
+    ),
+    st.binary(max_size=40),
+)
 
 
 @st.composite
 def request_headers(draw: st.DrawFn) -> list[tuple[bytes, bytes]]:
-    headers = [(b":method", b"POST"), (b":scheme", b"https"), (b":path", _PATH), (b":authority", b"127.0.0.1"),
-               (b"content-type", b"application/vnd.amazon.eventstream"), (b"x-amz-date", b"20261121T190856Z"),
-               (b"authorization", b"AWS4-HMAC-SHA256 Credential=a/20261121/us-east-1/bedrock/aws4_request, "
-                                  b"SignedHeaders=host;x-amz-date, Signature=" + b"0" * 64)]
+    headers = [
+        (b":method", b"POST"),
+        (b":scheme", b"https"),
+        (b":path", _PATH),
+        (b":authority", b"127.0.0.1"),
+        (b"content-type", b"application/vnd.amazon.eventstream"),
+        (b"x-amz-date", b"20261121T190856Z"),
+        (
+            b"authorization",
+            b"AWS4-HMAC-SHA256 Credential=a/20261121/us-east-1/bedrock/aws4_request, "
+            b"SignedHeaders=host;x-amz-date, Signature=" + b"0" * 64,
+        ),
+    ]
     index = draw(st.integers(0, len(headers) - 1))
     name, value = headers[index]
-    value = draw(st.sampled_from([value[:3], value + b"/"])) + draw(_HEADER_BYTES) if draw(st.booleans()) \
+    value = (
+        draw(st.sampled_from([value[:3], value + b"/"])) + draw(_HEADER_BYTES)
+        if draw(st.booleans())
         else draw(_HEADER_BYTES)
-    headers[index] = (draw(st.sampled_from([name, name + b"\xff", b"x-\xff"])) if draw(st.booleans()) else name, value)
+    )
+    headers[index] = (
+        draw(st.sampled_from([name, name + b"\xff", b"x-\xff"])) if draw(st.booleans()) else name,
+        value,
+    )
     return headers
 
 
 @fuzz_settings(6)
 @given(headers=request_headers())
 def test_malformed_request_headers_get_an_error_and_the_emulator_keeps_serving(
-        emulator: tuple[subprocess.Popen[bytes], dict[str, str], Path], headers: list[tuple[bytes, bytes]]) -> None:
-    proc, env, log = emulator
+    emulator: tuple[subprocess.Popen[bytes], dict[str, str], Path], headers: list[tuple[bytes, bytes]]
+) -> None:
+    proc, env, _log = emulator
     url = urlsplit(env["AWS_ENDPOINT_URL_BEDROCK_RUNTIME"])
     context = ssl.create_default_context(cafile=env["SSL_CERT_FILE"])
     context.set_alpn_protocols(["h2"])
-    sock = context.wrap_socket(socket.create_connection((url.hostname, url.port), timeout=10),
-                               server_hostname=url.hostname)
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(
-        client_side=True, validate_outbound_headers=False, normalize_outbound_headers=False))
+    sock = context.wrap_socket(
+        socket.create_connection((url.hostname, url.port), timeout=10), server_hostname=url.hostname
+    )
+    conn = h2.connection.H2Connection(
+        h2.config.H2Configuration(
+            client_side=True, validate_outbound_headers=False, normalize_outbound_headers=False
+        )
+    )
     answered: list[str] = []
     try:
         conn.initiate_connection()
@@ -273,7 +345,7 @@ def test_malformed_request_headers_get_an_error_and_the_emulator_keeps_serving(
         while not answered and time.monotonic() < deadline:
             try:
                 data = sock.recv(65536)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             if not data:
                 answered.append("closed")
@@ -286,16 +358,19 @@ def test_malformed_request_headers_get_an_error_and_the_emulator_keeps_serving(
             sock.sendall(conn.data_to_send())
     finally:
         sock.close()
-    assert answered and answered[0] != "closed", answered  # a status, a reset or a GOAWAY; not a dropped socket
+    assert answered and answered[0] != "closed", (
+        answered
+    )  # a status, a reset or a GOAWAY; not a dropped socket
     assert answered[0] != "200"
     assert proc.poll() is None
 
 
 def test_a_chunk_body_nested_too_deeply_is_a_serialization_error(
-        emulator: tuple[subprocess.Popen[bytes], dict[str, str], Path]) -> None:
+    emulator: tuple[subprocess.Popen[bytes], dict[str, str], Path],
+) -> None:
     # Found by the chunk_json target: json.loads raised RecursionError (not a ValueError) in the
     # emulator's _unwrap_chunk; asyncio dropped the connection with a "Fatal error" traceback.
-    proc, env, log = emulator
+    proc, env, _log = emulator
     client = FuzzClient(env)
     try:
         client.send_signed(encode_message(dict(CHUNK_HEADERS), b'{"bytes": ' + b"[" * 50_000 + b"}"))
@@ -307,12 +382,18 @@ def test_a_chunk_body_nested_too_deeply_is_a_serialization_error(
 
 
 def test_after_the_fuzzing_a_well_formed_client_is_served_and_nothing_crashed(
-        emulator: tuple[subprocess.Popen[bytes], dict[str, str], Path]) -> None:
+    emulator: tuple[subprocess.Popen[bytes], dict[str, str], Path],
+) -> None:
     proc, env, log = emulator
     client = RawClient(env, MODEL)
     try:
-        client.send(*fakes.opening(), fakes.audio_start(), fakes.text_start("t", "USER", interactive=True),
-                    fakes.text_input("t", "Hello after the fuzzing?"), fakes.content_end("t"))
+        client.send(
+            *fakes.opening(),
+            fakes.audio_start(),
+            fakes.text_start("t", "USER", interactive=True),
+            fakes.text_input("t", "Hello after the fuzzing?"),
+            fakes.content_end("t"),
+        )
         client.read_until(lambda c: "audioOutput" in c.names())
     finally:
         client.sock.close()

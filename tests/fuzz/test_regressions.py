@@ -19,9 +19,12 @@ def _located_error(result_text: str, path: Path) -> bool:
     return f"{path}:" in result_text and ": error: " in result_text
 
 
-@pytest.mark.xfail(strict=True, reason="f1, control characters: a NUL byte in an agent or scenario YAML "
-                   "raises PyYAML's ReaderError from runner/config/yaml.py (_Loader built outside the try): "
-                   "exit 3 with a traceback instead of FILE:LINE:COL")
+@pytest.mark.xfail(
+    strict=True,
+    reason="f1, control characters: a NUL byte in an agent or scenario YAML "
+    "raises PyYAML's ReaderError from runner/config/yaml.py (_Loader built outside the try): "
+    "exit 3 with a traceback instead of FILE:LINE:COL",
+)
 @pytest.mark.parametrize("command", ["check", "emulate"])
 def test_a_nul_byte_in_a_yaml_file_is_a_located_error(tmp_path: Path, command: str) -> None:
     path = tmp_path / "nul.yaml"
@@ -31,14 +34,32 @@ def test_a_nul_byte_in_a_yaml_file_is_a_located_error(tmp_path: Path, command: s
     assert result.code in (1, 2) and _located_error(result.stdout + result.stderr, path), result.describe()
 
 
-@pytest.mark.xfail(strict=True, reason="f1, numbers: a 5,000-digit integer in an agent or scenario YAML "
-                   "raises int()'s ValueError (over sys.get_int_max_str_digits) from runner/config/yaml.py: "
-                   "exit 3 with a traceback")
+@pytest.mark.xfail(
+    strict=True,
+    reason="f1, numbers: a 5,000-digit integer in an agent or scenario YAML "
+    "raises int()'s ValueError (over sys.get_int_max_str_digits) from runner/config/yaml.py: "
+    "exit 3 with a traceback",
+)
 @pytest.mark.parametrize("command", ["check", "emulate"])
 def test_a_5000_digit_integer_in_a_yaml_file_is_a_located_error(tmp_path: Path, command: str) -> None:
     path = tmp_path / "big.yaml"
-    path.write_text(AGENT + "x: " + "9" * 5000 + "\n" if command == "check"
-                    else "settings: {speech_start_ms: " + "9" * 5000 + "}\n")
+    path.write_text(
+        AGENT + "x: " + "9" * 5000 + "\n"
+        if command == "check"
+        else "settings: {speech_start_ms: " + "9" * 5000 + "}\n"
+    )
     args = ["check", path] if command == "check" else ["emulate", "--scenario", path, "--time-limit", "1"]
     result = run_cli(*args)
     assert result.code in (1, 2) and _located_error(result.stdout + result.stderr, path), result.describe()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="f1, control characters: a --var value that is not UTF-8 (argv bytes "
+    "0xff 0xfe arrive as surrogate escapes) raises UnicodeEncodeError in runner/config/loader.py "
+    "_check_prompt (rendered.encode) when the variable is used: exit 3 with a traceback",
+)
+@pytest.mark.parametrize("command", ["check", "render"])
+def test_a_var_value_that_is_not_utf8_is_refused(command: str) -> None:
+    result = run_cli(command, "--var", "city=\udcff\udcfe", "agents/concierge.yaml")
+    assert result.code in (1, 2) and "--var" in result.stdout + result.stderr, result.describe()

@@ -14,6 +14,7 @@ documented error, within the time and memory budget.
 
 from __future__ import annotations
 
+import itertools
 import json
 import struct
 import uuid
@@ -50,12 +51,19 @@ from tests.fuzz.mutate import SPECIAL_VALUES, Raw, mutate_data
 # --- event-stream frames -------------------------------------------------------------------------
 
 _HEADER_VALUES = st.one_of(
-    st.booleans(), st.integers(-(2**31), 2**31 - 1), st.builds(Byte, st.integers(-128, 127)),
-    st.builds(Short, st.integers(-(2**15), 2**15 - 1)), st.builds(Long, st.integers(-(2**63), 2**63 - 1)),
-    st.binary(max_size=64), st.text(max_size=64), st.builds(Timestamp, st.integers(-(2**63), 2**63 - 1)),
-    st.builds(uuid.UUID, st.uuids().map(str)))
-_HEADERS = st.dictionaries(st.text(min_size=1, max_size=20).filter(lambda n: len(n.encode()) <= 255),
-                           _HEADER_VALUES, max_size=5)
+    st.booleans(),
+    st.integers(-(2**31), 2**31 - 1),
+    st.builds(Byte, st.integers(-128, 127)),
+    st.builds(Short, st.integers(-(2**15), 2**15 - 1)),
+    st.builds(Long, st.integers(-(2**63), 2**63 - 1)),
+    st.binary(max_size=64),
+    st.text(max_size=64),
+    st.builds(Timestamp, st.integers(-(2**63), 2**63 - 1)),
+    st.builds(uuid.UUID, st.uuids().map(str)),
+)
+_HEADERS = st.dictionaries(
+    st.text(min_size=1, max_size=20).filter(lambda n: len(n.encode()) <= 255), _HEADER_VALUES, max_size=5
+)
 FRAMES = st.builds(encode_message, _HEADERS, st.binary(max_size=512))
 
 
@@ -71,8 +79,11 @@ def _with_crcs(frame: bytearray) -> bytes:
 @st.composite
 def mutated_frames(draw: st.DrawFn) -> bytes:
     frame = bytearray(draw(FRAMES))
-    action = draw(st.sampled_from(["flip", "truncate", "total", "headers_len", "huge", "random",
-                                   "header_bytes", "extend", "none"]))
+    action = draw(
+        st.sampled_from(
+            ["flip", "truncate", "total", "headers_len", "huge", "random", "header_bytes", "extend", "none"]
+        )
+    )
     fix_crc = draw(st.booleans())
     if action == "flip":
         for _ in range(draw(st.integers(1, 4))):
@@ -101,16 +112,19 @@ def mutated_frames(draw: st.DrawFn) -> bytes:
 
 
 @fuzz_settings(300)
-@given(data=st.lists(mutated_frames(), min_size=1, max_size=4), cuts=st.lists(st.integers(0, 4096), max_size=6))
-def test_the_event_stream_decoder_returns_messages_or_an_event_stream_error(data: list[bytes],
-                                                                            cuts: list[int]) -> None:
+@given(
+    data=st.lists(mutated_frames(), min_size=1, max_size=4), cuts=st.lists(st.integers(0, 4096), max_size=6)
+)
+def test_the_event_stream_decoder_returns_messages_or_an_event_stream_error(
+    data: list[bytes], cuts: list[int]
+) -> None:
     stream = b"".join(data)
     points = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
     decoder = EventStreamDecoder()
 
     def feed_all() -> list[Message]:
         got: list[Message] = []
-        for start, end in zip(points, points[1:], strict=False):
+        for start, end in itertools.pairwise(points):
             got += decoder.feed(stream[start:end])
         return got
 
@@ -124,13 +138,15 @@ def test_the_event_stream_decoder_returns_messages_or_an_event_stream_error(data
 
 @fuzz_settings(100)
 @given(headers=_HEADERS, payload=st.binary(max_size=2048), cuts=st.lists(st.integers(0, 4096), max_size=5))
-def test_valid_frames_round_trip_under_any_split(headers: dict[str, Any], payload: bytes, cuts: list[int]) -> None:
+def test_valid_frames_round_trip_under_any_split(
+    headers: dict[str, Any], payload: bytes, cuts: list[int]
+) -> None:
     frame = encode_message(headers, payload)
     stream = frame * 2
     points = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
     decoder = EventStreamDecoder()
     got: list[Message] = []
-    for start, end in zip(points, points[1:], strict=False):
+    for start, end in itertools.pairwise(points):
         got += decoder.feed(stream[start:end])
     assert got == [Message(headers, payload)] * 2 and decoder.buffered == 0
 
@@ -138,30 +154,51 @@ def test_valid_frames_round_trip_under_any_split(headers: dict[str, Any], payloa
 def test_a_declared_4_gib_frame_is_refused_from_its_prelude() -> None:
     prelude = struct.pack(">II", 2**32 - 1, 0)
     decoder = EventStreamDecoder()
-    result = outcome(lambda: decoder.feed(prelude + struct.pack(">I", zlib.crc32(prelude))),
-                     allowed=(EventStreamError,), memory=16 * 2**20)
+    result = outcome(
+        lambda: decoder.feed(prelude + struct.pack(">I", zlib.crc32(prelude))),
+        allowed=(EventStreamError,),
+        memory=16 * 2**20,
+    )
     assert isinstance(result, EventStreamError) and "exceeds" in str(result)
 
 
 # --- input events (the emulator's validator) -------------------------------------------------------
 
+
 def _sequences() -> list[list[dict[str, Any]]]:
     audio = fakes.audio_input(b"\x00\x01" * 160)
     return [
         [*fakes.opening(), fakes.audio_start(), audio, audio, fakes.content_end("audio")],
-        [*fakes.opening(tools=("lookup",)), fakes.audio_start(), fakes.text_start("t", "USER", True),
-         fakes.text_input("t", "Hello"), fakes.content_end("t")],
-        [fakes.session_start(), fakes.prompt_start(), fakes.text_start("sys", "SYSTEM"),
-         fakes.text_input("sys", "Hi"), fakes.content_end("sys"), fakes.text_start("h", "USER"),
-         fakes.text_input("h", "earlier"), fakes.content_end("h"), fakes.audio_start(), audio,
-         fakes.ev("promptEnd", promptName=fakes.PROMPT), fakes.ev("sessionEnd")],
+        [
+            *fakes.opening(tools=("lookup",)),
+            fakes.audio_start(),
+            fakes.text_start("t", "USER", True),
+            fakes.text_input("t", "Hello"),
+            fakes.content_end("t"),
+        ],
+        [
+            fakes.session_start(),
+            fakes.prompt_start(),
+            fakes.text_start("sys", "SYSTEM"),
+            fakes.text_input("sys", "Hi"),
+            fakes.content_end("sys"),
+            fakes.text_start("h", "USER"),
+            fakes.text_input("h", "earlier"),
+            fakes.content_end("h"),
+            fakes.audio_start(),
+            audio,
+            fakes.ev("promptEnd", promptName=fakes.PROMPT),
+            fakes.ev("sessionEnd"),
+        ],
     ]
 
 
 def _json_with_raw(value: Any) -> str:
     """JSON text where Raw values are written as they are (a 5,000-digit number, NaN, nesting)."""
     if isinstance(value, Raw):
-        return {".nan": "NaN", ".NaN": "NaN", ".inf": "Infinity", "-.inf": "-Infinity"}.get(value.text, value.text)
+        return {".nan": "NaN", ".NaN": "NaN", ".inf": "Infinity", "-.inf": "-Infinity"}.get(
+            value.text, value.text
+        )
     if isinstance(value, dict):
         return "{" + ",".join(f"{json.dumps(str(k))}:{_json_with_raw(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list):
@@ -182,8 +219,11 @@ def mutated_payload(draw: st.DrawFn, event: dict[str, Any]) -> bytes:
         return json.dumps(event).replace("16000", number).replace("1024", number).encode()
     raw = json.dumps(event).encode()
     at = draw(st.integers(0, len(raw)))
-    return raw[:at] + draw(st.sampled_from([b"\x00", b"\xff", b"\xed\xa0\x80", b"\xef\xbb\xbf", b"}", b'"']))\
-        + raw[at + draw(st.integers(0, 2)):]
+    return (
+        raw[:at]
+        + draw(st.sampled_from([b"\x00", b"\xff", b"\xed\xa0\x80", b"\xef\xbb\xbf", b"}", b'"']))
+        + raw[at + draw(st.integers(0, 2)) :]
+    )
 
 
 @st.composite
@@ -193,7 +233,9 @@ def event_sequences(draw: st.DrawFn) -> list[bytes]:
     payloads = [json.dumps(e).encode() for e in events]
     payloads[index] = draw(mutated_payload(events[index]))
     if draw(st.booleans()):
-        payloads.insert(draw(st.integers(0, len(payloads))), payloads[draw(st.integers(0, len(payloads) - 1))])
+        payloads.insert(
+            draw(st.integers(0, len(payloads))), payloads[draw(st.integers(0, len(payloads) - 1))]
+        )
     return payloads
 
 
@@ -202,7 +244,7 @@ def event_sequences(draw: st.DrawFn) -> list[bytes]:
 def test_the_input_validator_accepts_or_names_the_violation(payloads: list[bytes], model: str) -> None:
     validator = InputValidator(model)
     for payload in payloads:
-        result = outcome(lambda p=payload: validator.check(p), allowed=(NovaValidationError,))
+        result = outcome(lambda p=payload, v=validator: v.check(p), allowed=(NovaValidationError,))
         if isinstance(result, NovaValidationError):
             assert result.message.startswith(result.reason) and result.index >= 1
             return
@@ -213,43 +255,77 @@ def test_deep_json_and_huge_integers_are_invalid_input_not_a_crash() -> None:
     # Found by the validator fuzz target: RecursionError and int()'s digit-limit ValueError escaped.
     for payload in (b"[" * 100_000, b"9" * 5000, b'{"event": {"sessionStart": ' + b"[" * 50_000 + b"}}"):
         validator = InputValidator("amazon.nova-2-sonic-v1:0")
-        result = outcome(lambda p=payload: validator.check(p), allowed=(NovaValidationError,))
+        result = outcome(lambda p=payload, v=validator: v.check(p), allowed=(NovaValidationError,))
         assert isinstance(result, NovaValidationError) and result.event == "?"
 
 
 # --- SigV4 -------------------------------------------------------------------------------------------
 
 _NOW = datetime(2026, 11, 21, 19, 8, 56, tzinfo=UTC)
-_HEADER_TEXT = st.one_of(st.sampled_from(["", " ", "AWS4-HMAC-SHA256", "20261121T190856Z", "x" * 5000,
-                                          "AWS4-HMAC-SHA256 Credential=a/b/c/d/aws4_request, "
-                                          "SignedHeaders=host, Signature=" + "0" * 64,
-                                          "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261121/us-east-1/bedrock/"
-                                          "aws4_request, SignedHeaders=host;x-amz-date, Signature=" + "a" * 64,
-                                          "99999999T999999Z", "20261121T190856", "٢٠٢٦١١٢١T190856Z"]),
-                         st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=200))
+_HEADER_TEXT = st.one_of(
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "AWS4-HMAC-SHA256",
+            "20261121T190856Z",
+            "x" * 5000,
+            "AWS4-HMAC-SHA256 Credential=a/b/c/d/aws4_request, SignedHeaders=host, Signature=" + "0" * 64,
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261121/us-east-1/bedrock/"
+            "aws4_request, SignedHeaders=host;x-amz-date, Signature=" + "a" * 64,
+            "99999999T999999Z",
+            "20261121T190856",
+            "٢٠٢٦١١٢١T190856Z",
+        ]
+    ),
+    st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=200),
+)
 
 
 @fuzz_settings(200)
-@given(headers=st.dictionaries(st.sampled_from(["authorization", "x-amz-date", "host", "x-amz-security-token",
-                                                "x-amz-content-sha256", "content-type"]), _HEADER_TEXT),
-       path=st.one_of(st.just("/model/m/invoke-with-bidirectional-stream?a=b&c"),
-                      st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=100)),
-       any_credentials=st.booleans())
+@given(
+    headers=st.dictionaries(
+        st.sampled_from(
+            [
+                "authorization",
+                "x-amz-date",
+                "host",
+                "x-amz-security-token",
+                "x-amz-content-sha256",
+                "content-type",
+            ]
+        ),
+        _HEADER_TEXT,
+    ),
+    path=st.one_of(
+        st.just("/model/m/invoke-with-bidirectional-stream?a=b&c"),
+        st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=100),
+    ),
+    any_credentials=st.booleans(),
+)
 def test_request_verification_accepts_or_refuses_with_a_signature_error(
-        headers: dict[str, str], path: str, any_credentials: bool) -> None:
+    headers: dict[str, str], path: str, any_credentials: bool
+) -> None:
     credentials = None if any_credentials else Credentials("AKIDEXAMPLE", "secret")
-    result = outcome(lambda: verify_request("POST", path, headers, credentials, region="us-east-1", now=_NOW),
-                     allowed=(SignatureError,))
+    result = outcome(
+        lambda: verify_request("POST", path, headers, credentials, region="us-east-1", now=_NOW),
+        allowed=(SignatureError,),
+    )
     if isinstance(result, SignatureError):
         assert result.error_type.endswith("Exception") and result.message
 
 
 @fuzz_settings(200)
-@given(headers=_HEADERS, payload=st.binary(max_size=64),
-       date=st.one_of(st.builds(Timestamp, st.integers(-(2**63), 2**63 - 1)), _HEADER_VALUES),
-       signature=st.one_of(st.binary(min_size=32, max_size=32), _HEADER_VALUES), checked=st.booleans())
+@given(
+    headers=_HEADERS,
+    payload=st.binary(max_size=64),
+    date=st.one_of(st.builds(Timestamp, st.integers(-(2**63), 2**63 - 1)), _HEADER_VALUES),
+    signature=st.one_of(st.binary(min_size=32, max_size=32), _HEADER_VALUES),
+    checked=st.booleans(),
+)
 def test_chunk_verification_accepts_or_refuses_with_a_signature_error(
-        headers: dict[str, Any], payload: bytes, date: Any, signature: Any, checked: bool) -> None:
+    headers: dict[str, Any], payload: bytes, date: Any, signature: Any, checked: bool
+) -> None:
     verifier = ChunkVerifier("0" * 64, "secret" if checked else None, region="us-east-1")
     message = Message({**headers, ":date": date, ":chunk-signature": signature}, payload)
     result = outcome(lambda: verifier.verify(message), allowed=(SignatureError,))
@@ -262,7 +338,7 @@ def test_a_chunk_dated_outside_datetimes_years_is_a_signature_error() -> None:
     for millis in (2**63 - 1, -(2**63), 10**15):
         verifier = ChunkVerifier("0" * 64, "secret", region="us-east-1")
         message = Message({":date": Timestamp(millis), ":chunk-signature": b"\x00" * 32}, b"{}")
-        result = outcome(lambda m=message: verifier.verify(m), allowed=(SignatureError,))
+        result = outcome(lambda m=message, v=verifier: v.verify(m), allowed=(SignatureError,))
         assert isinstance(result, SignatureError) and result.error_type == "InvalidSignatureException"
 
 
@@ -270,28 +346,73 @@ def test_a_chunk_dated_outside_datetimes_years_is_a_signature_error() -> None:
 
 _OUTPUTS: list[dict[str, Any]] = [
     {"event": {"completionStart": {"sessionId": "s", "promptName": "p", "completionId": "c"}}},
-    {"event": {"contentStart": {"contentId": "1", "type": "TEXT", "role": "ASSISTANT", "completionId": "c",
-                                "additionalModelFields": '{"generationStage":"SPECULATIVE"}'}}},
+    {
+        "event": {
+            "contentStart": {
+                "contentId": "1",
+                "type": "TEXT",
+                "role": "ASSISTANT",
+                "completionId": "c",
+                "additionalModelFields": '{"generationStage":"SPECULATIVE"}',
+            }
+        }
+    },
     {"event": {"textOutput": {"contentId": "1", "role": "ASSISTANT", "content": INTERRUPTED_MARKER}}},
     {"event": {"audioOutput": {"contentId": "2", "content": "AAAA"}}},
     {"event": {"toolUse": {"contentId": "3", "toolName": "t", "toolUseId": "u", "content": '{"a": 1}'}}},
     {"event": {"contentEnd": {"contentId": "1", "type": "TEXT", "stopReason": "END_TURN"}}},
-    {"event": {"usageEvent": {"details": {"delta": {"input": {"speechTokens": 1}}, "total": {}},
-                              "totalInputTokens": 1, "totalOutputTokens": 2, "totalTokens": 3}}},
+    {
+        "event": {
+            "usageEvent": {
+                "details": {"delta": {"input": {"speechTokens": 1}}, "total": {}},
+                "totalInputTokens": 1,
+                "totalOutputTokens": 2,
+                "totalTokens": 3,
+            }
+        }
+    },
     {"event": {"completionEnd": {"stopReason": "END_TURN"}}},
 ]
 
 
 @fuzz_settings(200)
-@given(payload=st.one_of(
-    st.sampled_from(_OUTPUTS).flatmap(mutated_payload),
-    st.sampled_from(_OUTPUTS).flatmap(mutate_data).map(lambda d: _json_with_raw(d).encode("utf-8", "surrogatepass")),
-    st.binary(max_size=256),
-    st.sampled_from([json.dumps({"event": {"toolUse": {"contentId": "3", "toolName": "t", "toolUseId": "u",
-                                                       "content": "[" * 50_000}}}).encode(),
-                     json.dumps({"event": {"contentStart": {"contentId": "1", "type": "TEXT", "role": "USER",
-                                                            "additionalModelFields": "{" * 50_000}}}).encode()]),
-))
+@given(
+    payload=st.one_of(
+        st.sampled_from(_OUTPUTS).flatmap(mutated_payload),
+        st.sampled_from(_OUTPUTS)
+        .flatmap(mutate_data)
+        .map(lambda d: _json_with_raw(d).encode("utf-8", "surrogatepass")),
+        st.binary(max_size=256),
+        st.sampled_from(
+            [
+                json.dumps(
+                    {
+                        "event": {
+                            "toolUse": {
+                                "contentId": "3",
+                                "toolName": "t",
+                                "toolUseId": "u",
+                                "content": "[" * 50_000,
+                            }
+                        }
+                    }
+                ).encode(),
+                json.dumps(
+                    {
+                        "event": {
+                            "contentStart": {
+                                "contentId": "1",
+                                "type": "TEXT",
+                                "role": "USER",
+                                "additionalModelFields": "{" * 50_000,
+                            }
+                        }
+                    }
+                ).encode(),
+            ]
+        ),
+    )
+)
 def test_the_runner_decodes_output_events_or_raises_remote_protocol_error(payload: bytes) -> None:
     result = outcome(lambda: decode_output(payload), allowed=(RemoteProtocolError,))
     assert isinstance(result, OutputEvent | RemoteProtocolError)
