@@ -58,6 +58,21 @@ KNOWN_BUGS: tuple[KnownBug, ...] = (
         "surrogates not allowed",
         "runner/config/loader.py",
     ),
+    # f2 (runner/protocol/templates.py; deep nesting and numbers classes): a template override that
+    # renders JSON nested deeper than the recursion limit, or with an integer over 4,300 digits,
+    # escapes render()'s `except json.JSONDecodeError` (RecursionError, plain ValueError).
+    KnownBug(
+        "test_a_template_rendering_deep_or_huge_json_is_a_located_error",
+        "RecursionError",
+        "maximum recursion depth",
+        "runner/protocol/templates.py",
+    ),
+    KnownBug(
+        "test_a_template_rendering_deep_or_huge_json_is_a_located_error",
+        "ValueError",
+        "Exceeds the limit .* digits",
+        "runner/protocol/templates.py",
+    ),
 )
 
 
