@@ -13,7 +13,9 @@ with `settings.load_profile`, which would change every other test's settings in 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
@@ -54,3 +56,13 @@ def fuzz_settings(ci_examples: int) -> settings:
     if PROFILE == "ci":
         return settings(_BASE, max_examples=ci_examples)
     return settings(_BASE, max_examples=max(ci_examples, LONG_EXAMPLES * ci_examples // 25))
+
+
+_HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark this folder's tests `fuzz` (the hook sees every collected item: only ours are marked)."""
+    for item in items:
+        if _HERE in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.fuzz)
