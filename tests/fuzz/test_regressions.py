@@ -67,7 +67,8 @@ def test_a_var_value_that_is_not_utf8_is_refused(command: str) -> None:
 
 @pytest.mark.xfail(strict=True, reason="f2, runner/protocol/templates.py EventTemplates.render: json.loads "
                    "of the rendered text catches only JSONDecodeError; JSON nested 5,000 deep "
-                   "(RecursionError) or an integer of 5,000 digits (ValueError) in an override: exit 3 with a traceback")
+                   "(RecursionError) or an integer of 5,000 digits (ValueError) in an override: exit 3 "
+                   "with a traceback")
 @pytest.mark.parametrize("body", ["[" * 5000, '{"event": {"sessionEnd": {"x": ' + "9" * 5000 + "}}}"])
 @pytest.mark.parametrize("command", ["check", "render"])
 def test_a_template_rendering_deep_or_huge_json_is_a_located_error(tmp_path: Path, body: str,
