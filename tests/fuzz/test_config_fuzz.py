@@ -6,7 +6,12 @@ traceback."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +28,7 @@ from runner.errors import ConfigError
 from runner.models import MODELS
 from tests.fuzz.conftest import fuzz_settings
 from tests.fuzz.invariant import REPO, check_json_output, check_problems, outcome, run_cli
+from tests.fuzz.known_bugs import known_bug_in_output
 from tests.fuzz.mutate import Raw, mutate_data, mutate_text, nested, to_yaml
 from tests.fuzz.schema_strategy import SchemaStrategy
 
@@ -213,3 +219,40 @@ def test_generated_agent_files_through_the_real_cli(folder: Path, generated: tup
                 json.loads(line)
     else:
         assert rendered.code != 0, rendered.describe()
+
+
+@fuzz_settings(3)
+@given(generated=file_bytes(scenario_documents()))
+def test_generated_scenario_files_through_the_real_cli(folder: Path, generated: tuple[bytes, bool]) -> None:
+    # `emulate --scenario FILE` serves until stopped: a refused file exits 1 or 2 on its own, an
+    # accepted one gets to "listening" and stops cleanly on Ctrl-C.
+    raw, _ = generated
+    path = folder / "cli-scenario.yaml"
+    path.write_bytes(raw)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    argv = [sys.executable, "-m", "runner", "emulate", "--scenario", str(path), "--port", "0"]
+    proc = subprocess.Popen(argv, cwd=REPO, env={**env, "PYTHONPATH": str(REPO)}, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    try:
+        first = b""
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and b"listening on" not in first and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            first += line
+            if not line:
+                break
+        if b"listening on" in first:
+            proc.send_signal(signal.SIGINT)
+        out = first + proc.communicate(timeout=20)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    text = out.decode("utf-8", "replace")
+    if proc.returncode == 3 and known_bug_in_output(text):
+        return  # a known open bug (known_bugs.py)
+    assert proc.returncode in (0, 1, 2), (proc.returncode, text[-3000:])
+    assert "Traceback" not in text, text[-3000:]
+    if proc.returncode != 0:
+        assert f"{path}:" in text, text[-3000:]  # located: FILE:LINE:COL
