@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -212,6 +213,9 @@ def test_generated_agent_files_through_the_real_cli(folder: Path, generated: tup
     listing = check_json_output(as_json)
     assert isinstance(listing, list)
     assert (as_json.code == 0) == (not any(p["severity"] == "error" for p in listing)), as_json.describe()
+    if checked.code == 1:  # every error located: FILE:LINE:COL
+        errors = [line for line in checked.stdout.splitlines() if ": error: " in line]
+        assert errors and all(re.match(r"^.+:\d+:\d+: error: ", line) for line in errors), checked.describe()
     if checked.code == 0:
         assert rendered.code == 0, rendered.describe()
         for line in rendered.stdout.splitlines():
