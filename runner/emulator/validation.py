@@ -289,11 +289,15 @@ class InputValidator:
 def _loads(payload: bytes | str) -> Any:
     """The payload's JSON value; ValueError for anything that is not UTF-8 JSON the decoder can
     hold: bad UTF-8, JSON errors, an integer over int()'s 4,300-digit limit (a plain ValueError),
-    nesting deeper than the recursion limit (RecursionError)."""
+    nesting deeper than the recursion limit (RecursionError), a lone surrogate (raw, which
+    json.loads(bytes) lets through with "surrogatepass", or as a \\ud800 escape), which no later
+    step could encode as UTF-8 again."""
     try:
-        return json.loads(payload)
+        value = json.loads(payload.decode("utf-8") if isinstance(payload, bytes) else payload)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
     except RecursionError:
         raise ValueError("nested too deeply") from None
+    return value
 
 
 def _parse(payload: bytes | str) -> InputEvent:

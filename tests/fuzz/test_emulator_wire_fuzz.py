@@ -381,6 +381,26 @@ def test_a_chunk_body_nested_too_deeply_is_a_serialization_error(
     assert proc.poll() is None
 
 
+def test_a_lone_surrogate_in_typed_text_is_a_validation_exception(
+    emulator: tuple[subprocess.Popen[bytes], dict[str, str], Path],
+) -> None:
+    # Found by the long run: the validator's size check encoded the text and raised
+    # UnicodeEncodeError; the handler failed with internalServerException and a traceback.
+    proc, env, _ = emulator
+    client = FuzzClient(env)
+    try:
+        for payload in _opening():
+            client.send_payload(payload)
+        for event in (fakes.audio_start(), fakes.text_start("t", "USER", interactive=True)):
+            client.send_payload(json.dumps(event).encode())
+        client.send_payload(json.dumps(fakes.text_input("t", "Hello")).encode().replace(b"Hello", b"\\ud800"))
+        assert client.read_to_end(timeout_s=8.0)
+    finally:
+        client.close()
+    assert [m.get(":exception-type") for m in client.errors()] == ["validationException"], client.messages
+    assert proc.poll() is None
+
+
 def test_after_the_fuzzing_a_well_formed_client_is_served_and_nothing_crashed(
     emulator: tuple[subprocess.Popen[bytes], dict[str, str], Path],
 ) -> None:

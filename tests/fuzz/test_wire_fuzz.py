@@ -259,6 +259,21 @@ def test_deep_json_and_huge_integers_are_invalid_input_not_a_crash() -> None:
         assert isinstance(result, NovaValidationError) and result.event == "?"
 
 
+def test_a_lone_surrogate_in_an_input_event_is_invalid_input_not_a_crash() -> None:
+    # Found by the long run: json.loads(bytes) decodes with "surrogatepass", and a \\ud800 escape
+    # is valid JSON; the history size check's str.encode() then raised UnicodeEncodeError.
+    opening = [json.dumps(e).encode() for e in fakes.opening()]
+    typed = [fakes.audio_start(), fakes.text_start("t", "USER", True)]
+    text = json.dumps(fakes.text_input("t", "Hello")).encode()
+    for bad in (text.replace(b"Hello", b"\xed\xa0\x80Hello"), text.replace(b"Hello", b"\\ud800Hello"),
+                text.replace(b'"content"', b'"\\udfffcontent"')):
+        validator = InputValidator("amazon.nova-2-sonic-v1:0")
+        for payload in [*opening, *(json.dumps(e).encode() for e in typed)]:
+            validator.check(payload)
+        result = outcome(lambda p=bad, v=validator: v.check(p), allowed=(NovaValidationError,))
+        assert isinstance(result, NovaValidationError), bad
+
+
 # --- SigV4 -------------------------------------------------------------------------------------------
 
 _NOW = datetime(2026, 11, 21, 19, 8, 56, tzinfo=UTC)
