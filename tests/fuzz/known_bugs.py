@@ -58,6 +58,14 @@ KNOWN_BUGS: tuple[KnownBug, ...] = (
         "surrogates not allowed",
         "runner/config/loader.py",
     ),
+    # f1 (paths; runner/config/loader.py _read): an agent path too long for the OS (ENAMETOOLONG)
+    # is refused by read_user_file, then `path.is_dir()` for the message raises the OSError again.
+    KnownBug(
+        "test_an_agent_path_too_long_for_the_os_is_a_located_error",
+        "OSError",
+        "File name too long",
+        "runner/config/loader.py",
+    ),
     # f2 (runner/protocol/templates.py; deep nesting and numbers classes): a template override that
     # renders JSON nested deeper than the recursion limit, or with an integer over 4,300 digits,
     # escapes render()'s `except json.JSONDecodeError` (RecursionError, plain ValueError).
