@@ -187,6 +187,7 @@ def _at_repo_root(monkeypatch: pytest.MonkeyPatch) -> None:
 @fuzz_settings(60)
 @given(argv=st.one_of(command_lines(("check", "render")), file_command_lines()))
 def test_check_and_render_command_lines_exit_0_1_or_2_in_process(argv: list[str]) -> None:
+    argv = [a for a in argv if "\x00" not in a]  # exec() cannot pass a NUL: no real command line has one
     err = io.StringIO()
     result = outcome(_quiet(lambda: main(argv), err), allowed=(SystemExit,))
     code = result.code if isinstance(result, SystemExit) else result
