@@ -24,6 +24,9 @@ from runner.config.report import Problem
 REPO = Path(__file__).resolve().parents[2]
 TIME_BUDGET_S = 5.0  # per in-process example: refusing 1,000 nested lists takes ~0.6 s on an idle
 # core, and CI machines are shared and noisy; a hang still fails within seconds
+# An agent check imports each local handler module in a child first (up to 5 s each, see README
+# "Limits"): on a busy machine a few tools take longer than TIME_BUDGET_S without hanging.
+AGENT_CHECK_BUDGET_S = 20.0
 MEMORY_BUDGET = 512 * 1024 * 1024  # address-space growth allowed per in-process example
 CLI_TIMEOUT_S = 30.0
 CLI_ADDRESS_SPACE = 2 * 1024**3  # RLIMIT_AS of a CLI child: a runaway allocation fails, not swaps

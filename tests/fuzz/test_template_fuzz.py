@@ -15,7 +15,7 @@ from runner.config.loader import check_agent
 from runner.errors import ConfigError
 from runner.protocol.templates import SAMPLE_CONTEXTS, TEMPLATE_EVENTS, EventTemplates, TemplateSource
 from tests.fuzz.conftest import fuzz_settings
-from tests.fuzz.invariant import REPO, check_problems, outcome, run_cli
+from tests.fuzz.invariant import AGENT_CHECK_BUDGET_S, REPO, check_problems, outcome, run_cli
 from tests.fuzz.mutate import mutate_text
 
 BUILTIN = {
@@ -119,7 +119,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @given(templates=overrides())
 def test_template_overrides_load_or_get_located_problems(folder: Path, templates: dict[str, bytes]) -> None:
     path = _write(folder, templates)
-    result = outcome(lambda: check_agent(path))
+    result = outcome(lambda: check_agent(path), seconds=AGENT_CHECK_BUDGET_S)
     if isinstance(result, BaseException):
         return  # a known open bug (known_bugs.py)
     config, problems = result
