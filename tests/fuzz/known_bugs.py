@@ -29,7 +29,7 @@ class KnownBug:
     def matches_text(self, output: str) -> bool:
         """For a traceback printed by the CLI (exit 3) rather than raised."""
         return (
-            re.search(rf"^{self.exception}: .*{self.message}", output, re.MULTILINE) is not None
+            re.search(rf"^(?:[\w.]+\.)?{self.exception}: .*{self.message}", output, re.MULTILINE) is not None
             and self.raised_in in output
         )
 
