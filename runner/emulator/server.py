@@ -95,7 +95,7 @@ class _Counters:
 def _summarize_payload(payload: bytes) -> str:
     try:
         return summarize_event(json.loads(payload))
-    except ValueError:
+    except (ValueError, RecursionError):
         return f"non-JSON payload ({len(payload)} B)"
 
 
@@ -107,7 +107,10 @@ def _unwrap_chunk(inner: bytes) -> bytes:
     message = decode_message(inner)
     if message.headers.get(":message-type") != "event" or message.headers.get(":event-type") != "chunk":
         raise ValueError(f"unexpected input event headers {sorted(message.headers)}")
-    body = json.loads(message.payload)
+    try:
+        body = json.loads(message.payload)
+    except RecursionError:  # json.loads raises it, not a ValueError, for deep nesting
+        raise ValueError("input chunk payload is nested too deeply") from None
     if not isinstance(body, dict) or not isinstance(body.get("bytes"), str):
         raise ValueError('input chunk payload is not {"bytes": <base64>}')
     try:
@@ -456,8 +459,13 @@ class _Connection(asyncio.Protocol):
         self._quickack()
         try:
             events = self.h2.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
+        except (h2.exceptions.ProtocolError, UnicodeDecodeError) as exc:
+            # h2 decodes header names and values as UTF-8 itself and raises UnicodeDecodeError
+            # (not a ProtocolError, so it queues no GOAWAY) for bytes that are not.
             logger.warning("HTTP/2 protocol error from client: %s", exc)
+            if isinstance(exc, UnicodeDecodeError):
+                with contextlib.suppress(h2.exceptions.ProtocolError):
+                    self.h2.close_connection(h2.errors.ErrorCodes.PROTOCOL_ERROR)
             self.flush()
             if self.transport is not None:
                 self.transport.close()

@@ -213,7 +213,10 @@ class ChunkVerifier:
             self.verified += 1
             self.finished = not message.payload
             return message.payload
-        timestamp = date.to_datetime().strftime(TIMESTAMP_FORMAT)
+        try:
+            timestamp = date.to_datetime().strftime(TIMESTAMP_FORMAT)
+        except (ValueError, OverflowError, OSError):  # an i64 of milliseconds far outside datetime's years
+            raise SignatureError("InvalidSignatureException", SIGNATURE_MISMATCH) from None
         day = timestamp[:8]
         string_to_sign = "\n".join(
             [

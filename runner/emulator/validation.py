@@ -194,8 +194,8 @@ class InputValidator:
         tools = body.get("toolConfiguration", {}).get("tools", [])
         for tool in tools:
             try:
-                json.loads(tool["toolSpec"]["inputSchema"]["json"])
-            except json.JSONDecodeError:
+                _loads(tool["toolSpec"]["inputSchema"]["json"])
+            except ValueError:
                 raise NovaValidationError(INVALID_INPUT) from None
         audio = body["audioOutputConfiguration"]
         self.prompt = Prompt(name=body["promptName"], output_rate=audio["sampleRateHertz"],
@@ -257,8 +257,8 @@ class InputValidator:
         if block.type != "TOOL" or block.got_result:
             raise NovaValidationError(INVALID_INPUT)
         try:
-            json.loads(body["content"])
-        except json.JSONDecodeError:
+            _loads(body["content"])
+        except ValueError:
             raise NovaValidationError(TOOL_PARSE) from None
         block.got_result = True
         block.text.append(body["content"])
@@ -286,10 +286,24 @@ class InputValidator:
         return None
 
 
+def _loads(payload: bytes | str) -> Any:
+    """The payload's JSON value; ValueError for anything that is not UTF-8 JSON the decoder can
+    hold: bad UTF-8, JSON errors, an integer over int()'s 4,300-digit limit (a plain ValueError),
+    nesting deeper than the recursion limit (RecursionError), a lone surrogate (raw, which
+    json.loads(bytes) lets through with "surrogatepass", or as a \\ud800 escape), which no later
+    step could encode as UTF-8 again."""
+    try:
+        value = json.loads(payload.decode("utf-8") if isinstance(payload, bytes) else payload)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    return value
+
+
 def _parse(payload: bytes | str) -> InputEvent:
     try:
-        data = json.loads(payload)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = _loads(payload)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError are ValueErrors too
         raise NovaValidationError(INVALID_INPUT) from None
     event = data.get("event") if isinstance(data, dict) else None
     if not isinstance(event, dict) or len(data) != 1 or len(event) != 1:
@@ -303,8 +317,8 @@ def _parse(payload: bytes | str) -> InputEvent:
 def _event_name(payload: bytes | str) -> str:
     """The event's name for an error message, from whatever can be read of the payload."""
     try:
-        data = json.loads(payload)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = _loads(payload)
+    except ValueError:
         return "?"
     event = data.get("event") if isinstance(data, dict) else None
     if isinstance(event, dict) and len(event) == 1:
