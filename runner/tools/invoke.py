@@ -51,6 +51,12 @@ class ToolOutcome:
     oversized_preview: str | None = None
 
 
+def error_outcome(tool: str, error: str, duration_ms: float, preview: str | None = None) -> ToolOutcome:
+    """The outcome that sends the model `{"error": error, "tool": tool}`."""
+    return ToolOutcome(False, json.dumps({"error": error, "tool": tool}, ensure_ascii=False),
+                       error, duration_ms, preview)
+
+
 async def invoke_tool(fn: Callable[..., Any], arguments: Mapping[str, Any], *,
                       input_schema: Mapping[str, Any], timeout_s: float, name: str | None = None,
                       max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
@@ -62,8 +68,7 @@ async def invoke_tool(fn: Callable[..., Any], arguments: Mapping[str, Any], *,
     def outcome(result_json: str | None, error: str | None, preview: str | None = None) -> ToolOutcome:
         elapsed = (clock() - started) * 1000
         if error is not None:
-            return ToolOutcome(False, json.dumps({"error": error, "tool": tool}, ensure_ascii=False),
-                               error, elapsed, preview)
+            return error_outcome(tool, error, elapsed, preview)
         assert result_json is not None
         return ToolOutcome(True, result_json, None, elapsed)
 
