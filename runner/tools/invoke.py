@@ -62,7 +62,7 @@ async def invoke_tool(fn: Callable[..., Any], arguments: Mapping[str, Any], *,
                       max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
                       clock: Callable[[], float] = time.perf_counter) -> ToolOutcome:
     """Validate `arguments`, call `fn(**arguments)` within `timeout_s`, and return JSON text."""
-    tool = name or getattr(fn, "__name__", "tool")
+    tool: str = name or str(getattr(fn, "__name__", "tool"))
     started = clock()
 
     def outcome(result_json: str | None, error: str | None, preview: str | None = None) -> ToolOutcome:
