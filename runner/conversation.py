@@ -179,6 +179,7 @@ class Conversation:
         self._session: Session | None = None  # where the microphone's audio goes now
         self._link: Link | None = None
         self._links_opened = 0
+        self._accepted_once = False  # some stream was accepted (HTTP 200): the endpoint is reachable
         self._stop_event = asyncio.Event()
         self._stop: StopRequest | None = None
         self._play_queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=PLAY_QUEUE_CHUNKS)
@@ -274,9 +275,13 @@ class Conversation:
             await self._close_link(link, str(outcome), error=outcome.kind)
             if not outcome.retryable:
                 raise outcome
+            endpoint = self.connector.info.endpoint
+            if outcome.kind == "EndpointUnreachable" and not self._accepted_once:
+                # Nothing was ever reached there: retrying only delays the error (issue 13).
+                raise TransportError(f"cannot reach {endpoint}: {outcome}", kind=outcome.kind)
             if failures >= MAX_CONSECUTIVE_FAILURES:
-                raise TransportError(f"gave up after {failures} failed attempts; last error: {outcome}",
-                                     kind=outcome.kind)
+                raise TransportError(f"gave up after {failures} failed attempts to reach {endpoint}; "
+                                     f"last error: {outcome}", kind=outcome.kind)
             reason, after_failure = f"reconnect after {outcome.kind}", True
             self.console.warning(f"stream {link.index} failed ({outcome}); reconnecting")
 
@@ -508,6 +513,7 @@ class Conversation:
 
     async def _accept(self, link: Link) -> None:
         await link.stream.wait_accepted()
+        self._accepted_once = True
         link.accepted.set()
 
     async def _mic(self) -> None:

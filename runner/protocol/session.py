@@ -148,7 +148,7 @@ WIRE: dict[Wire, dict[type[InputEvent], Wire]] = {
     W.W_CLOSED: {},
 }
 
-# The event-stream limit on one message's payload (nova-sonic-protocol.md §3.3; the SDK's
+# The event-stream limit on one message's payload (bedrock-sdk.md §3.3; the SDK's
 # smithy_aws_event_stream enforces it when it frames an event). Each payload we produce is wrapped
 # as {"bytes":"<base64>"} in an inner message that is the payload of the signed outer message, so
 # the largest Nova JSON that fits is 3/4 of the limit, less the framing (~200 bytes; 1 KiB kept).
