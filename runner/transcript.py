@@ -63,7 +63,7 @@ class Transcript:
         entry = {"type": kind, "ts": round(self._clock(), 3), **fields}
         self.entries.append(entry)
         if self._fd is not None:
-            line = (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
+            line = _jsonl(entry)
             try:
                 view = memoryview(line)
                 while view:
@@ -82,3 +82,13 @@ class Transcript:
             if os.fstat(fd).st_size > self._good_size:
                 os.ftruncate(fd, self._good_size)
         os.close(fd)
+
+
+def _jsonl(entry: dict[str, Any]) -> bytes:
+    """One JSON line in UTF-8. Text holding lone surrogates (a tool result, arguments decoded from
+    the model's `\\ud800` escapes) has no UTF-8 form: that line keeps them as JSON escapes."""
+    text = json.dumps(entry, ensure_ascii=False)
+    try:
+        return (text + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(entry, ensure_ascii=True) + "\n").encode("ascii")
