@@ -35,6 +35,7 @@ from runner.protocol.templates import BUILTIN_PREFIX, TEMPLATE_EVENTS
 from runner.signals import STOP_SIGNALS, exit_code
 from runner.transcript import Transcript
 from runner.transports.base import Connector
+from runner.transports.sdk_files import check_sdk_files
 
 if TYPE_CHECKING:
     from runner.emulator.local import LocalEmulator
@@ -128,6 +129,7 @@ def _explain_greeting(agent: AgentConfig, console: Console) -> None:
 @contextlib.asynccontextmanager
 async def _connect(agent: AgentConfig, options: RunOptions, console: Console,
                    observer: RunObserver | None) -> AsyncIterator[Connector]:
+    check_sdk_files()  # before the import: importing the SDK already reads SSL_CERT_FILE
     from runner.transports.bedrock import open_connector  # the SDK import costs ~0.6 s
 
     if not options.emulate:

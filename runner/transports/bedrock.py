@@ -41,6 +41,7 @@ from smithy_http.aio.crt import AWSCRTHTTPClient
 from runner.errors import CredentialsError, TransportError
 from runner.transports.base import ConnectionInfo
 from runner.transports.endpoint import endpoint_problem, run_endpoint
+from runner.transports.sdk_files import check_sdk_files
 
 log = logging.getLogger("runner.transport")
 
@@ -256,6 +257,7 @@ async def open_connector(*, region: str | None, endpoint: str | None,
 
 
 async def _build_client(settings: _Settings) -> tuple[AsyncBedrockRuntimeClient, ConnectionInfo]:
+    check_sdk_files()
     found = run_endpoint(settings.endpoint)
     if found is not None and (problem := endpoint_problem(found[0])) is not None:
         url, source = found
