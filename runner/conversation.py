@@ -63,8 +63,9 @@ from runner.protocol.events import (
 )
 from runner.protocol.handover import HandoverGate
 from runner.protocol.history import HistoryRecorder
-from runner.protocol.session import MAX_EVENT_BYTES, EventTooLargeError, Session, SessionState
+from runner.protocol.session import EventTooLargeError, Session, SessionState
 from runner.protocol.setup import HistoryMessage
+from runner.protocol.templates import MAX_EVENT_BYTES
 from runner.tools.invoke import PREVIEW_CHARS, ToolOutcome, error_outcome, invoke_tool
 from runner.transcript import Transcript
 from runner.transports.base import Connector, Stream

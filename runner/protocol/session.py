@@ -83,7 +83,7 @@ from runner.protocol.events import (
 )
 from runner.protocol.history import prepare_history, split_utf8
 from runner.protocol.setup import SessionSetup
-from runner.protocol.templates import EventTemplates
+from runner.protocol.templates import MAX_EVENT_BYTES, EventTemplates
 
 
 class SessionState(Enum):
@@ -147,14 +147,6 @@ WIRE: dict[Wire, dict[type[InputEvent], Wire]] = {
     W.W_PROMPT_DONE: {SessionEnd: W.W_CLOSED},
     W.W_CLOSED: {},
 }
-
-# The event-stream limit on one message's payload (bedrock-sdk.md §3.3; the SDK's
-# smithy_aws_event_stream enforces it when it frames an event). Each payload we produce is wrapped
-# as {"bytes":"<base64>"} in an inner message that is the payload of the signed outer message, so
-# the largest Nova JSON that fits is 3/4 of the limit, less the framing (~200 bytes; 1 KiB kept).
-EVENT_STREAM_PAYLOAD_LIMIT = 16 * 1024 * 1024
-MAX_EVENT_BYTES = (EVENT_STREAM_PAYLOAD_LIMIT // 4) * 3 - 1024
-
 
 class EventTooLargeError(LocalProtocolError):
     """An input event would be larger than one event-stream message can carry."""

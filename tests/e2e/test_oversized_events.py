@@ -20,6 +20,9 @@ from e2e_helpers import DATA, REPO, Finished, Run, silence, speech, write_wav
 TOOL_RESULT = (REPO / "runner/protocol/templates/toolResult.json.j2").read_text()
 # 4 million 4-byte characters: 16 MB of JSON, within Jinja's 4 Mi-character render budget.
 INFLATE_ALWAYS = '(content ~ ("\U0001F600" * 4000000))'
+# Every real result (the table, and the error result that replaces it), but not the sample value
+# `check` renders ({"ok": true}): only the run can find it too large.
+INFLATE_REAL = '(content ~ ("\U0001F600" * 4000000 if "rows" in content or "tool" in content else ""))'
 # Only the table, not the error result that replaces it.
 INFLATE_LARGE = '(content ~ ("\U0001F600" * 4000000 if "row 0" in content else ""))'
 
@@ -60,7 +63,7 @@ def test_a_result_too_large_for_one_event_is_an_error_result_on_the_same_stream(
 
 def test_an_event_that_cannot_be_made_small_ends_the_run_with_one_error(
         tmp_path: Path, start_run: Callable[..., Run]) -> None:
-    done = run_with(tmp_path, start_run, INFLATE_ALWAYS)
+    done = run_with(tmp_path, start_run, INFLATE_REAL)
     assert done.returncode == 1, done.describe()
     assert "Traceback" not in done.stdout + done.stderr
     assert "reconnecting" not in done.stdout + done.stderr, done.describe()
@@ -70,3 +73,17 @@ def test_an_event_that_cannot_be_made_small_ends_the_run_with_one_error(
             and f"more than one event can carry (12581888 bytes); it was not sent (rendered by {template})"
             in done.stderr), done.describe()
     assert done.transcript[-1]["type"] == "session" and done.transcript[-1]["event"] == "end"
+
+
+def test_a_template_too_large_even_with_the_sample_values_is_refused_by_check_and_at_load(
+        tmp_path: Path, start_run: Callable[..., Run]) -> None:
+    done = run_with(tmp_path, start_run, INFLATE_ALWAYS)
+    template = tmp_path / "tpl" / "toolResult.json.j2"
+    checked = start_run(["check", tmp_path / "oversized.yaml"]).finish(timeout_s=30)
+    for result in (done, checked):
+        assert result.returncode == 1, result.describe()
+        assert "Traceback" not in result.stdout + result.stderr
+        expected = (f"{template}:1:1: error: renders a toolResult event of 16000097 bytes from the sample "
+                    "values, more than one event can carry (12581888 bytes)")
+        assert expected in result.stdout + result.stderr, result.describe()
+    assert streams_opened(done) == 0

@@ -25,8 +25,6 @@ from runner.errors import LocalProtocolError, RemoteProtocolError
 from runner.protocol.events import AudioInput, ContentType, Role, TextOutput, ToolUse
 from runner.protocol.session import (
     CALLS,
-    EVENT_STREAM_PAYLOAD_LIMIT,
-    MAX_EVENT_BYTES,
     WIRE,
     EventTooLargeError,
     Session,
@@ -34,7 +32,13 @@ from runner.protocol.session import (
     Wire,
 )
 from runner.protocol.setup import HistoryMessage, SessionSetup, ToolSpec
-from runner.protocol.templates import EventTemplateError, EventTemplates, TemplateSource
+from runner.protocol.templates import (
+    EVENT_STREAM_PAYLOAD_LIMIT,
+    MAX_EVENT_BYTES,
+    EventTemplateError,
+    EventTemplates,
+    TemplateSource,
+)
 
 SCHEMA = {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}
 
