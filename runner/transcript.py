@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import RunnerError
+from runner.files import open_for_writing
 
 TRANSCRIPT_TYPES = ("greeting", "user", "assistant", "tool_call", "tool_result", "interrupted", "usage",
                     "session")
@@ -43,7 +44,7 @@ class Transcript:
         if self._path is not None:
             try:
                 self._path.parent.mkdir(parents=True, exist_ok=True)
-                self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                self._fd = open_for_writing(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
                 self._good_size = os.fstat(self._fd).st_size
             except OSError as exc:
                 raise RunnerError(f"cannot write transcript {self._path}: {exc.strerror}") from None

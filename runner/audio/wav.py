@@ -20,7 +20,7 @@ from runner.audio.pacing import Clock, PacedSource, Sleep
 from runner.audio.playback import DEFAULT_CAPACITY_MS, PacedSink
 from runner.audio.resample import Resampler
 from runner.errors import AudioDeviceError
-from runner.files import MAX_WAV_FILE_BYTES, UnreadableFileError, read_user_file
+from runner.files import MAX_WAV_FILE_BYTES, UnreadableFileError, open_for_writing, read_user_file
 
 _HEADER_BYTES = 44
 
@@ -127,7 +127,7 @@ class WavSink(PacedSink):
         # file is replaced only when the first block of audio arrives, so a run that fails before
         # the assistant says anything (no stream accepted, an unreachable endpoint) loses nothing.
         try:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+            self._fd = open_for_writing(self.path, os.O_WRONLY | os.O_CREAT)
             regular = stat.S_ISREG(os.fstat(self._fd).st_mode)
         except OSError as exc:
             self._close()

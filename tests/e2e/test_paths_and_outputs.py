@@ -9,6 +9,7 @@ endpoint that cannot be reached) leaves it as it was; the transcript is only eve
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 from collections.abc import Callable
@@ -117,3 +118,17 @@ def test_a_run_that_speaks_replaces_the_existing_output(
                       "--idle-exit", "1", "--time-limit", "40"]).finish(timeout_s=60)
     assert done.returncode == 0, done.describe()
     assert out.read_bytes() != wav and read_output(out).seconds > 0.5
+
+
+@pytest.mark.parametrize("flag", ["--output", "--transcript"])
+def test_an_output_that_is_a_fifo_nobody_reads_is_an_error_not_a_hang(
+        tmp_path: Path, start_run: Callable[..., Run], flag: str) -> None:
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    other = ["--transcript", tmp_path / "t.jsonl"] if flag == "--output" else ["--output", tmp_path / "o.wav"]
+    done = start_run([DATA / "chat.yaml", "--emulate", "--input", QUESTION, flag, fifo, *other]).finish(
+        timeout_s=LIMIT_S)
+    assert done.returncode == 1, done.describe()
+    assert "Traceback" not in done.stdout + done.stderr
+    what = "transcript " if flag == "--transcript" else ""
+    assert f"cannot write {what}{fifo}: No such device or address" in done.stderr, done.describe()
