@@ -22,10 +22,17 @@ SDK_FILES = (("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"), ("AWS_CONFIG
 MAX_SDK_FILE_BYTES = 16 << 20  # a CA bundle is ~200 KiB; credentials files far less
 
 
-def check_sdk_files(env: Mapping[str, str] | None = None) -> None:
-    """Refuse a credentials, config or CA file that is not a regular file (CredentialsError)."""
+CA_VARIABLES = ("SSL_CERT_FILE", "AWS_CA_BUNDLE")  # read as soon as the SDK is imported
+
+
+def check_sdk_files(env: Mapping[str, str] | None = None, *,
+                    variables: tuple[str, ...] | None = None) -> None:
+    """Refuse a credentials, config or CA file (those of `variables`, default all) that is not a
+    regular file of sane size (CredentialsError)."""
     env = os.environ if env is None else env
     for variable, default in SDK_FILES:
+        if variables is not None and variable not in variables:
+            continue
         named = env.get(variable) or default
         if not named:
             continue

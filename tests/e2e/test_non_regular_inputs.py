@@ -102,3 +102,16 @@ def test_every_kind_of_non_regular_file_is_one_clear_error(
         assert "Traceback" not in text, (kind, done.describe())
         assert str(bad) in done.stderr + done.stdout, (kind, done.describe())
         assert any(reason in text for reason in REASONS), (kind, done.describe())
+
+
+@pytest.mark.parametrize("variable", ["SSL_CERT_FILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"])
+def test_doctor_reports_a_fifo_sdk_file_instead_of_hanging(
+        tmp_path: Path, start_run: Callable[..., Run], variable: str) -> None:
+    fifo = tmp_path / "sdk.fifo"
+    os.mkfifo(fifo)
+    (tmp_path / "home").mkdir()
+    env = base_env(HOME=str(tmp_path / "home"), AWS_EC2_METADATA_DISABLED="true", **{variable: str(fifo)})
+    done = start_run(["doctor"], env=env).finish(timeout_s=LIMIT_S * 2)
+    assert done.returncode == 1, done.describe()
+    assert done.elapsed_s < LIMIT_S and "Traceback" not in done.stdout + done.stderr, done.describe()
+    assert f"{fifo}: is a FIFO (named pipe), not a regular file" in done.stdout, done.describe()
