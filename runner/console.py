@@ -40,7 +40,11 @@ class Console:
         if self.gone:
             return
         try:
-            self._out.write(text)
+            try:
+                self._out.write(text)
+            except UnicodeEncodeError:  # lone surrogates (a tool's result) or a narrow encoding
+                encoding = getattr(self._out, "encoding", None) or "utf-8"
+                self._out.write(text.encode(encoding, "backslashreplace").decode(encoding))
             self._out.flush()
         except (OSError, ValueError):  # EPIPE, EIO, or a closed file object
             self._went_away()

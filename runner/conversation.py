@@ -63,9 +63,10 @@ from runner.protocol.events import (
 )
 from runner.protocol.handover import HandoverGate
 from runner.protocol.history import HistoryRecorder
-from runner.protocol.session import Session, SessionState
+from runner.protocol.session import EventTooLargeError, Session, SessionState
 from runner.protocol.setup import HistoryMessage
-from runner.tools.invoke import ToolOutcome, invoke_tool
+from runner.protocol.templates import MAX_EVENT_BYTES
+from runner.tools.invoke import PREVIEW_CHARS, ToolOutcome, error_outcome, invoke_tool
 from runner.transcript import Transcript
 from runner.transports.base import Connector, Stream
 
@@ -179,6 +180,7 @@ class Conversation:
         self._session: Session | None = None  # where the microphone's audio goes now
         self._link: Link | None = None
         self._links_opened = 0
+        self._accepted_once = False  # some stream was accepted (HTTP 200): the endpoint is reachable
         self._stop_event = asyncio.Event()
         self._stop: StopRequest | None = None
         self._play_queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=PLAY_QUEUE_CHUNKS)
@@ -274,9 +276,13 @@ class Conversation:
             await self._close_link(link, str(outcome), error=outcome.kind)
             if not outcome.retryable:
                 raise outcome
+            endpoint = self.connector.info.endpoint
+            if outcome.kind == "EndpointUnreachable" and not self._accepted_once:
+                # Nothing was ever reached there: retrying only delays the error (issue 13).
+                raise TransportError(f"cannot reach {endpoint}: {outcome}", kind=outcome.kind)
             if failures >= MAX_CONSECUTIVE_FAILURES:
-                raise TransportError(f"gave up after {failures} failed attempts; last error: {outcome}",
-                                     kind=outcome.kind)
+                raise TransportError(f"gave up after {failures} failed attempts to reach {endpoint}; "
+                                     f"last error: {outcome}", kind=outcome.kind)
             reason, after_failure = f"reconnect after {outcome.kind}", True
             self.console.warning(f"stream {link.index} failed ({outcome}); reconnecting")
 
@@ -508,6 +514,7 @@ class Conversation:
 
     async def _accept(self, link: Link) -> None:
         await link.stream.wait_accepted()
+        self._accepted_once = True
         link.accepted.set()
 
     async def _mic(self) -> None:
@@ -525,6 +532,9 @@ class Conversation:
                 continue
             try:
                 session.send_audio(chunk)
+            except EventTooLargeError as exc:  # an audioInput template that inflates every frame
+                self.request_stop(str(exc), code=1, graceful=False, error=True)
+                continue
             except LocalProtocolError:
                 continue  # the session is ending; its successor takes the next chunk
             self._remember_unheard(chunk)
@@ -632,7 +642,7 @@ class Conversation:
             self.transcript.write("tool_call", name=call.name, input=dict(call.arguments),
                                   tool_use_id=call.tool_use_id)
             self.console.tool_call(call.name, dict(call.arguments))
-            outcome = await self._invoke(call)
+            outcome = self._fit_in_one_event(link, call, await self._invoke(call))
             entry: dict[str, Any] = {"name": call.name, "tool_use_id": call.tool_use_id,
                                      "duration_ms": round(outcome.duration_ms, 1)}
             if outcome.error is None:
@@ -650,6 +660,19 @@ class Conversation:
             self._tools_running -= 1
             self._last_activity = self._clock()
 
+    def _fit_in_one_event(self, link: Link, call: CallTool, outcome: ToolOutcome) -> ToolOutcome:
+        """A result whose toolResult event would be over the event size limit becomes an error
+        result (an event template can inflate any result; max_result_bytes alone cannot)."""
+        if not outcome.ok:
+            return outcome
+        try:
+            link.session.check_tool_result(outcome.result_json)
+        except EventTooLargeError as exc:
+            error = (f"result too large for one event: its toolResult event would be {exc.size} bytes "
+                     f"(at most {MAX_EVENT_BYTES})")
+            return error_outcome(call.name, error, outcome.duration_ms, outcome.result_json[:PREVIEW_CHARS])
+        return outcome
+
     async def _invoke(self, call: CallTool) -> ToolOutcome:
         tool = self.tools.get(call.name)
         if tool is None:
@@ -664,6 +687,8 @@ class Conversation:
         if not link.closing and link.failure is None and self._link is link:
             try:
                 link.session.send_tool_result(call.tool_use_id, result_json)
+            except EventTooLargeError as exc:  # even the error result: an event template inflates it
+                self.request_stop(str(exc), code=1, graceful=False, error=True)
             except LocalProtocolError as exc:
                 log.warning("tool result for %s not sent: %s", call.name, exc)
             link.kick()

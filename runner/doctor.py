@@ -35,13 +35,15 @@ from urllib.parse import urlsplit
 from runner.audio import pyaudio_device
 from runner.audio.pyaudio_device import DeviceInfo
 from runner.config.model import AgentConfig
-from runner.errors import AudioDeviceError, RunnerError, TransportError
+from runner.errors import AudioDeviceError, CredentialsError, RunnerError, TransportError
+from runner.files import UnreadableFileError, read_user_file
 from runner.models import NOVA_2_SONIC, is_nova2
 from runner.protocol.events import AudioOutput, Role, TextOutput, ToolUse
 from runner.protocol.session import Session
 from runner.protocol.setup import SessionSetup
 from runner.protocol.templates import EventTemplates
 from runner.transports.base import ConnectionInfo, Connector, Stream
+from runner.transports.sdk_files import CA_VARIABLES, MAX_SDK_FILE_BYTES, check_sdk_files
 
 Status = Literal["ok", "warn", "fail", "skipped"]
 STATUSES: tuple[Status, ...] = ("ok", "warn", "fail", "skipped")
@@ -130,6 +132,13 @@ def check_sdk() -> CheckResult:
         return CheckResult("bedrock-sdk", "fail",
                            f"{SDK_DIST} {version} is installed, the runner needs exactly {SDK_VERSION}",
                            fix=SDK_FIX)
+    # Importing the SDK reads SSL_CERT_FILE (aiohttp builds an SSL context): a FIFO there would
+    # hang doctor, /dev/zero exhaust it.
+    try:
+        check_sdk_files(variables=CA_VARIABLES)
+    except CredentialsError as exc:
+        return CheckResult("bedrock-sdk", "fail", f"{SDK_DIST} {version} cannot be loaded: {exc}",
+                           fix="point SSL_CERT_FILE / AWS_CA_BUNDLE at a regular file, or unset them")
     # Import by name only: the transport module owns the SDK; this just proves it loads.
     problem = _importable("aws_sdk_bedrock_runtime.client")
     if problem is not None:
@@ -174,8 +183,13 @@ _SUPPORTED_OTHER = frozenset({"credential_process"})
 
 def _read_ini(path: Path) -> tuple[configparser.ConfigParser | None, str | None]:
     parser = configparser.ConfigParser(interpolation=None)
-    try:
-        parser.read_string(path.read_text(encoding="utf-8"), source=str(path))
+    if not os.path.lexists(path):
+        return None, None
+    try:  # a FIFO or /dev/zero named by AWS_CONFIG_FILE must not hang or exhaust doctor
+        text = read_user_file(path, limit=MAX_SDK_FILE_BYTES, what="an AWS config file").decode("utf-8")
+        parser.read_string(text, source=str(path))
+    except UnreadableFileError as exc:
+        return None, f"{path}: cannot read ({exc.reason})"
     except FileNotFoundError:
         return None, None
     except (OSError, UnicodeDecodeError, configparser.Error) as exc:
@@ -314,6 +328,7 @@ def credentials_fix(env: Mapping[str, str], profile: AwsProfile) -> str:
 
 async def open_bedrock(region: str | None, endpoint: str | None, profile: str | None) -> Connector:
     """The runner's own connector (same resolution as a run), bounded in time."""
+    check_sdk_files()  # before the import (CredentialsError, reported like any credentials problem)
     from runner.transports.bedrock import open_connector  # the SDK import costs ~0.5 s
 
     async with asyncio.timeout(CREDENTIALS_TIMEOUT_S):
@@ -523,6 +538,11 @@ def patched_environ(values: Mapping[str, str]) -> Iterator[None]:
 async def check_emulator(setup: SessionSetup | None, templates: EventTemplates, region: str) -> CheckResult:
     """Start the in-process emulator and open a real stream through the SDK, as `--emulate` does."""
     from runner.emulator.local import local_emulator
+
+    try:
+        check_sdk_files(variables=CA_VARIABLES)  # importing the SDK reads SSL_CERT_FILE
+    except CredentialsError as exc:
+        return CheckResult("emulator", "fail", str(exc))
     from runner.transports.bedrock import open_connector
 
     final = probe_setup(setup)

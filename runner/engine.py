@@ -31,9 +31,11 @@ from runner.models import is_nova2, lifecycle_warning
 from runner.policies import POLICIES
 from runner.protocol.session import Session
 from runner.protocol.setup import HistoryMessage
+from runner.protocol.templates import BUILTIN_PREFIX, TEMPLATE_EVENTS
 from runner.signals import STOP_SIGNALS, exit_code
 from runner.transcript import Transcript
 from runner.transports.base import Connector
+from runner.transports.sdk_files import check_sdk_files
 
 if TYPE_CHECKING:
     from runner.emulator.local import LocalEmulator
@@ -69,7 +71,7 @@ class RunObserver(Protocol):
 async def run_agent(agent: AgentConfig, options: RunOptions, console: Console,
                     observer: RunObserver | None = None) -> int:
     """Run one conversation; returns the process exit code."""
-    _check_distinct_files(options)
+    _check_distinct_files(agent, options)
     _explain_greeting(agent, console)
     if (retired := lifecycle_warning(agent.model.id)) is not None:
         console.warning(retired)  # `check` says it too; a run must not fail without a reason shown
@@ -127,6 +129,7 @@ def _explain_greeting(agent: AgentConfig, console: Console) -> None:
 @contextlib.asynccontextmanager
 async def _connect(agent: AgentConfig, options: RunOptions, console: Console,
                    observer: RunObserver | None) -> AsyncIterator[Connector]:
+    check_sdk_files()  # before the import: importing the SDK already reads SSL_CERT_FILE
     from runner.transports.bedrock import open_connector  # the SDK import costs ~0.6 s
 
     if not options.emulate:
@@ -155,20 +158,45 @@ async def _connect(agent: AgentConfig, options: RunOptions, console: Console,
             await connector.aclose()
 
 
-def _check_distinct_files(options: RunOptions) -> None:
+def _check_distinct_files(agent: AgentConfig, options: RunOptions) -> None:
     """Refuse a run that would overwrite its own input (checked before anything is opened).
 
-    The output is truncated when it opens, so `--output` naming the `--input` file (by another
-    spelling, a symlink or a hard link) would destroy the recording it is about to play.
+    The outputs (`--output`, `--transcript`) are written as the run goes, so one naming the
+    `--input` WAV, the agent file, an event template override, a tool's module, the emulator's
+    scenario, or the other output (by another spelling, a symlink or a hard link) would destroy
+    it. `system_prompt_file` is read and rendered before this point, so the prompt itself is safe;
+    it is not in the list only because the typed config does not keep its path.
     """
-    named = [("--input", options.input_file), ("--output", options.output_file),
-             ("--transcript", options.transcript)]
-    files = [(flag, path) for flag, path in named if path is not None]
-    for i, (flag, path) in enumerate(files):
-        for other_flag, other in files[i + 1:]:
+    outputs = [(flag, path) for flag, path in (("--output", options.output_file),
+                                               ("--transcript", options.transcript)) if path is not None]
+    inputs = _run_inputs(agent, options)
+    for i, (flag, path) in enumerate(outputs):
+        for other_flag, other in [*inputs, *outputs[:i]]:
             if _same_file(path, other):
-                raise RunnerError(f"{other_flag} {other} is the same file as {flag} {path}; "
+                raise RunnerError(f"{flag} {path} is the same file as {other_flag} {other}; "
                                   "name a different file")
+
+
+def _run_inputs(agent: AgentConfig, options: RunOptions) -> list[tuple[str, Path]]:
+    """Every file the run reads that a user could name as an output by mistake."""
+    files: list[tuple[str, Path]] = [("the agent file", agent.path)]
+    if options.input_file is not None:
+        files.append(("--input", options.input_file))
+    if options.scenario is not None:
+        files.append(("the --emulate scenario", options.scenario))
+    for name in TEMPLATE_EVENTS:
+        filename = agent.templates.source(name).filename
+        if not filename.startswith(BUILTIN_PREFIX):
+            files.append(("the event template", Path(filename)))
+    for tool in agent.tools:
+        module = sys.modules.get(getattr(tool.function, "__module__", None) or "")
+        try:  # a module is user code: its attributes may do anything
+            module_file = module.__dict__.get("__file__") if module is not None else None
+        except Exception:
+            module_file = None
+        if isinstance(module_file, str):
+            files.append((f"the module of tool {tool.name}", Path(module_file)))
+    return files
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -97,3 +97,12 @@ def _human(size: int) -> str:
         if size >= scale:
             return f"{size / scale:.3g} {unit}"
     return f"{size} bytes"
+
+
+def open_for_writing(path: Path, flags: int) -> int:
+    """`os.open(path, flags)` for an output, without blocking: a FIFO nobody reads would block the
+    open forever, so it fails at once (ENXIO, "No such device or address"); a FIFO with a reader,
+    a device or a regular file opens as usual and is then written in blocking mode."""
+    fd = os.open(path, flags | os.O_NONBLOCK, 0o644)
+    os.set_blocking(fd, True)
+    return fd

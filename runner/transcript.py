@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import RunnerError
+from runner.files import open_for_writing
 
 TRANSCRIPT_TYPES = ("greeting", "user", "assistant", "tool_call", "tool_result", "interrupted", "usage",
                     "session")
@@ -43,7 +44,7 @@ class Transcript:
         if self._path is not None:
             try:
                 self._path.parent.mkdir(parents=True, exist_ok=True)
-                self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                self._fd = open_for_writing(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
                 self._good_size = os.fstat(self._fd).st_size
             except OSError as exc:
                 raise RunnerError(f"cannot write transcript {self._path}: {exc.strerror}") from None
@@ -63,7 +64,7 @@ class Transcript:
         entry = {"type": kind, "ts": round(self._clock(), 3), **fields}
         self.entries.append(entry)
         if self._fd is not None:
-            line = (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
+            line = _jsonl(entry)
             try:
                 view = memoryview(line)
                 while view:
@@ -82,3 +83,13 @@ class Transcript:
             if os.fstat(fd).st_size > self._good_size:
                 os.ftruncate(fd, self._good_size)
         os.close(fd)
+
+
+def _jsonl(entry: dict[str, Any]) -> bytes:
+    """One JSON line in UTF-8. Text holding lone surrogates (a tool result, arguments decoded from
+    the model's `\\ud800` escapes) has no UTF-8 form: that line keeps them as JSON escapes."""
+    text = json.dumps(entry, ensure_ascii=False)
+    try:
+        return (text + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(entry, ensure_ascii=True) + "\n").encode("ascii")

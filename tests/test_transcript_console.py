@@ -53,3 +53,21 @@ def test_verbose_shows_audio_chunks_only_with_debug() -> None:
     assert out.getvalue() == ""
     Console(debug=True, stream=out).raw("<-", "audioOutput 10 bytes", chunk=True)
     assert out.getvalue() == "  <- audioOutput 10 bytes\n"
+
+
+def test_text_with_lone_surrogates_is_written_as_json_escapes(tmp_path: Path) -> None:
+    # A tool result or the model's arguments can hold "\ud800" (no UTF-8 form): the line stays
+    # valid JSON Lines, and the console prints it escaped instead of falling silent.
+    path = tmp_path / "t.jsonl"
+    with Transcript(path) as transcript:
+        transcript.write("tool_result", name="t", result={"text": "half \ud800"})
+        transcript.write("user", text="after")
+    lines = path.read_bytes().decode("utf-8").splitlines()
+    assert json.loads(lines[0])["result"] == {"text": "half \ud800"}
+    assert json.loads(lines[1])["text"] == "after"
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    console = Console(stream=out)
+    console.info("half \ud800")
+    console.info("after")
+    out.seek(0)
+    assert out.read() == "half \\ud800\nafter\n"

@@ -4,8 +4,10 @@ of what the listener would have heard, barge-in cuts included)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
+import stat
 import struct
 import time
 import wave
@@ -18,7 +20,7 @@ from runner.audio.pacing import Clock, PacedSource, Sleep
 from runner.audio.playback import DEFAULT_CAPACITY_MS, PacedSink
 from runner.audio.resample import Resampler
 from runner.errors import AudioDeviceError
-from runner.files import MAX_WAV_FILE_BYTES, UnreadableFileError, read_user_file
+from runner.files import MAX_WAV_FILE_BYTES, UnreadableFileError, open_for_writing, read_user_file
 
 _HEADER_BYTES = 44
 
@@ -150,14 +152,31 @@ class WavSink(PacedSink):
         self.path = Path(path)
         self._fd: int | None = None
         self._data_bytes = 0
+        self._started = False
 
     def _open(self) -> None:
+        # Opened (so an unwritable path fails before the run starts) but not truncated: an existing
+        # file is replaced only when the first block of audio arrives, so a run that fails before
+        # the assistant says anything (no stream accepted, an unreachable endpoint) loses nothing.
         try:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            self._fd = open_for_writing(self.path, os.O_WRONLY | os.O_CREAT)
+            regular = stat.S_ISREG(os.fstat(self._fd).st_mode)
         except OSError as exc:
+            self._close()
             raise AudioDeviceError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         self._data_bytes = 0
+        self._started = False
+        if not regular:  # a device has nothing to keep: write the header now (/dev/full fails here)
+            self._start()
+
+    def _start(self) -> None:
+        """Truncate and write the header: the file now belongs to this run."""
+        assert self._fd is not None
+        self._started = True
         try:
+            if stat.S_ISREG(os.fstat(self._fd).st_mode):
+                os.ftruncate(self._fd, 0)
+                os.lseek(self._fd, 0, os.SEEK_SET)
             _write_all(self._fd, _wav_header(self.fmt, 0))
         except OSError as exc:  # a full disk (or /dev/full) refuses even the header
             self._close()
@@ -165,6 +184,8 @@ class WavSink(PacedSink):
 
     def _play(self, block: bytes) -> None:
         assert self._fd is not None
+        if not self._started:
+            self._start()
         try:
             _write_all(self._fd, block)
             self._data_bytes += len(block)
@@ -192,8 +213,14 @@ class WavSink(PacedSink):
 
     def _close(self) -> None:
         fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
+        if fd is None:
+            return
+        # No audio came: a file this run created (empty) becomes a valid empty WAV; one that
+        # already held something is left exactly as it was.
+        with contextlib.suppress(OSError):
+            if not self._started and os.fstat(fd).st_size == 0:
+                _write_all(fd, _wav_header(self.fmt, 0))
+        os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:

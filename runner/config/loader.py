@@ -53,6 +53,7 @@ from runner.models import ALL_VOICES, MODELS, VOICE_SUCCESSORS, ModelInfo, lifec
 from runner.protocol.setup import InferenceSettings
 from runner.protocol.templates import TEMPLATE_EVENTS, TEMPLATE_SUFFIX, EventTemplateError, EventTemplates
 from runner.tools.importer import HandlerImportError, resolve_handler
+from runner.transports.endpoint import endpoint_problem
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 # Top-level key: `true` lets system_prompt_file and templates name files outside the agent's folder.
@@ -120,6 +121,7 @@ def _parse(check: _Check) -> dict[str, Any] | None:
 def _model(check: _Check, data: dict[str, Any]) -> tuple[str | None, ModelInfo | None]:
     model = data.get("model")
     model_id = model.get("id") if isinstance(model, dict) else None
+    _check_endpoint(check, model)
     if not isinstance(model_id, str) or not model_id:
         return None, None
     info = model_info(model_id)
@@ -129,6 +131,15 @@ def _model(check: _Check, data: dict[str, Any]) -> tuple[str | None, ModelInfo |
     elif (retired := lifecycle_warning(model_id)) is not None:
         check.add(("model", "id"), retired, "warning")
     return model_id, info
+
+
+def _check_endpoint(check: _Check, model: Any) -> None:
+    """model.endpoint beyond the schema's `^https?://` (issue 13, runner/transports/endpoint.py):
+    `https://` with no host or an impossible port hung a run."""
+    endpoint = model.get("endpoint") if isinstance(model, dict) else None
+    if isinstance(endpoint, str) and endpoint.startswith(("https://", "http://")) \
+            and (problem := endpoint_problem(endpoint)) is not None:
+        check.add(("model", "endpoint"), f"model.endpoint {problem}")
 
 
 def _check_voice(check: _Check, data: dict[str, Any], model_id: str | None, info: ModelInfo | None) -> None:

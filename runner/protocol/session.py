@@ -26,7 +26,13 @@ Rule 4: audio is never dropped silently. `send_audio()` before the audio block i
   `statistics().audio_bytes_dropped`, because raising in the microphone pump would end the
   conversation and the newest speech matters most.
 
-Rule 5: a tool result goes only to the session that received its toolUse, once. Results for
+Rule 5: no event is larger than one event-stream message can carry (MAX_EVENT_BYTES). The SDK
+  double-base64-encodes and frames every payload, and refuses a frame over the event-stream limit
+  of 16 MiB from inside `send()`, which looked like a broken stream and was retried; here such an
+  event is refused before it is queued (EventTooLargeError, nothing queued), so it can become an
+  error result (a tool result) or a clear run error, never a reconnect loop.
+
+Rule 6: a tool result goes only to the session that received its toolUse, once. Results for
   other ids raise LocalProtocolError (after a rotation the engine replays them as text, §2.5
   rule 6).
 
@@ -77,7 +83,7 @@ from runner.protocol.events import (
 )
 from runner.protocol.history import prepare_history, split_utf8
 from runner.protocol.setup import SessionSetup
-from runner.protocol.templates import EventTemplates
+from runner.protocol.templates import MAX_EVENT_BYTES, EventTemplates
 
 
 class SessionState(Enum):
@@ -141,6 +147,18 @@ WIRE: dict[Wire, dict[type[InputEvent], Wire]] = {
     W.W_PROMPT_DONE: {SessionEnd: W.W_CLOSED},
     W.W_CLOSED: {},
 }
+
+class EventTooLargeError(LocalProtocolError):
+    """An input event would be larger than one event-stream message can carry."""
+
+    def __init__(self, event: str, size: int, template: str) -> None:
+        self.event = event
+        self.size = size
+        self.template = template
+        super().__init__(
+            f"the {event} event would be {size} bytes, more than one event can carry "
+            f"({MAX_EVENT_BYTES} bytes); it was not sent (rendered by {template})")
+
 
 # 10 s of 16 kHz audio: far more than a stream hand-over takes.
 DEFAULT_MAX_HELD_AUDIO_BYTES = 10 * 16000 * 2
@@ -215,7 +233,11 @@ class Session:
                 raise LocalProtocolError(
                     f"cannot send {type(event).__name__} when the input stream is at {wire.value} "
                     f"(allowed: {allowed})")
-            payloads.append(encode_input(self._templates, event))
+            payload = encode_input(self._templates, event)
+            if len(payload) > MAX_EVENT_BYTES:
+                raise EventTooLargeError(event.TEMPLATE, len(payload),
+                                         self._templates.source(event.TEMPLATE).filename)
+            payloads.append(payload)
             wire = nxt
         self._wire = wire
         self._outbox.extend(payloads)
@@ -304,6 +326,14 @@ class Session:
             raise LocalProtocolError("send_text() needs non-blank text")
         self._commit(self._text_block(Role.USER, text, interactive=True))
         self._state = nxt
+
+    def check_tool_result(self, content: str) -> None:
+        """Raise EventTooLargeError if a toolResult carrying `content` could not be sent (no
+        state change), so the caller can send the model an error result instead."""
+        event = ToolResult(self.prompt_name, "size-check", content)
+        size = len(encode_input(self._templates, event))
+        if size > MAX_EVENT_BYTES:
+            raise EventTooLargeError(event.TEMPLATE, size, self._templates.source(event.TEMPLATE).filename)
 
     def send_tool_result(self, tool_use_id: str, content: str) -> None:
         """The result (JSON text) of a toolUse this session received and has not answered."""

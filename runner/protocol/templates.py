@@ -67,6 +67,14 @@ SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
 }
 
 
+# The event-stream limit on one message's payload (bedrock-sdk.md §3.3; the SDK's
+# smithy_aws_event_stream enforces it when it frames an event). Each payload we produce is wrapped
+# as {"bytes":"<base64>"} in an inner message that is the payload of the signed outer message, so
+# the largest Nova JSON that fits is 3/4 of the limit, less the framing (~200 bytes; 1 KiB kept).
+EVENT_STREAM_PAYLOAD_LIMIT = 16 * 1024 * 1024
+MAX_EVENT_BYTES = (EVENT_STREAM_PAYLOAD_LIMIT // 4) * 3 - 1024
+
+
 class EventTemplateError(ConfigError):
     """A template failed to render into a valid event. `filename`/`line` locate the cause."""
 
@@ -215,9 +223,15 @@ class EventTemplates:
         failures = []
         for name in TEMPLATE_EVENTS:
             try:
-                self.render_bytes(name, SAMPLE_CONTEXTS[name])
+                size = len(self.render_bytes(name, SAMPLE_CONTEXTS[name]))
             except EventTemplateError as exc:
                 failures.append(exc)
+                continue
+            if size > MAX_EVENT_BYTES:  # the session would refuse every such event (session.py)
+                failures.append(EventTemplateError(
+                    f"renders a {TEMPLATE_EVENTS[name]} event of {size} bytes from the sample values, more "
+                    f"than one event can carry ({MAX_EVENT_BYTES} bytes)",
+                    filename=self._sources[name].filename, line=1))
         return failures
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from runner.errors import ConfigError
 from runner.tools.builtins import BUILTINS
+from runner.tools.invoke import safe_text
 
 BUILTIN_PREFIX = "builtin"
 
@@ -77,7 +78,8 @@ def _where(exc: BaseException, file: Path | None) -> str:
 
 def _import_failed(module: str, exc: BaseException, file: Path | None) -> HandlerImportError:
     return HandlerImportError(
-        f"importing handler module {module!r} raised {type(exc).__name__}: {exc}{_where(exc, file)}")
+        f"importing handler module {module!r} raised {type(exc).__name__}: "
+        f"{safe_text(exc)}{_where(exc, file)}")
 
 
 # The code a probe runs: import the module file as `_load_local` would, then report how it went
@@ -89,6 +91,14 @@ report, file, parent = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 def send(**result):
     os.write(report, json.dumps(result).encode())
     os._exit(0)  # at once: threads the module started must not keep the probe alive
+def text(value, use_repr=False):  # a module's exception may refuse to be printed
+    try:
+        out = repr(value) if use_repr else str(value)
+        if isinstance(out, str):
+            return out.encode("utf-8", "backslashreplace").decode()[:2000]
+    except Exception:
+        pass
+    return f"<{type(value).__name__} that cannot be printed>"
 sys.path.insert(0, parent)
 try:
     spec = importlib.util.spec_from_file_location("_agent_run_probe", file)
@@ -102,9 +112,9 @@ except BaseException as exc:
     if isinstance(exc, SyntaxError) and exc.filename:
         where = f" ({exc.filename}:{exc.lineno})"
     if isinstance(exc, SystemExit):
-        send(status="error", detail=f"called sys.exit({exc.code!r}){where}")
+        send(status="error", detail=f"called sys.exit({text(exc.code, True)}){where}")
     if isinstance(exc, Exception):
-        send(status="error", detail=f"raised {type(exc).__name__}: {exc}{where}")
+        send(status="error", detail=f"raised {type(exc).__name__}: {text(exc)}{where}")
     send(status="error", detail=f"raised {type(exc).__name__}{where}")
 send(status="ok")
 """
@@ -209,16 +219,38 @@ def _load_installed(module: str, folder: Path) -> ModuleType:
 def _attribute(module: ModuleType, module_name: str, attr: str, label: str) -> Callable[..., Any]:
     value: Any = module
     for part in attr.split("."):
-        if not hasattr(value, part):
-            names = [n for n in dir(value) if not n.startswith("_") and callable(getattr(value, n))]
-            close = difflib.get_close_matches(part, names, n=1)
+        # A module is user code: a module-level __getattr__ (or a property) may raise anything, so
+        # one getattr, each failure worded, and no hasattr that would let it escape.
+        try:
+            value = getattr(value, part)
+        except AttributeError:
+            close = difflib.get_close_matches(part, _public_callables(value), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise HandlerImportError(f"{label} {module_name!r} has no attribute {part!r}{hint}")
-        value = getattr(value, part)
+            raise HandlerImportError(f"{label} {module_name!r} has no attribute {part!r}{hint}") from None
+        except Exception as exc:
+            raise HandlerImportError(
+                f"{label} {module_name!r}: looking up {part!r} raised {type(exc).__name__}: "
+                f"{safe_text(exc)}") from None
     if not callable(value):
         raise HandlerImportError(
             f"handler '{module_name}:{attr}' is a {type(value).__name__}, not a function")
     return value  # type: ignore[no-any-return]
+
+
+def _public_callables(value: Any) -> list[str]:
+    """Public callable attributes of `value`, for a did-you-mean (skipping any that raise)."""
+    names = []
+    try:
+        candidates = [n for n in dir(value) if isinstance(n, str) and not n.startswith("_")]
+    except Exception:
+        return []
+    for name in candidates:
+        try:
+            if callable(getattr(value, name)):
+                names.append(name)
+        except Exception:
+            continue
+    return names
 
 
 def _builtin(name: str) -> Callable[..., Any]:

@@ -52,19 +52,24 @@ class ToolOutcome:
     oversized_preview: str | None = None
 
 
+def error_outcome(tool: str, error: str, duration_ms: float, preview: str | None = None) -> ToolOutcome:
+    """The outcome that sends the model `{"error": error, "tool": tool}`."""
+    return ToolOutcome(False, json.dumps({"error": error, "tool": tool}, ensure_ascii=False),
+                       error, duration_ms, preview)
+
+
 async def invoke_tool(fn: Callable[..., Any], arguments: Mapping[str, Any], *,
                       input_schema: Mapping[str, Any], timeout_s: float, name: str | None = None,
                       max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
                       clock: Callable[[], float] = time.perf_counter) -> ToolOutcome:
     """Validate `arguments`, call `fn(**arguments)` within `timeout_s`, and return JSON text."""
-    tool = name or getattr(fn, "__name__", "tool")
+    tool: str = name or str(getattr(fn, "__name__", "tool"))
     started = clock()
 
     def outcome(result_json: str | None, error: str | None, preview: str | None = None) -> ToolOutcome:
         elapsed = (clock() - started) * 1000
         if error is not None:
-            return ToolOutcome(False, json.dumps({"error": error, "tool": tool}, ensure_ascii=False),
-                               error, elapsed, preview)
+            return error_outcome(tool, error, elapsed, preview)
         assert result_json is not None
         return ToolOutcome(True, result_json, None, elapsed)
 
@@ -92,6 +97,8 @@ async def invoke_tool(fn: Callable[..., Any], arguments: Mapping[str, Any], *,
         text = result_to_json(result)
     except ValueError as exc:
         return outcome(None, str(exc))
+    except Exception as exc:  # e.g. a result whose __class__ raises inside isinstance()
+        return outcome(None, f"result is not JSON-serialisable: {_describe(exc)}")
     size = len(text.encode("utf-8"))
     if size > max_result_bytes:
         return outcome(None, f"result too large: {size} bytes (this tool's max_result_bytes is "
@@ -189,13 +196,32 @@ class _ToolRaised(Exception):
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, _ToolRaised):
         exc = exc.original
-    message = str(exc)
+    message = safe_text(exc)
     if isinstance(exc, ToolError):  # the handler's own, deliberate message
         return message
     kind = type(exc).__name__
     if isinstance(exc, SystemExit):
-        return f"the tool called sys.exit({'' if exc.code is None else repr(exc.code)})"
+        code = "" if exc.code is None else safe_text(exc.code, use_repr=True)
+        return f"the tool called sys.exit({code})"
     return f"{kind}: {message}" if message else kind
+
+
+# A tool's exception message goes to the model, the transcript and the console: kept short.
+MAX_MESSAGE_CHARS = 2000
+
+
+def safe_text(value: object, *, use_repr: bool = False) -> str:
+    """`str(value)` (or repr) of a user object that may refuse: its `__str__` can raise, return a
+    non-str, be enormous or hold lone surrogates (which no UTF-8 file or event can carry)."""
+    try:
+        text = repr(value) if use_repr else str(value)
+        if not isinstance(text, str):
+            raise TypeError("not a str")
+    except Exception as exc:
+        return f"<{type(value).__name__} that cannot be printed: {type(exc).__name__}>"
+    if len(text) > MAX_MESSAGE_CHARS:
+        text = text[:MAX_MESSAGE_CHARS] + f"... ({len(text)} characters)"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def result_to_json(result: Any) -> str:
@@ -209,13 +235,20 @@ def result_to_json(result: Any) -> str:
         try:
             # Re-serialised so that non-standard JSON (NaN) is refused like any other result.
             parsed = json.loads(result)
-        except (ValueError, RecursionError):
+        except Exception:  # not JSON, too deep, or a str subclass that misbehaves
             parsed = None
         if isinstance(parsed, dict):
             payload = parsed
     if not isinstance(payload, dict):
         payload = {"result": payload}
     try:
-        return json.dumps(payload, ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise ValueError(f"result is not JSON-serialisable: {exc}") from None
+        text = json.dumps(payload, ensure_ascii=False, allow_nan=False)
+    # A result is user code: serialising it may raise anything (a dict subclass whose items()
+    # raises, a 5,000-digit int, keys that are tuples).
+    except Exception as exc:
+        raise ValueError(f"result is not JSON-serialisable: {safe_text(exc)}") from None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: kept as JSON escapes, the only way to send them
+        text = json.dumps(payload, ensure_ascii=True, allow_nan=False)
+    return text

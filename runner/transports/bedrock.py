@@ -40,6 +40,8 @@ from smithy_http.aio.crt import AWSCRTHTTPClient
 
 from runner.errors import CredentialsError, TransportError
 from runner.transports.base import ConnectionInfo
+from runner.transports.endpoint import endpoint_problem, run_endpoint
+from runner.transports.sdk_files import check_sdk_files
 
 log = logging.getLogger("runner.transport")
 
@@ -47,8 +49,12 @@ log = logging.getLogger("runner.transport")
 RETRYABLE_KINDS = frozenset({
     "ModelTimeoutException", "ThrottlingException", "ModelStreamErrorException",
     "InternalServerException", "ServiceUnavailableException", "ModelNotReadyException",
-    "ModelErrorException", "InvalidEventBytes", "StreamReset", "ConnectionError",
+    "ModelErrorException", "InvalidEventBytes", "StreamReset", "ConnectionError", "EndpointUnreachable",
 })
+# awscrt error names (in the SDK's message) meaning the endpoint cannot be reached at all: no such
+# host, nothing listening, no route, or no TLS with it.
+UNREACHABLE_CODES = ("AWS_IO_DNS_", "AWS_IO_SOCKET_CONNECTION_REFUSED", "AWS_IO_SOCKET_NO_ROUTE_TO_HOST",
+                     "AWS_IO_SOCKET_NETWORK_DOWN", "AWS_IO_SOCKET_INVALID_ADDRESS", "AWS_IO_TLS_")
 # ValidationExceptions that are really transient (livekit's RECOVERABLE_VALIDATION_ERROR_MESSAGES).
 RECOVERABLE_VALIDATION_MESSAGES = ("InternalErrorCode=531", "System instability detected")
 
@@ -87,7 +93,11 @@ def translate_error(exc: BaseException) -> TransportError:
         return TransportError(f"the service refused the request: {kind} (HTTP {code}){hint}",
                               kind=kind, retryable=code == 429 or code >= 500)
     if isinstance(exc, SmithyError | OSError):
-        return TransportError(f"connection failed: {exc}", kind="ConnectionError", retryable=True)
+        # Retryable (a blip mid-run), but the conversation refuses to retry it before any stream
+        # was ever accepted: an endpoint that cannot be reached at start is a user error.
+        unreachable = any(code in str(exc) for code in UNREACHABLE_CODES)
+        kind = "EndpointUnreachable" if unreachable else "ConnectionError"
+        return TransportError(f"connection failed: {exc}", kind=kind, retryable=True)
     return TransportError(f"stream failed: {type(exc).__name__}: {exc}", kind=type(exc).__name__)
 
 
@@ -247,6 +257,11 @@ async def open_connector(*, region: str | None, endpoint: str | None,
 
 
 async def _build_client(settings: _Settings) -> tuple[AsyncBedrockRuntimeClient, ConnectionInfo]:
+    check_sdk_files()
+    found = run_endpoint(settings.endpoint)
+    if found is not None and (problem := endpoint_problem(found[0])) is not None:
+        url, source = found
+        raise TransportError(f"{source} {url!r} {problem}", kind="ConfigError")
     overrides: dict[str, Any] = {"transport": AWSCRTHTTPClient()}
     if settings.region:
         overrides["region"] = settings.region

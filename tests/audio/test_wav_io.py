@@ -190,3 +190,23 @@ def test_sink_errors(tmp_path: Path) -> None:
         asyncio.run(WavSink(tmp_path / "no" / "dir.wav", F24).__aenter__())
     with pytest.raises(AudioDeviceError, match="not open"):
         asyncio.run(WavSink(tmp_path / "x.wav", F24).write(b"\0\0"))
+
+
+def test_sink_replaces_an_existing_file_only_when_audio_arrives(tmp_path: Path) -> None:
+    # Issue 13: a run that fails before the assistant speaks must not empty an earlier output.
+    kept, replaced, new = tmp_path / "kept.wav", tmp_path / "replaced.wav", tmp_path / "new.wav"
+    for path in (kept, replaced):
+        write_wav(path, tone(440, 500, 24000), 24000)
+    earlier = kept.read_bytes()
+
+    async def main() -> None:
+        async with WavSink(kept, F24), WavSink(new, F24):
+            pass  # no audio: the run ended (or failed) before the assistant said anything
+        async with WavSink(replaced, F24) as sink:
+            await sink.write(tone(1000, 100, 24000))
+            assert await sink.wait_drained(2)
+
+    asyncio.run(main())
+    assert kept.read_bytes() == earlier
+    assert read_wav_raw(new) == (b"", 24000)  # a file the run created is a valid empty WAV
+    assert read_wav_raw(replaced) == (tone(1000, 100, 24000), 24000)

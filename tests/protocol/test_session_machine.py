@@ -23,9 +23,22 @@ from wire_helpers import (
 from runner.config.templates import builtin_sources
 from runner.errors import LocalProtocolError, RemoteProtocolError
 from runner.protocol.events import AudioInput, ContentType, Role, TextOutput, ToolUse
-from runner.protocol.session import CALLS, WIRE, Session, SessionState, Wire
+from runner.protocol.session import (
+    CALLS,
+    WIRE,
+    EventTooLargeError,
+    Session,
+    SessionState,
+    Wire,
+)
 from runner.protocol.setup import HistoryMessage, SessionSetup, ToolSpec
-from runner.protocol.templates import EventTemplateError, EventTemplates, TemplateSource
+from runner.protocol.templates import (
+    EVENT_STREAM_PAYLOAD_LIMIT,
+    MAX_EVENT_BYTES,
+    EventTemplateError,
+    EventTemplates,
+    TemplateSource,
+)
 
 SCHEMA = {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}
 
@@ -389,3 +402,32 @@ def test_any_call_sequence_keeps_the_input_order(templates: EventTemplates, ops:
 
 def test_role_enum_covers_history_roles() -> None:
     assert Role("USER") is Role.USER and ContentType("TOOL") is ContentType.TOOL
+
+
+# --- event size (issue 13) ---------------------------------------------------------------------
+
+
+def test_a_tool_result_over_one_events_size_is_refused_before_it_is_queued(templates: EventTemplates) -> None:
+    session = streaming(templates)
+    session.receive_data(tool_use("t-1"))
+    # 4 bytes of UTF-8 per character: over the byte limit within Jinja's character budget.
+    content = json.dumps({"q": "\U0001F600" * (MAX_EVENT_BYTES // 4 + 10)}, ensure_ascii=False)
+    with pytest.raises(EventTooLargeError) as caught:
+        session.check_tool_result(content)
+    assert caught.value.event == "toolResult" and caught.value.size > MAX_EVENT_BYTES
+    assert caught.value.template == "<built-in>/toolResult.json.j2"
+    with pytest.raises(EventTooLargeError):
+        session.send_tool_result("t-1", content)
+    # Nothing was queued and the tool use is still pending: an error result can still be sent.
+    assert session.data_to_send() == []
+    assert [t.tool_use_id for t in session.pending_tool_uses] == ["t-1"]
+    session.check_tool_result('{"error": "too large"}')
+    session.send_tool_result("t-1", '{"error": "too large"}')
+    assert names(session.data_to_send()) == ["contentStart", "toolResult", "contentEnd"]
+
+
+def test_the_size_limit_leaves_room_for_the_sdks_framing() -> None:
+    # {"bytes":"<base64>"} inside an inner message inside the signed outer message: <= 16 MiB.
+    inner_payload = len('{"bytes":""}') + 4 * -(-MAX_EVENT_BYTES // 3)
+    inner_message = 12 + 75 + inner_payload + 4
+    assert inner_message <= EVENT_STREAM_PAYLOAD_LIMIT

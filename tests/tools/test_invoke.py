@@ -302,3 +302,28 @@ def test_a_result_at_the_cap_is_sent() -> None:
                                  timeout_s=2, max_result_bytes=size)
 
     assert asyncio.run(main()).ok
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise ValueError("no")
+
+
+class _RaisingItems(dict[str, Any]):
+    def items(self) -> Any:  # type: ignore[override]
+        raise RuntimeError("items() refuses")
+
+
+def test_failures_that_cannot_be_printed_or_serialised_are_error_results() -> None:
+    def unprintable() -> None:
+        raise _Unprintable()
+
+    outcome = asyncio.run(invoke_tool(unprintable, {}, input_schema={"type": "object"}, timeout_s=2))
+    assert outcome.error == "_Unprintable: <_Unprintable that cannot be printed: ValueError>"
+    outcome = asyncio.run(invoke_tool(lambda: {"n": 10 ** 5000}, {}, input_schema={"type": "object"},
+                                      timeout_s=2))
+    assert outcome.error is not None and outcome.error.startswith("result is not JSON-serialisable: Exceeds")
+    with pytest.raises(ValueError, match="not JSON-serialisable"):
+        result_to_json({"a": _RaisingItems(x="1")})
+    # Lone surrogates cannot be UTF-8: they are kept as JSON escapes.
+    assert result_to_json({"t": "\ud800"}) == '{"t": "\\ud800"}'
