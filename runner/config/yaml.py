@@ -381,7 +381,15 @@ class _TooDeep(Exception):
 
 def load(text: str) -> YamlDocument:
     """Parse one YAML document safely. Raises YamlSyntaxError (with a location) when invalid."""
-    loader = _Loader(text)
+    try:
+        # The reader refuses NUL and other unprintable characters as it is constructed.
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as exc:
+        before = text[:exc.position]
+        mark = Mark(before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1)
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise YamlSyntaxError(f"invalid YAML: the character U+{code:04X} is not allowed in YAML "
+                              "(write it as an escape in a double-quoted string, if at all)", mark) from None
     try:
         node = loader.get_single_node()
         if node is None:

@@ -195,6 +195,10 @@ class EventTemplates:
                 f"rendered {name} is not JSON: {exc.msg} (rendered line {exc.lineno}: "
                 f"{bad_line.strip()[:60]!r})",
                 filename=src.filename, line=_locate(src.text, bad_line.strip())) from None
+        except (RecursionError, ValueError) as exc:  # nested too deep, or an int over 4,300 digits
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise EventTemplateError(f"rendered {name} is not usable JSON: {reason}",
+                                     filename=src.filename, line=1) from None
         event = TEMPLATE_EVENTS[name]
         problems = _event_validator(event).iter_errors(payload)
         first = next(iter(sorted(problems, key=lambda e: list(e.absolute_path))), None)

@@ -1,8 +1,8 @@
 """Minimal reproducers of what the fuzzers found, through the real CLI.
 
-Those marked `xfail(strict=True)` are open bugs in files other engineers own (listed in
-known_bugs.py, which the fuzz targets tolerate meanwhile): when the fix lands the test passes,
-strict xfail fails the run, and the mark and the known_bugs.py entry go together."""
+A bug found in code someone else is changing may be added here marked `xfail(strict=True)`, with
+an entry in known_bugs.py that the fuzz targets tolerate meanwhile: when the fix lands the test
+passes, strict xfail fails the run, and the mark and the known_bugs.py entry go together."""
 
 from __future__ import annotations
 
@@ -19,12 +19,6 @@ def _located_error(result_text: str, path: Path) -> bool:
     return f"{path}:" in result_text and ": error: " in result_text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="f1, control characters: a NUL byte in an agent or scenario YAML "
-    "raises PyYAML's ReaderError from runner/config/yaml.py (_Loader built outside the try): "
-    "exit 3 with a traceback instead of FILE:LINE:COL",
-)
 @pytest.mark.parametrize("command", ["check", "emulate"])
 def test_a_nul_byte_in_a_yaml_file_is_a_located_error(tmp_path: Path, command: str) -> None:
     path = tmp_path / "nul.yaml"
@@ -34,12 +28,6 @@ def test_a_nul_byte_in_a_yaml_file_is_a_located_error(tmp_path: Path, command: s
     assert result.code in (1, 2) and _located_error(result.stdout + result.stderr, path), result.describe()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="f1, numbers: a 5,000-digit integer in an agent or scenario YAML "
-    "raises int()'s ValueError (over sys.get_int_max_str_digits) from runner/config/yaml.py: "
-    "exit 3 with a traceback",
-)
 @pytest.mark.parametrize("command", ["check", "emulate"])
 def test_a_5000_digit_integer_in_a_yaml_file_is_a_located_error(tmp_path: Path, command: str) -> None:
     path = tmp_path / "big.yaml"
@@ -53,22 +41,12 @@ def test_a_5000_digit_integer_in_a_yaml_file_is_a_located_error(tmp_path: Path, 
     assert result.code in (1, 2) and _located_error(result.stdout + result.stderr, path), result.describe()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="f1, control characters: a --var value that is not UTF-8 (argv bytes "
-    "0xff 0xfe arrive as surrogate escapes) raises UnicodeEncodeError in runner/config/loader.py "
-    "_check_prompt (rendered.encode) when the variable is used: exit 3 with a traceback",
-)
 @pytest.mark.parametrize("command", ["check", "render"])
 def test_a_var_value_that_is_not_utf8_is_refused(command: str) -> None:
     result = run_cli(command, "--var", "city=\udcff\udcfe", "agents/concierge.yaml")
     assert result.code in (1, 2) and "--var" in result.stdout + result.stderr, result.describe()
 
 
-@pytest.mark.xfail(strict=True, reason="f2, runner/protocol/templates.py EventTemplates.render: json.loads "
-                   "of the rendered text catches only JSONDecodeError; JSON nested 5,000 deep "
-                   "(RecursionError) or an integer of 5,000 digits (ValueError) in an override: exit 3 "
-                   "with a traceback")
 @pytest.mark.parametrize("body", ["[" * 5000, '{"event": {"sessionEnd": {"x": ' + "9" * 5000 + "}}}"])
 @pytest.mark.parametrize("command", ["check", "render"])
 def test_a_template_rendering_deep_or_huge_json_is_a_located_error(tmp_path: Path, body: str,
@@ -81,9 +59,6 @@ def test_a_template_rendering_deep_or_huge_json_is_a_located_error(tmp_path: Pat
     assert result.code in (1, 2) and "sessionEnd.json.j2" in result.stdout + result.stderr, result.describe()
 
 
-@pytest.mark.xfail(strict=True, reason="f1, paths: runner/config/loader.py _read calls path.is_dir() after "
-                   "read_user_file refused the path; for a name too long for the OS (ENAMETOOLONG) is_dir() "
-                   "raises OSError: exit 3 with a traceback (the scenario loader says 'file name too long')")
 @pytest.mark.parametrize("command", ["check", "render", "run"])
 def test_an_agent_path_too_long_for_the_os_is_a_located_error(command: str) -> None:
     name = "9" * 5000
