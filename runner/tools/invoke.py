@@ -133,6 +133,8 @@ def validate_arguments(arguments: Mapping[str, Any], schema: Mapping[str, Any]) 
         return f"the tool's input_schema is invalid: {exc.message}"
     except UnresolvableReference as exc:  # `check` refuses such schemas; nothing is fetched for them
         return f"the tool's input_schema has a reference that cannot be resolved: {exc}"
+    except RecursionError:  # a recursive schema ($ref: "#") and arguments the model nested hundreds deep
+        return "the arguments are nested too deeply to check"
     if error is None:
         return None
     where = "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)

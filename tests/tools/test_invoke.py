@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from runner.errors import ToolError
-from runner.tools.invoke import PREVIEW_CHARS, ToolOutcome, invoke_tool, result_to_json
+from runner.tools.invoke import PREVIEW_CHARS, ToolOutcome, invoke_tool, result_to_json, validate_arguments
 
 SCHEMA = {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"],
           "additionalProperties": False}
@@ -327,3 +327,9 @@ def test_failures_that_cannot_be_printed_or_serialised_are_error_results() -> No
         result_to_json({"a": _RaisingItems(x="1")})
     # Lone surrogates cannot be UTF-8: they are kept as JSON escapes.
     assert result_to_json({"t": "\ud800"}) == '{"t": "\\ud800"}'
+
+
+def test_arguments_nested_too_deeply_for_a_recursive_schema_are_an_error_not_a_crash() -> None:
+    deep = json.loads('{"timezone": ' * 300 + "1" + "}" * 300)
+    schema = {"type": "object", "properties": {"timezone": {"$ref": "#"}}}
+    assert validate_arguments(deep, schema) == "the arguments are nested too deeply to check"
