@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import time
@@ -21,6 +20,7 @@ import wave
 from pathlib import Path
 from typing import Any
 
+from driver_main import report
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.frames.frames import (
@@ -138,15 +138,7 @@ def main() -> int:
                         help="use pipecat as it is (its regional endpoint: the real-hostname recipe)")
     parser.add_argument("--timeout", type=float, default=60)
     args = parser.parse_args()
-    try:
-        seen = asyncio.run(asyncio.wait_for(converse(args), args.timeout))
-    except BaseException as exc:  # one line, whatever failed: the test shows it
-        while isinstance(exc, BaseExceptionGroup):
-            exc = exc.exceptions[0]
-        print(f"client failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(seen))
-    return 0
+    return report(asyncio.wait_for(converse(args), args.timeout))
 
 
 if __name__ == "__main__":

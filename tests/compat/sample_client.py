@@ -29,6 +29,7 @@ from aws_sdk_bedrock_runtime.models import (
     InvokeModelWithBidirectionalStreamInputChunk,
     InvokeModelWithBidirectionalStreamOperationInput,
 )
+from driver_main import report
 from smithy_aws_core.identity.environment import EnvironmentCredentialsResolver
 from smithy_http.aio.crt import AWSCRTHTTPClient
 
@@ -187,15 +188,7 @@ def main() -> int:
         asyncio.get_running_loop().set_exception_handler(lambda loop, context: None)
         return await asyncio.wait_for(converse(args), args.timeout)
 
-    try:
-        received = asyncio.run(bounded())
-    except BaseException as exc:  # one line, whatever failed: the test shows it
-        while isinstance(exc, BaseExceptionGroup):
-            exc = exc.exceptions[0]
-        print(f"client failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(received))
-    return 0
+    return report(bounded())
 
 
 if __name__ == "__main__":

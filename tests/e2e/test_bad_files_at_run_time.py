@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from e2e_helpers import REPO, SAMPLES, Run
+from e2e_helpers import REPO, SAMPLES, Finished, Run
 
 QUESTION = SAMPLES / "what_time_is_it.wav"
 AGENT = "version: 1\nname: t\nmodel: {id: amazon.nova-2-sonic-v1:0}\nvoice: tiffany\nsystem_prompt: Hi.\n"
@@ -58,14 +58,12 @@ def test_an_input_that_is_not_a_regular_file_is_one_clear_error(
         assert f"agent-run: error: input file {path}: {inputs[path]}" in done.stderr, done.describe()
 
 
-def test_an_event_template_over_its_time_budget_at_run_time_ends_the_run_naming_it(
-        tmp_path: Path, start_run: Callable[..., Run]) -> None:
-    # Slow only for the agent's real voice: `check` renders promptStart with voice "matthew".
-    slow = ('{% if voice_id == "tiffany" %}{% for i in range(100000) %}{% for j in range(100000) %}'
-            "{% endfor %}{% endfor %}{% endif %}")
+def _checked_override_fails_at_run_time(tmp_path: Path, start_run: Callable[..., Run],
+                                        text: str) -> tuple[Path, Finished]:
+    """A promptStart override `check` accepts; the run with it ends with exit 1 and no traceback."""
     (tmp_path / "tpl").mkdir()
     template = tmp_path / "tpl" / "promptStart.json.j2"
-    template.write_text(slow + PROMPT_START)
+    template.write_text(text)
     agent = tmp_path / "agent.yaml"
     agent.write_text(AGENT + "templates: tpl\n")
     checked = start_run(["check", agent]).finish(timeout_s=LIMIT_S)
@@ -74,6 +72,15 @@ def test_an_event_template_over_its_time_budget_at_run_time_ends_the_run_naming_
         timeout_s=LIMIT_S)
     no_traceback(done)
     assert done.returncode == 1, done.describe()
+    return template, done
+
+
+def test_an_event_template_over_its_time_budget_at_run_time_ends_the_run_naming_it(
+        tmp_path: Path, start_run: Callable[..., Run]) -> None:
+    # Slow only for the agent's real voice: `check` renders promptStart with voice "matthew".
+    slow = ('{% if voice_id == "tiffany" %}{% for i in range(100000) %}{% for j in range(100000) %}'
+            "{% endfor %}{% endfor %}{% endif %}")
+    template, done = _checked_override_fails_at_run_time(tmp_path, start_run, slow + PROMPT_START)
     assert f"agent-run: error: {template}:1: template error: rendering took longer than 0.5 s" \
         in done.stderr, done.describe()
 
@@ -81,17 +88,8 @@ def test_an_event_template_over_its_time_budget_at_run_time_ends_the_run_naming_
 def test_an_override_the_service_refuses_is_named_in_the_error(
         tmp_path: Path, start_run: Callable[..., Run]) -> None:
     # Valid by the event schema (so `check` passes), but the service knows no voice "zed".
-    (tmp_path / "tpl").mkdir()
-    template = tmp_path / "tpl" / "promptStart.json.j2"
-    template.write_text(PROMPT_START.replace("{{ voice_id | tojson }}", '"zed"'))
-    agent = tmp_path / "agent.yaml"
-    agent.write_text(AGENT + "templates: tpl\n")
-    checked = start_run(["check", agent]).finish(timeout_s=LIMIT_S)
-    assert checked.returncode == 0, checked.describe()
-    done = start_run([agent, "--emulate", "--input", QUESTION, "--output", tmp_path / "out.wav"]).finish(
-        timeout_s=LIMIT_S)
-    no_traceback(done)
-    assert done.returncode == 1, done.describe()
+    template, done = _checked_override_fails_at_run_time(
+        tmp_path, start_run, PROMPT_START.replace("{{ voice_id | tojson }}", '"zed"'))
     assert "ValidationException: Received invalid id: 'zed'" in done.stderr, done.describe()
     # With the emulator naming the refused event, only that template; without, every override.
     assert (f"(the refused promptStart event was rendered by the override {template})" in done.stderr
