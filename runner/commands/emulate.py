@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import signal
 import sys
@@ -15,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from runner.commands.argtypes import port, seconds
 from runner.emulator.local import local_emulator
 from runner.errors import RunnerError
 
@@ -36,26 +36,6 @@ Stop with Ctrl-C (or SIGTERM/SIGHUP). Exit status: 0 after a stop, 1 when it can
 """
 
 
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(
-            f"must be a port number from 0 to 65535 (0: any free port), got {text!r}")
-    return port
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
-    return value
-
 
 def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
@@ -67,11 +47,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--scenario", type=Path, help="scenario YAML scripting the model, turn by turn "
                                                  "(checked at start: every problem is reported)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=_port, default=0, help="port, 0-65535 (default 0: a free port)")
+    p.add_argument("--port", type=port, default=0, help="port, 0-65535 (default 0: a free port)")
     p.add_argument("--region", default="us-east-1", help="region clients must sign for (default us-east-1)")
-    p.add_argument("--time-limit", type=_seconds, metavar="SECONDS",
+    p.add_argument("--time-limit", type=seconds(), metavar="SECONDS",
                    help="per-stream time limit (default 480, as Nova Sonic's 8 minutes)")
-    p.add_argument("--input-timeout", type=_seconds, metavar="SECONDS",
+    p.add_argument("--input-timeout", type=seconds(), metavar="SECONDS",
                    help="end a stream that receives no input for this long (default 60)")
     p.add_argument("--env-file", type=Path, metavar="PATH",
                    help="also write the export lines to PATH once listening (removed on exit)")

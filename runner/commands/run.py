@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from runner.commands.argtypes import seconds
 from runner.config.loader import load_agent
 from runner.config.overrides import add_var_option, var_overrides
 from runner.console import Console
@@ -34,23 +33,6 @@ error and exit 1, the WAV kept valid; if stdout is closed, the run goes on witho
 --output, --transcript and --input must name different files.
 """
 
-
-def seconds(*, allow_zero: bool = False) -> Callable[[str], float]:
-    """An argparse type: a finite number of seconds, > 0 (or >= 0 with `allow_zero`)."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number of seconds")
-        if value < 0 or (value == 0 and not allow_zero):
-            bound = "0 or more" if allow_zero else "more than 0"
-            raise argparse.ArgumentTypeError(f"{text!r}: expected {bound} seconds")
-        return value
-
-    parse.__name__ = "seconds"  # argparse names the type in some messages
-    return parse
 
 
 def add_parser(sub: Any) -> None:

@@ -123,8 +123,8 @@ def tmpdir_seen(tmp_path: Path) -> Path:
     (["--port", "-1"], "argument --port: must be a port number from 0 to 65535 (0: any free port), got '-1'"),
     (["--port", "65536"], "argument --port: must be a port number from 0 to 65535"),
     (["--port", "eighty"], "argument --port: must be a port number from 0 to 65535"),
-    (["--time-limit", "nan"], "argument --time-limit: must be a positive number of seconds, got 'nan'"),
-    (["--input-timeout", "-5"], "argument --input-timeout: must be a positive number of seconds"),
+    (["--time-limit", "nan"], "argument --time-limit: 'nan': expected a finite number of seconds"),
+    (["--input-timeout", "-5"], "argument --input-timeout: '-5': expected more than 0 seconds"),
 ])
 def test_a_bad_option_is_refused_in_one_line(args: list[str], message: str, tmpdir_seen: Path) -> None:
     done = emulate(*args, tmp=tmpdir_seen)
