@@ -251,6 +251,9 @@ def result_to_json(result: Any) -> str:
         raise ValueError(f"result is not JSON-serialisable: {safe_text(exc)}") from None
     try:
         text.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates: kept as JSON escapes, the only way to send them
-        text = json.dumps(payload, ensure_ascii=True, allow_nan=False)
+    except UnicodeEncodeError:
+        # Lone surrogates have no UTF-8 form, and a "\ud800" escape is refused as invalid JSON text
+        # by strict parsers: a UTF-16 round trip joins the halves that make a pair and turns each
+        # lone one into U+FFFD, as a decoder does with bytes it cannot read.
+        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
     return text

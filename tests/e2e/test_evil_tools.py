@@ -53,8 +53,8 @@ def test_every_unprintable_failure_is_an_error_result_and_the_turn_is_answered(e
     assert [name for name, _ in errors] == [name for name, _ in EXPECTED], done.describe()
     for (name, error), (_, expected) in zip(errors, EXPECTED, strict=True):
         assert isinstance(error, str) and error.startswith(expected), (name, error)
-    # The lone surrogate is kept (as a JSON escape in the transcript), and the last tool works.
-    assert results[-2]["name"] == "surrogateTool" and results[-2]["result"] == {"text": "half a pair: \ud800"}
+    # The lone surrogate, which no strict JSON parser takes, arrives as U+FFFD; the last tool works.
+    assert results[-2]["name"] == "surrogateTool" and results[-2]["result"] == {"text": "half a pair: \ufffd"}
     assert results[-1]["name"] == "fineTool" and results[-1]["result"] == {"ok": True}
     assert [e["text"] for e in done.entries("assistant")] == ["All answered."], done.describe()
     assert done.transcript[-1]["type"] == "session" and done.transcript[-1]["event"] == "end"

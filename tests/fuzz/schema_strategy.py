@@ -16,6 +16,7 @@ that is a JSON Schema, files next to the agent).
 from __future__ import annotations
 
 import string
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -119,7 +120,9 @@ class SchemaStrategy:
         low, high = node.get("minLength", 0), node.get("maxLength", 40)
         if "pattern" in node:
             pattern = st.from_regex(node["pattern"], fullmatch=True)
-            return pattern.filter(lambda s: low <= len(s) <= high and "\n" not in s)
+            # Text holds no control characters or lone surrogates (README "Limits"): valid documents don't.
+            return pattern.filter(lambda s: low <= len(s) <= high and not any(
+                unicodedata.category(c) in ("Cc", "Cs") for c in s))
         return st.text(
             alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")),
             min_size=max(low, 1) if low else 0,

@@ -325,8 +325,9 @@ def test_failures_that_cannot_be_printed_or_serialised_are_error_results() -> No
     assert outcome.error is not None and outcome.error.startswith("result is not JSON-serialisable: Exceeds")
     with pytest.raises(ValueError, match="not JSON-serialisable"):
         result_to_json({"a": _RaisingItems(x="1")})
-    # Lone surrogates cannot be UTF-8: they are kept as JSON escapes.
-    assert result_to_json({"t": "\ud800"}) == '{"t": "\\ud800"}'
+    # Lone surrogates cannot be UTF-8 (and strict parsers refuse their escapes): each becomes U+FFFD,
+    # while two halves that make a pair become the one character they stand for.
+    assert result_to_json({"t": "\ud800", "pair": "\ud83d\ude00"}) == '{"t": "\ufffd", "pair": "\U0001f600"}'
 
 
 def test_arguments_nested_too_deeply_for_a_recursive_schema_are_an_error_not_a_crash() -> None:
