@@ -6,6 +6,7 @@ traceback."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import time
 import unicodedata
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from jsonschema import Draft202012Validator
 from runner.config import yaml
 from runner.config.loader import check_agent, load_agent
 from runner.config.schema import schema_problems
+from runner.config.yaml import MAX_INT
 from runner.emulator.scenario import check_scenario, load_scenario
 from runner.errors import ConfigError
 from runner.models import MODELS
@@ -147,13 +150,31 @@ def _refused_character(c: str) -> bool:
     return unicodedata.category(c) in ("Cc", "Cs") and c not in "\t\n\r"
 
 
-def yaml_text_values(value: Any) -> str:
-    """Every key and string of a document, joined."""
+def _scalars(value: Any) -> Iterator[Any]:
+    """Every key and scalar of a document."""
     if isinstance(value, dict):
-        return "".join(str(k) + yaml_text_values(v) for k, v in value.items())
-    if isinstance(value, list):
-        return "".join(yaml_text_values(v) for v in value)
-    return value if isinstance(value, str) else ""
+        for key, item in value.items():
+            yield key
+            yield from _scalars(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _scalars(item)
+    else:
+        yield value
+
+
+def _refused_scalar(value: Any) -> bool:
+    """A value the schema allows but the loader refuses (README "Limits"): a control character, an
+    integer beyond 64 bits, a number with no finite JSON form, or a hint's verbatim hostile scalar."""
+    if isinstance(value, Raw):
+        return True
+    if isinstance(value, str):
+        return any(_refused_character(c) for c in value)
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) > MAX_INT
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 @st.composite
@@ -162,10 +183,9 @@ def file_bytes(draw: st.DrawFn, documents: st.SearchStrategy[Any]) -> tuple[byte
     doc = draw(documents)
     kind = draw(st.sampled_from(["valid", "data", "data", "text", "both", "nested"]))
     if kind == "valid":
-        # Schema-valid text may still hold a control character the loader refuses (README "Limits"):
-        # such a document is not counted as valid, so only the loader's own answer is checked.
-        text = to_yaml(doc)
-        return text.encode(), not any(_refused_character(c) for c in yaml_text_values(doc))
+        # A schema-valid document may still hold a value the loader refuses: it is not counted as
+        # valid, so only the loader's own answer (located problems) is checked.
+        return to_yaml(doc).encode(), not any(_refused_scalar(v) for v in _scalars(doc))
     if kind == "nested":  # at the top, or inside a tool's input_schema (a JSON Schema hundreds deep)
         depth = draw(st.sampled_from([100, 300, 1000, 10_000]))
         deep = nested(depth, draw(st.sampled_from(["list", "map", "mixed"])))
