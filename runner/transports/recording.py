@@ -267,7 +267,10 @@ class RecordingStream:
         self._input_closed = False
 
     async def send(self, payload: bytes) -> None:
-        self._recording.check()
+        if self._accepted:
+            # Not before: failing a stream while the SDK is still connecting leaves awscrt's
+            # connection future to be cancelled under it (noise on stderr); wait_accepted raises it.
+            self._recording.check()
         await self._inner.send(payload)
         self._recording.input(self._index, payload)
 
@@ -280,6 +283,7 @@ class RecordingStream:
         if not self._accepted:
             self._accepted = True
             self._recording.mark(self._index, "out", accepted=True)
+        self._recording.check()
 
     async def receive(self) -> bytes | None:
         self._recording.check()
