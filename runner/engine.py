@@ -60,6 +60,7 @@ class RunOptions:
     idle_exit_s: float | None = None
     profile: str | None = None
     record: Path | None = None  # --record DIR (runner.transports.recording)
+    replay: Path | None = None  # with emulate: serve this recording's model side (runner.emulator.replay)
 
 
 class RunObserver(Protocol):
@@ -160,14 +161,16 @@ async def _connect(agent: AgentConfig, options: RunOptions, console: Console,
     from runner.emulator.local import local_emulator
 
     region = agent.model.region or "us-east-1"
-    async with local_emulator(options.scenario, region=region,
-                              time_limit_s=options.emulator_time_limit_s) as emulator:
+    async with local_emulator(options.scenario, region=region, time_limit_s=options.emulator_time_limit_s,
+                              replay=options.replay) as emulator:
         # The SDK reads the CA and credentials from the environment, exactly as a user would
         # point it at `agent-run emulate`; nothing in the stream path knows it is local.
         os.environ.update(emulator.env())
         if observer is not None:
             observer.emulator_started(emulator)
-        console.info(f"emulator: {emulator.endpoint} (scenario: {options.scenario or 'built-in default'})")
+        script = (f"replay of {options.replay}" if options.replay
+                  else f"scenario: {options.scenario or 'built-in default'}")
+        console.info(f"emulator: {emulator.endpoint} ({script})")
         connector = await open_connector(region=region, endpoint=emulator.endpoint)
         try:
             yield connector

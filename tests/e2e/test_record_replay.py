@@ -6,6 +6,7 @@ first difference)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import shutil
 from collections.abc import Iterator
@@ -27,6 +28,8 @@ from e2e_helpers import (
     read_jsonl,
     read_output,
     sample,
+    silence,
+    write_wav,
 )
 from emulate_process import EmulateProcess, exported
 
@@ -77,14 +80,21 @@ class Replayed:
 
 
 def replay(recording: Path, agent: Path, tmp: Path) -> Iterator[Replayed]:
-    """`agent-run emulate --replay DIR`, then `agent-run AGENT` pointed at it by its exports only."""
+    with replay_run(recording, run_args(agent, "--output", tmp / "answer.wav"), tmp) as replayed:
+        yield replayed
+
+
+@contextlib.contextmanager
+def replay_run(recording: Path, args: list[str | Path], tmp: Path) -> Iterator[Replayed]:
+    """`agent-run emulate --replay DIR`, then `agent-run ARGS` pointed at it by its exports only."""
+    tmp.mkdir(exist_ok=True)
     emulator = EmulateProcess(["--port", "0", "--replay", recording], tmp / "emulator.log", base_env())
     client: Run | None = None
     try:
         lines = emulator.wait_ready()
         transcript = tmp / "t.jsonl"
-        client = Run(run_args(agent, "--output", tmp / "answer.wav", "--transcript", transcript),
-                     transcript=transcript, env=base_env(**exported(lines)))
+        client = Run([*args, "--transcript", transcript], transcript=transcript,
+                     env=base_env(**exported(lines)))
         done = client.finish()
         emulator.stop()
         yield Replayed(done, emulator.log.read_text())
@@ -254,3 +264,48 @@ def test_replay_of_a_folder_without_a_recording_is_a_clear_error(tmp_path: Path)
     text = emulator.text()
     assert f"agent-run: error: --replay {tmp_path}: cannot read events.jsonl" in text, text
     assert "Traceback" not in text
+
+
+# -- a conversation over several streams --------------------------------------------------------
+
+ROTATING_AGENT = """\
+version: 1
+name: rotating
+description: a short-answer agent that hands over to a new stream every 3 seconds
+model: {id: amazon.nova-2-sonic-v1:0, region: us-east-1}
+voice: matthew
+policy: simple
+system_prompt: You answer with one word.
+session: {rotate_after_s: 3}
+"""
+ROTATING_SCENARIO = {"settings": {"speed": 8},
+                     "turns": [{"user": f"turn {w}", "assistant": [{"say": f"{w.capitalize()}."}]}
+                               for w in ("one", "two", "three")]}
+
+
+def test_a_recording_over_several_streams_replays_stream_by_stream(tmp_path: Path) -> None:
+    agent = tmp_path / "agent.yaml"
+    agent.write_text(ROTATING_AGENT)
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text(json.dumps(ROTATING_SCENARIO))
+    question = sample("what_time_is_it.wav")
+    wav = write_wav(tmp_path / "three.wav", [question, silence(3.0)] * 3)
+    args: list[str | Path] = [agent, "--input", wav, "--idle-exit", "1.5", "--output", tmp_path / "a.wav"]
+    first = tmp_path / "first.jsonl"
+    done = Run([*args, "--emulate", scenario, "--record", tmp_path / "rec", "--transcript", first],
+               transcript=first).finish(timeout_s=90)
+    assert done.returncode == 0, done.describe()
+    opened = [e for e in done.transcript if e["type"] == "session" and e["event"] == "start"]
+    assert len(opened) >= 2, done.describe()  # the recording really spans several streams
+    streams = {json.loads(x)["stream"] for x in (tmp_path / "rec" / "events.jsonl").read_text().splitlines()}
+    assert streams == set(range(1, len(opened) + 1))
+    # The recording's transcript is a copy of --transcript.
+    assert read_jsonl(tmp_path / "rec" / "transcript.jsonl") == done.transcript
+
+    with replay_run(tmp_path / "rec", args, tmp_path / "replay") as replayed:
+        again = replayed.done
+    assert again.returncode == 0, again.describe() + "\n--- emulator\n" + replayed.emulator_log
+    assert [e["text"] for e in again.entries("assistant")] == ["One.", "Two.", "Three."]
+    assert len([e for e in again.transcript if e["type"] == "session" and e["event"] == "start"]) \
+        == len(opened)
+    assert "# replay:" not in replayed.emulator_log
