@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from e2e_helpers import (
     ORDERS,
@@ -53,8 +54,8 @@ class Recorded:
         return [json.loads(line) for line in (self.folder / "events.jsonl").read_text().splitlines()]
 
 
-def run_args(agent: Path, *extra: str | Path) -> list[str | Path]:
-    return [agent, "--input", QUESTION, "--idle-exit", "1", *extra]
+def run_args(agent: Path, *extra: str | Path, question: Path = QUESTION) -> list[str | Path]:
+    return [agent, "--input", question, "--idle-exit", "1", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +80,9 @@ class Replayed:
     emulator_log: str
 
 
-def replay(recording: Path, agent: Path, tmp: Path) -> Iterator[Replayed]:
-    with replay_run(recording, run_args(agent, "--output", tmp / "answer.wav"), tmp) as replayed:
+def replay(recording: Path, agent: Path, tmp: Path, question: Path = QUESTION) -> Iterator[Replayed]:
+    args = run_args(agent, "--output", tmp / "answer.wav", question=question)
+    with replay_run(recording, args, tmp) as replayed:
         yield replayed
 
 
@@ -107,7 +109,9 @@ def replay_run(recording: Path, args: list[str | Path], tmp: Path) -> Iterator[R
 @pytest.fixture(scope="module")
 def replayed_same(recorded: Recorded, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replayed]:
     assert recorded.done.returncode == 0, recorded.done.describe()
-    yield from replay(recorded.folder, ORDERS, tmp_path_factory.mktemp("same"))
+    # The user's audio as the recording kept it, as one would replay a microphone session.
+    yield from replay(recorded.folder, ORDERS, tmp_path_factory.mktemp("same"),
+                      question=recorded.folder / "user.wav")
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +131,7 @@ def replayed_changed(recorded: Recorded, tmp_path_factory: pytest.TempPathFactor
 def test_the_run_writes_events_wav_transcript_and_metadata(recorded: Recorded) -> None:
     assert recorded.done.returncode == 0, recorded.done.describe()
     names = sorted(p.name for p in recorded.folder.iterdir())
-    assert names == ["conversation.wav", "events.jsonl", "recording.json", "transcript.jsonl"]
+    assert names == ["conversation.wav", "events.jsonl", "recording.json", "transcript.jsonl", "user.wav"]
     meta = json.loads((recorded.folder / "recording.json").read_text())
     assert (meta["input_sample_rate"], meta["output_sample_rate"], meta["agent"]) == (16000, 24000, "orders")
 
@@ -179,6 +183,20 @@ def test_the_stereo_wav_has_the_user_left_and_the_assistant_right(recorded: Reco
     assert dbfs(right[answer]) > SPEECH_DBFS - 5, dbfs(right[answer])
     assert dbfs(left[answer]) < -60, dbfs(left[answer])
     assert first_out > first_in + loud[-1] / 24000  # the assistant answers after the question
+
+
+def test_user_wav_is_the_audio_sent_byte_for_byte(recorded: Recorded) -> None:
+    user = read_output(recorded.folder / "user.wav")
+    assert (user.channels, user.rate) == (1, 16000)
+    sent = sum(e.get("audio_bytes", 0) for e in recorded.events())
+    assert len(user.samples) * 2 == sent
+    question = sample(QUESTION.name)
+    # The file, then silence. (The runner's microphone loop may read a chunk or two, 32 ms each,
+    # before the first session exists: those were never sent, so they are not in user.wav either.)
+    skipped = [k * 512 for k in range(4)
+               if np.array_equal(user.samples[:len(question) - k * 512], question[k * 512:])]
+    assert skipped, "user.wav does not hold the question as sent"
+    assert not user.samples[len(question) - skipped[0]:].any()
 
 
 def test_the_transcript_is_in_the_recording(recorded: Recorded) -> None:
