@@ -53,6 +53,10 @@ def add_parser(sub: Any) -> None:
                         "scenario: the recorded outputs follow the live runner's inputs, and the first input "
                         "that differs from the recording (another tool result, a missing event) is printed "
                         "and fails the stream with a validationException naming it")
+    p.add_argument("--ignore", action="append", default=[], metavar="PATH",
+                   help="with --replay: an input event field not to compare, as EVENT.FIELD... with * "
+                        "wildcards, e.g. toolResult.content.formattedTime (a value that changes between "
+                        "runs); repeatable")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=port, default=0, help="port, 0-65535 (default 0: a free port)")
     p.add_argument("--region", default="us-east-1", help="region clients must sign for (default us-east-1)")
@@ -84,6 +88,8 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.replay is not None and args.scenario is not None:
         args.emulate_parser.error("--replay and --scenario exclude each other (a replay is its own script)")
+    if args.ignore and args.replay is None:
+        args.emulate_parser.error("--ignore only applies with --replay")
     # A broken scenario (ConfigError) or an address that cannot be bound (ListenError) ends the
     # command with its message and exit 1, before anything is printed.
     return asyncio.run(_serve(args))
@@ -98,7 +104,7 @@ async def _serve(args: argparse.Namespace) -> int:
                               time_limit_s=args.time_limit, input_timeout_s=args.input_timeout,
                               hostnames=args.hostname, state_dir=args.state_dir,
                               any_credentials=args.any_credentials, replay=args.replay,
-                              report=_report) as emu:
+                              report=_report, replay_ignore=args.ignore) as emu:
         lines = emu.export_lines()
         with _env_file(args.env_file, lines):
             # The exports come first, before any log line, so a client can read the first lines.

@@ -262,3 +262,14 @@ def test_streams_are_read_in_order(tmp_path: Path) -> None:
     tape = load_tape(tmp_path)
     assert [len(s) for s in tape.streams] == [1, 1]
     assert tape.streams[0][0].error == lines[1]["error"] and tape.streams[1][0].accepted
+
+
+def test_ignored_paths_are_not_compared() -> None:
+    recorded = {"content": json.dumps({"formattedTime": "10:01 AM", "day": "MONDAY"}), "extra": 1}
+    later = {"content": json.dumps({"formattedTime": "10:07 AM", "day": "MONDAY"}), "extra": 2}
+    assert first_difference(recorded, later, IdMap(), "toolResult") == (
+        "at toolResult.content.formattedTime: expected '10:01 AM', got '10:07 AM'")
+    assert first_difference(recorded, later, IdMap(), "toolResult",
+                            ("toolResult.content.formattedTime", "toolResult.extra")) is None
+    assert first_difference(recorded, later, IdMap(), "toolResult", ("toolResult.*",)) is None
+    assert first_difference({"a": 1}, {"a": 1, "new": 2}, IdMap(), "x", ("x.new",)) is None
