@@ -81,7 +81,6 @@ class TapeLine:
     accepted: bool = False
     end: bool = False
     error: dict[str, Any] | None = None
-    line: int = 0
 
     @property
     def name(self) -> str:
@@ -136,8 +135,7 @@ def _tape_line(raw: str, where: str) -> tuple[int, TapeLine]:
     audio = entry.get("audio_bytes", 0)
     return stream, TapeLine(float(t), direction, event if isinstance(event, dict) else None,
                             audio if isinstance(audio, int) else 0, entry.get("accepted") is True,
-                            entry.get("end") is True, error if isinstance(error, dict) else None,
-                            int(where.rsplit(":", 1)[1]))
+                            entry.get("end") is True, error if isinstance(error, dict) else None)
 
 
 def _input_rate(directory: Path) -> int:
@@ -436,10 +434,11 @@ class StreamReplay:
         return max(max(gate, audio_at) + release.delay, self._last_release_at)
 
     def _audio_time(self, total: int) -> float | None:
-        if total <= self._forced[0]:
-            return self._forced[1] if total > 0 else self._count_times[0]
+        """When the live input audio reached `total` bytes (or was let off reaching it)."""
         index = bisect.bisect_left(self._audio_totals, total)
-        return self._audio_times[index] if index < len(self._audio_totals) else None
+        if index < len(self._audio_totals):
+            return self._audio_times[index]
+        return self._forced[1] if total <= self._forced[0] else None
 
     def _audio_chunk(self, body: Any, size: int, now: float) -> None:
         templates = self.plan.audio_templates[self._count:]
