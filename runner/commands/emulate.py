@@ -90,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
         args.emulate_parser.error("--replay and --scenario exclude each other (a replay is its own script)")
     if args.ignore and args.replay is None:
         args.emulate_parser.error("--ignore only applies with --replay")
+    if args.time_limit is not None and args.replay is not None:
+        args.emulate_parser.error("--time-limit does not apply with --replay (streams end as recorded)")
     # A broken scenario (ConfigError) or an address that cannot be bound (ListenError) ends the
     # command with its message and exit 1, before anything is printed.
     return asyncio.run(_serve(args))

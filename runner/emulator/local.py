@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +63,10 @@ async def local_emulator(scenario: Path | None = None, *, host: str = "127.0.0.1
     handler = NovaHandler(NovaConfig(**settings))
     replayer = None
     if replay is not None:
-        replayer = ReplayHandler(load_tape(replay), report=report,
-                                 tolerance=Tolerance(ignore=tuple(replay_ignore)))
+        tolerance = Tolerance(ignore=tuple(replay_ignore))
+        if input_timeout_s is not None:
+            tolerance = replace(tolerance, input_timeout_s=input_timeout_s)
+        replayer = ReplayHandler(load_tape(replay), report=report, tolerance=tolerance)
     serving: StreamHandler = replayer if replayer is not None else handler
     async with Emulator(serving, host=host, port=port, region=region, hostnames=hostnames,
                         state_dir=state_dir, any_credentials=any_credentials) as server:
