@@ -247,6 +247,21 @@ def test_replay_names_the_first_difference_and_fails_the_run(replayed_changed: R
     assert not any("12345 is" in text for text in _said(done)), _said(done)
 
 
+def test_a_changed_system_prompt_is_the_first_difference(recorded: Recorded, tmp_path: Path) -> None:
+    assert recorded.done.returncode == 0, recorded.done.describe()
+    agent = tmp_path / "orders.yaml"
+    agent.write_text(ORDERS.read_text().replace("Keep your responses short", "Keep your responses long"))
+    shutil.copy(REPO / "agents" / "orders_tools.py", tmp_path / "orders_tools.py")
+    with replay_run(recorded.folder, run_args(agent, "--output", tmp_path / "a.wav"), tmp_path) as replayed:
+        done = replayed.done
+    assert done.returncode == 1, done.describe()
+    expected = ("replay: stream 1, input event #4 (textInput): at textInput.content: expected "
+                "…'Keep your responses short, generally two or\\nthree sentences for chatty'…, "
+                "got …'Keep your responses long, generally two or\\nthree sentences for chatty '…")
+    assert expected in done.stderr, done.stderr
+    assert done.elapsed_s < 20  # refused at the system prompt, long before the question is played
+
+
 # -- bad folders, broken disks ------------------------------------------------------------------
 
 def test_a_file_as_the_folder_is_refused_before_the_run(tmp_path: Path) -> None:
