@@ -85,6 +85,7 @@ class Recording:
         self._wav_until = 0.0
         self._transcript: Transcript | None = None  # copied into the folder at the end
         self.failure: str | None = None
+        self._reported = False
         self.events_written = 0
 
     @property
@@ -109,8 +110,12 @@ class Recording:
         self._started = self._clock()
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
         self.close()
+        if exc_type is None and self.failure is not None and not self._reported:
+            # Failed after the last stream event (the WAV's last frames, the transcript copy):
+            # the run must not look successful. An error already on its way is not masked.
+            raise RunnerError(self.failure)
 
     def follow(self, transcript: Transcript, *, copy: bool) -> None:
         """The run's transcript; with `copy` (it is written elsewhere) its entries are saved into
@@ -269,6 +274,7 @@ class Recording:
     def check(self) -> None:
         """Raise the recording's failure as a TransportError that ends the run."""
         if self.failure is not None:
+            self._reported = True
             raise TransportError(self.failure, kind="RecordingError", retryable=False)
 
 
