@@ -218,3 +218,19 @@ fallback:
 def test_an_empty_fallback_is_refused(tmp_path: Path) -> None:
     assert problems(tmp_path, "fallback: []\n") == [
         "1:1: error: fallback: must not be empty (add a `say` or `tool` item)"]
+
+
+def test_the_readme_example_loads_and_answers_as_documented(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("A scenario can follow what the user says"):]
+    start = section.index("```yaml\n") + len("```yaml\n")
+    example = section[start:section.index("\n```", start)]
+    (tmp_path / "readme.yaml").write_text(example)
+    scenario = load_scenario(tmp_path / "readme.yaml")
+    assert len(scenario.turns) == 3 and len(scenario.fallback) == 1
+    order = choose_turn(scenario, "Where is order number 4711?", 0, speech_s=None)
+    call = order.turn.items[0]
+    assert isinstance(call, ToolCall)
+    assert json.loads(render_arguments(call, {"match": order.match})) == {"orderId": "4711"}
+    assert choose_turn(scenario, "Hours? When are you OPENING?", 0, speech_s=None).label == "turns[1]"
+    assert [choose_turn(scenario, "Hi", n, speech_s=None).label for n in (0, 1)] == ["turns[2]", "fallback"]
