@@ -70,6 +70,8 @@ def test_captures_with_lone_surrogates_become_replacement_characters() -> None:
     ({"regex": "(open"}, "regex",
      "invalid regular expression: missing ), unterminated subpattern at position 0"),
     ({"regex": "(?P<a>x)(?P<a>y)"}, "regex", "redefinition of group name 'a'"),
+    ({"regex": "a{99999999999}"}, "regex", "the repetition number is too large"),
+    ({"regex": "(" * 5000 + ")" * 5000}, "regex", "invalid regular expression: groups nested too deeply"),
 ])
 def test_bad_conditions_say_why(data: str | dict[str, object], key: str, message: str) -> None:
     with pytest.raises(WhenError) as caught:
