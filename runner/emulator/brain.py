@@ -491,9 +491,10 @@ class Brain:
         text of. Then `when:` turns cannot match, which is said once per emulator."""
         needs_text = self.script.scenario.matches_words
         if user.transcript is None and self.script.fire("when-needs-text", needs_text):
-            log.warning("the scenario's `when:` turns match words, and speech has no transcript here: "
-                        "speech plays the turns without `when:` in order; type instead (interactive "
-                        "text), or install the `asr` extra so the emulator hears what is said")
+            log.warning("the scenario's `when:` turns match words, and this speech has no transcript "
+                        "(without the `asr` extra the emulator does not recognise speech, and with it "
+                        "it may recognise nothing): speech without words plays the turns without "
+                        "`when:` in order; type instead (interactive text), or install the `asr` extra")
         return user.transcript
 
     def _arguments(self, call: ToolCall, context: Mapping[str, Any], number: int) -> str:
