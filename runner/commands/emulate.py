@@ -46,8 +46,10 @@ def add_parser(sub: Any) -> None:
                     "from a scripted scenario. Each new stream starts the scenario from its first turn;\n"
                     "a stream that replays an earlier conversation's history resumes that conversation.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scenario", type=Path, help="scenario YAML scripting the model, turn by turn "
-                                                 "(checked at start: every problem is reported)")
+    p.add_argument("--scenario", type=Path, help="scenario YAML scripting the model: turns played in order, "
+                                                 "or chosen by what the user said (`when:` words or a regex, "
+                                                 "with `fallback:` for anything else); checked at start, "
+                                                 "every problem reported")
     p.add_argument("--replay", type=Path, metavar="DIR",
                    help="serve the model's side of a recording (agent-run AGENT --record DIR) instead of a "
                         "scenario: the recorded outputs follow the live runner's inputs, and the first input "
