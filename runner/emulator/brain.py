@@ -279,6 +279,7 @@ class Brain:
         self._completion_started = False
         self._vad: EnergyVad | None = None
         self._heard = _Utterances(settings.transcribe)
+        self._user_block: str | None = None  # a USER text block opened before its transcript
         self._queue: deque[UserTurn] = deque(maxlen=16)
         self._player: Player | None = None
         self._playing: Choice | None = None  # the turn `_player` plays
@@ -388,8 +389,10 @@ class Brain:
                 if self._now < self._playback_end:
                     self._interrupt()
             elif isinstance(vad_event, SpeechEnded):
-                self._user_turn(UserTurn(None, vad_event.duration_s,
-                                         self._heard.cut(vad_event.start_s, vad_event.end_s)))
+                said = self._heard.cut(vad_event.start_s, vad_event.end_s)
+                if said is not None and self._player is None and not self._queue and self._out is not None:
+                    self._open_user_block()
+                self._user_turn(UserTurn(None, vad_event.duration_s, said))
         if not self._vad.in_speech:
             self._heard.forget_before(self._vad.position_s)
 
@@ -413,6 +416,9 @@ class Brain:
         self._stop_player()
         self._queue.clear()
         out = self._require_out()
+        if self._user_block is not None:
+            self._emit(out.content_end(self._user_block, "TEXT", "PARTIAL_TURN"))
+            self._user_block = None
         if not self._completion_started:
             self._emit(out.completion_start())
             self._completion_started = True
@@ -483,7 +489,8 @@ class Brain:
         if not self._completion_started:
             self._emit(out.completion_start())
             self._completion_started = True
-        self._text_block("USER", "FINAL", transcript, "PARTIAL_TURN")
+        self._text_block("USER", "FINAL", transcript, "PARTIAL_TURN", opened=self._user_block)
+        self._user_block = None
         self._emit(out.usage(Tokens(input_speech=speech_tokens(user.speech_s or 0.0),
                                     input_text=text_tokens(transcript))))
         if self._inject_fault(number):
@@ -627,10 +634,22 @@ class Brain:
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _text_block(self, role: str, stage: str, text: str, stop_reason: str) -> None:
+    def _open_user_block(self) -> None:
+        """Start the USER text block while its words are being recognised, as Nova Sonic does: the
+        client sees the model busy with its turn (no idle exit, no stream rotation meanwhile)."""
         out = self._require_out()
-        content_id = self.new_id()
-        self._emit(out.text_start(content_id, role, stage))
+        if not self._completion_started:
+            self._emit(out.completion_start())
+            self._completion_started = True
+        self._user_block = self.new_id()
+        self._emit(out.text_start(self._user_block, "USER", "FINAL"))
+
+    def _text_block(self, role: str, stage: str, text: str, stop_reason: str,
+                    opened: str | None = None) -> None:
+        out = self._require_out()
+        content_id = opened or self.new_id()
+        if opened is None:
+            self._emit(out.text_start(content_id, role, stage))
         self._emit(out.text_output(content_id, role, text))
         self._emit(out.content_end(content_id, "TEXT", stop_reason))
 

@@ -74,7 +74,7 @@ class NovaHandler:
         self._clock = clock
         self._new_id = new_id
         self._synthesize = synthesize
-        self._transcriber = transcriber or asr.create(self.config.asr)
+        self.transcriber = transcriber or asr.create(self.config.asr)
         s = self._script.scenario.settings
         self._settings = BrainSettings(
             time_limit_s=self.config.time_limit_s, input_timeout_s=self.config.input_timeout_s,
@@ -82,7 +82,7 @@ class NovaHandler:
             vad=VadSettings(threshold_dbfs=s.speech_threshold_dbfs, start_ms=s.speech_start_ms,
                             end_ms=s.speech_end_ms),
             record_audio=self.config.record_audio,
-            transcribe=not isinstance(self._transcriber, asr.NoTranscriber))
+            transcribe=not isinstance(self.transcriber, asr.NoTranscriber))
 
     def admit(self, request: StreamRequest) -> Rejection | None:
         if self._script.admit():
@@ -127,7 +127,7 @@ class NovaHandler:
                 continue
             if brain.transcription_request is not None:
                 audio, rate = brain.transcription_request
-                heard = await asr.transcribe_async(self._transcriber, audio, rate)
+                heard = await asr.transcribe_async(self.transcriber, audio, rate)
                 brain.provide_transcript(heard, self._clock())
                 continue
             timeout = max(0.0, brain.next_deadline() - self._clock())
