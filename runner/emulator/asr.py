@@ -162,7 +162,7 @@ async def transcribe_async(transcriber: Transcriber, pcm: bytes, sample_rate: in
                                       timeout_s)
     except TimeoutError:
         # The thread cannot be stopped; it finishes in the background and its result is dropped.
-        log.warning("speech recognition took over %.0f s; this utterance is not transcribed", timeout_s)
+        log.warning("speech recognition took over %g s; this utterance is not transcribed", timeout_s)
     except Exception as exc:  # a model's failure must not end the stream: degrade, and say so
         log.warning("speech recognition failed (%s: %s); this utterance is not transcribed",
                     type(exc).__name__, exc)
