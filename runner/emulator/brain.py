@@ -280,6 +280,7 @@ class Brain:
         self._vad: EnergyVad | None = None
         self._heard = _Utterances(settings.transcribe)
         self._user_block: str | None = None  # a USER text block opened before its transcript
+        self.speech_heard = False  # any speech yet (the adapter then readies its recognizer)
         self._queue: deque[UserTurn] = deque(maxlen=16)
         self._player: Player | None = None
         self._playing: Choice | None = None  # the turn `_player` plays
@@ -386,6 +387,7 @@ class Brain:
         self._heard.add(pcm)
         for vad_event in self._vad.feed(pcm):
             if isinstance(vad_event, SpeechStarted):
+                self.speech_heard = True
                 if self._now < self._playback_end:
                     self._interrupt()
             elif isinstance(vad_event, SpeechEnded):

@@ -75,6 +75,7 @@ class NovaHandler:
         self._new_id = new_id
         self._synthesize = synthesize
         self.transcriber = transcriber or asr.create(self.config.asr)
+        self._warming = False
         s = self._script.scenario.settings
         self._settings = BrainSettings(
             time_limit_s=self.config.time_limit_s, input_timeout_s=self.config.input_timeout_s,
@@ -111,6 +112,13 @@ class NovaHandler:
         log.info("stream %s ended: %s %s", stream.request.request_id, brain.record.ended,
                  brain.record.error or "")
 
+    def _warm_up(self) -> None:
+        """Load the speech model in a worker thread as soon as someone speaks: it is ready (about
+        a second later) by the time the utterance ends, and a session without speech never pays
+        for it. warm_up never raises; asyncio.run joins the thread at exit."""
+        self._warming = True
+        asyncio.get_running_loop().run_in_executor(None, self.transcriber.warm_up)
+
     async def _run(self, stream: EmulatorStream, brain: Brain,
                    inbox: asyncio.Queue[bytes | None], events: StreamLog) -> None:
         while True:
@@ -139,6 +147,8 @@ class NovaHandler:
                 brain.input_closed(self._clock())
             else:
                 event = brain.receive(payload, self._clock())
+                if brain.speech_heard and not self._warming:
+                    self._warm_up()
                 if event is not None:  # logged once validated: a refused event is named in the error
                     events.input({"event": {event.name: event.body}})
 

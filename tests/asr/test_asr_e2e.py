@@ -53,7 +53,8 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcomes]:
     try:
         # All three overlap: each is mostly waiting for audio played in real time.
         args, transcript = agent_args(tmp, "in-process", parcel)
-        runs.append(Run([*args, "--emulate", ORDERS_SCENARIO, "--time-limit", "30"], transcript=transcript))
+        runs.append(Run([*args, "--emulate", ORDERS_SCENARIO, "--time-limit", "30"], transcript=transcript,
+                        env=base_env(AGENT_RUN_EMULATOR_ASR="whisper")))
         args, transcript = agent_args(tmp, "off", parcel)
         runs.append(Run([*args, "--emulate", ORDERS_SCENARIO, "--time-limit", "30"], transcript=transcript,
                         env=base_env(AGENT_RUN_EMULATOR_ASR="none")))
