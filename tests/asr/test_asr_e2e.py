@@ -1,6 +1,6 @@
 """End to end through the real CLI, the real SDK and the emulator over TLS: the USER transcript of
-spoken input is what was said (in-process `--emulate` and `agent-run emulate`), and
-AGENT_RUN_EMULATOR_ASR=none gives the scenario's text as before."""
+spoken input is what was said (in-process `--emulate` and `agent-run emulate`), a scenario's
+`when:` turns match speech, and AGENT_RUN_EMULATOR_ASR=none gives the scenario's text as before."""
 
 from __future__ import annotations
 
@@ -20,6 +20,19 @@ pytestmark = [needs_whisper, needs_espeak]
 
 PARCEL = "I would like to know where my parcel is"
 TIME = "what time is it"
+HOURS = "what are your opening hours"
+# Turns matched by what was said: speech reaches the right one only if it was heard.
+WHEN_SCENARIO = """\
+turns:
+  - when: parcel
+    assistant:
+      - say: Your parcel is on its way.
+  - when: opening hours
+    assistant:
+      - say: We open at nine.
+fallback:
+  - say: Sorry, I did not catch that.
+"""
 
 
 @dataclass
@@ -28,6 +41,7 @@ class Outcomes:
     switched_off: Finished
     served: Finished
     served_log: str
+    matched: Finished
 
 
 def question(path: Path, text: str) -> Path:
@@ -47,11 +61,13 @@ def agent_args(tmp: Path, name: str, wav: Path) -> tuple[list[str | Path], Path]
 def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcomes]:
     tmp = tmp_path_factory.mktemp("asr")
     parcel, what_time = question(tmp / "parcel.wav", PARCEL), question(tmp / "time.wav", TIME)
+    hours, scenario = question(tmp / "hours.wav", HOURS), tmp / "when.scenario.yaml"
+    scenario.write_text(WHEN_SCENARIO)
     runs: list[Run] = []
     emulator = EmulateProcess(["--port", "0", "--time-limit", "30", "--asr", "whisper",
                                "--scenario", ORDERS_SCENARIO], tmp / "emulator.log", base_env())
     try:
-        # All three overlap: each is mostly waiting for audio played in real time.
+        # All four overlap: each is mostly waiting for audio played in real time.
         args, transcript = agent_args(tmp, "in-process", parcel)
         runs.append(Run([*args, "--emulate", ORDERS_SCENARIO, "--time-limit", "30"], transcript=transcript,
                         env=base_env(AGENT_RUN_EMULATOR_ASR="whisper")))
@@ -60,9 +76,12 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcomes]:
                         env=base_env(AGENT_RUN_EMULATOR_ASR="none")))
         args, transcript = agent_args(tmp, "served", what_time)
         runs.append(Run(args, transcript=transcript, env=base_env(**exported(emulator.wait_ready()))))
-        in_process, switched_off, served = (run.finish() for run in runs)
+        args, transcript = agent_args(tmp, "matched", hours)
+        runs.append(Run([*args, "--emulate", scenario, "--time-limit", "30"], transcript=transcript,
+                        env=base_env(AGENT_RUN_EMULATOR_ASR="whisper")))
+        in_process, switched_off, served, matched = (run.finish() for run in runs)
         emulator.stop()
-        yield Outcomes(in_process, switched_off, served, emulator.text())
+        yield Outcomes(in_process, switched_off, served, emulator.text(), matched)
     finally:
         for run in runs:
             run.kill()
@@ -94,6 +113,15 @@ def test_agent_run_emulate_transcribes_for_any_client(outcomes: Outcomes) -> Non
     # The emulator's event log says what it heard and how long recognition took.
     assert any(line.endswith("s)") and "heard '" in line and " recognised in " in line
                for line in outcomes.served_log.splitlines()), outcomes.served_log[-3000:]
+
+
+def test_when_turns_match_what_was_said(outcomes: Outcomes) -> None:
+    done = outcomes.matched
+    assert done.returncode == 0, done.describe()
+    said, = heard(done)
+    assert not missing_words(said, "opening hours"), done.describe()
+    # The second turn answered (not the first, not the fallback): matched on the heard words.
+    assert [entry["text"] for entry in done.entries("assistant")] == ["We open at nine."], done.describe()
 
 
 def test_recognition_switched_off_plays_the_scenario_text(outcomes: Outcomes) -> None:
