@@ -17,7 +17,7 @@ Theory of operation:
   files are checked against the checksums below (a different model is an error, not a surprise),
   and HF_HUB_OFFLINE=1 is set before faster-whisper (and so huggingface_hub) is imported.
 - The model loads lazily, once per process, under a lock: `warm_up` (which the emulator runs in a
-  thread as it starts) or else the first utterance pays about a second. Recognition is serialised
+  thread when someone first speaks) or else the first utterance pays about a second. Recognition is serialised
   by the same lock: the cores are better spent on one utterance at a time than on several at once.
 """
 
@@ -45,7 +45,8 @@ log = logging.getLogger("runner.emulator")
 ENV_VAR = "AGENT_RUN_EMULATOR_ASR"
 INSTALL_HINT = "pip install 'nova-agent-runner[asr]'"
 WHISPER_RATE = 16000
-# Whisper reads 30 s windows; a longer "utterance" is noise the VAD never saw end: keep its start.
+# Whisper reads 30 s windows: one window bounds the time an utterance takes (a longer one is
+# mostly noise the VAD never saw end), so only its first 30 s are read.
 MAX_SECONDS = 30.0
 # tiny.en takes about 0.5 s for a 2 s utterance on 2 cores; a loaded machine gets ample margin.
 TIMEOUT_S = 20.0
@@ -183,9 +184,9 @@ def whisper_model_dir() -> Path:
 
 
 @cache
-def verify_model(directory: Path, expected: tuple[tuple[str, str], ...] = tuple(MODEL_FILES.items())) -> None:
+def verify_model(directory: Path) -> None:
     """Check every model file's sha256 (once per process and directory: 75 MB take ~50 ms)."""
-    for filename, digest in expected:
+    for filename, digest in MODEL_FILES.items():
         path = directory / filename
         try:
             actual = _sha256(path)
