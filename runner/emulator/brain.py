@@ -5,7 +5,9 @@ Theory of operation:
   time (`poll(now)`), and executes the `Action`s that `poll` returns, in order. `next_deadline()`
   says when `poll` must run again even if no input arrives. When `speech_request` is set, the
   adapter synthesises that text (blocking work, off the event loop) and hands the PCM back with
-  `provide_speech`.
+  `provide_speech`. Likewise, when `transcription_request` is set (settings.transcribe), the adapter
+  transcribes that utterance's audio and hands the text back with `provide_transcript`; a spoken
+  turn waits for its transcript before it plays.
 - Every input event passes the strict `InputValidator` first; a violation ends the stream with the
   service's validationException message.
 - USER audio goes through the energy VAD. Speech followed by silence (or an interactive USER text
@@ -154,6 +156,8 @@ class BrainSettings:
     audio_chunk_ms: int = 100
     vad: VadSettings = field(default_factory=VadSettings)
     record_audio: bool = False
+    # Ask the adapter for a transcript of each utterance (`transcription_request`).
+    transcribe: bool = False
 
 
 class Conversation:
@@ -250,6 +254,7 @@ class Script:
 class UserTurn:
     transcript: str | None  # None: take the scenario's `user`
     speech_s: float | None  # None for interactive text
+    pcm: bytes | None = None  # the utterance's audio, while its transcript is still to come
 
 
 class Brain:
@@ -273,6 +278,9 @@ class Brain:
         self._out: OutputEvents | None = None
         self._completion_started = False
         self._vad: EnergyVad | None = None
+        self._heard = _Utterances(settings.transcribe)
+        self._user_block: str | None = None  # a USER text block opened before its transcript
+        self.speech_heard = False  # any speech yet (the adapter then readies its recognizer)
         self._queue: deque[UserTurn] = deque(maxlen=16)
         self._player: Player | None = None
         self._playing: Choice | None = None  # the turn `_player` plays
@@ -317,6 +325,22 @@ class Brain:
         self._send_value = pcm
         self._advance()
 
+    @property
+    def transcription_request(self) -> tuple[bytes, int] | None:
+        """(PCM, its sample rate) of the oldest utterance still waiting for its transcript."""
+        pcm = next((turn.pcm for turn in self._queue if turn.pcm is not None), None)
+        return None if pcm is None or self._vad is None else (pcm, self._vad.sample_rate)
+
+    def provide_transcript(self, text: str | None, now: float) -> None:
+        """What `transcription_request`'s audio said (None: nothing recognised, so the turn is
+        played as without recognition)."""
+        self._now = now
+        for index, turn in enumerate(self._queue):
+            if turn.pcm is not None:
+                self._queue[index] = UserTurn((text or "").strip() or None, turn.speech_s)
+                break
+        self._advance()
+
     def poll(self, now: float) -> list[Action]:
         """Advance to `now`; return the actions to execute, in order."""
         self._now = max(self._now, now)
@@ -344,6 +368,7 @@ class Brain:
         elif event.name == "contentStart" and body["type"] == "AUDIO":
             rate = body["audioInputConfiguration"]["sampleRateHertz"]
             self._vad = EnergyVad(rate, self.settings.vad)
+            self._heard.restart(rate)
         elif event.name == "audioInput":
             self._on_audio(event.audio)
         elif event.name == "contentEnd" and block is not None:
@@ -359,12 +384,19 @@ class Brain:
         if self.settings.record_audio:
             self.record.audio.extend(pcm)
         assert self._vad is not None  # the validator only accepts audio inside an AUDIO block
+        self._heard.add(pcm)
         for vad_event in self._vad.feed(pcm):
             if isinstance(vad_event, SpeechStarted):
+                self.speech_heard = True
                 if self._now < self._playback_end:
                     self._interrupt()
             elif isinstance(vad_event, SpeechEnded):
-                self._user_turn(UserTurn(None, vad_event.duration_s))
+                said = self._heard.cut(vad_event.start_s, vad_event.end_s)
+                if said is not None and self._player is None and not self._queue and self._out is not None:
+                    self._open_user_block()
+                self._user_turn(UserTurn(None, vad_event.duration_s, said))
+        if not self._vad.in_speech:
+            self._heard.forget_before(self._vad.position_s)
 
     def _on_block_closed(self, kind: str, role: str, interactive: bool, tool_use_id: str | None,
                          text: str) -> None:
@@ -386,6 +418,9 @@ class Brain:
         self._stop_player()
         self._queue.clear()
         out = self._require_out()
+        if self._user_block is not None:
+            self._emit(out.content_end(self._user_block, "TEXT", "PARTIAL_TURN"))
+            self._user_block = None
         if not self._completion_started:
             self._emit(out.completion_start())
             self._completion_started = True
@@ -399,7 +434,7 @@ class Brain:
     def _advance(self) -> None:
         while not self.done:
             if self._player is None:
-                if not self._queue or self._out is None:
+                if not self._queue or self._out is None or self._queue[0].pcm is not None:
                     return
                 self._player = self._play(self._queue.popleft())
                 self._send_value = None
@@ -456,7 +491,8 @@ class Brain:
         if not self._completion_started:
             self._emit(out.completion_start())
             self._completion_started = True
-        self._text_block("USER", "FINAL", transcript, "PARTIAL_TURN")
+        self._text_block("USER", "FINAL", transcript, "PARTIAL_TURN", opened=self._user_block)
+        self._user_block = None
         self._emit(out.usage(Tokens(input_speech=speech_tokens(user.speech_s or 0.0),
                                     input_text=text_tokens(transcript))))
         if self._inject_fault(number):
@@ -600,10 +636,22 @@ class Brain:
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _text_block(self, role: str, stage: str, text: str, stop_reason: str) -> None:
+    def _open_user_block(self) -> None:
+        """Start the USER text block while its words are being recognised, as Nova Sonic does: the
+        client sees the model busy with its turn (no idle exit, no stream rotation meanwhile)."""
         out = self._require_out()
-        content_id = self.new_id()
-        self._emit(out.text_start(content_id, role, stage))
+        if not self._completion_started:
+            self._emit(out.completion_start())
+            self._completion_started = True
+        self._user_block = self.new_id()
+        self._emit(out.text_start(self._user_block, "USER", "FINAL"))
+
+    def _text_block(self, role: str, stage: str, text: str, stop_reason: str,
+                    opened: str | None = None) -> None:
+        out = self._require_out()
+        content_id = opened or self.new_id()
+        if opened is None:
+            self._emit(out.text_start(content_id, role, stage))
         self._emit(out.text_output(content_id, role, text))
         self._emit(out.content_end(content_id, "TEXT", stop_reason))
 
@@ -629,6 +677,52 @@ class Brain:
         self._actions.append(action)
         self.record.ended = reason
         self.done = True
+
+
+class _Utterances:
+    """The recent USER audio, to cut out each utterance the VAD finds (kept only when `keep`).
+
+    Positions are audio time since the AUDIO block opened, as the VAD counts them. Outside speech
+    only PRE_ROLL_S is kept; inside, at most the last MAX_S.
+    """
+
+    # The VAD starts speech at its first loud frame; the quieter onset before it helps recognition.
+    PRE_ROLL_S = 0.3
+    MAX_S = 30.0
+
+    def __init__(self, keep: bool) -> None:
+        self.keep = keep
+        self._rate = 16000
+        self._audio = bytearray()
+        self._start = 0  # byte position (in the stream of USER audio) of self._audio[0]; even
+
+    def restart(self, rate: int) -> None:
+        self._rate, self._audio, self._start = rate, bytearray(), 0
+
+    def add(self, pcm: bytes) -> None:
+        if self.keep:
+            self._audio.extend(pcm)
+            self._drop(len(self._audio) - self._bytes(self.MAX_S + 2 * self.PRE_ROLL_S))
+
+    def cut(self, start_s: float, end_s: float) -> bytes | None:
+        if not self.keep:
+            return None
+        first = max(0, self._bytes(start_s - self.PRE_ROLL_S) - self._start)
+        last = max(first, self._bytes(end_s + self.PRE_ROLL_S) - self._start)
+        return bytes(self._audio[first:last])
+
+    def forget_before(self, position_s: float) -> None:
+        if self.keep:
+            self._drop(self._bytes(position_s - self.PRE_ROLL_S) - self._start)
+
+    def _drop(self, count: int) -> None:
+        count = min(count - count % 2, len(self._audio) - len(self._audio) % 2)
+        if count > 0:
+            del self._audio[:count]
+            self._start += count
+
+    def _bytes(self, seconds: float) -> int:
+        return 2 * round(seconds * self._rate)
 
 
 def _parse_result(text: str) -> Any:

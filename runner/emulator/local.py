@@ -47,13 +47,15 @@ async def local_emulator(scenario: Path | None = None, *, host: str = "127.0.0.1
                          state_dir: Path | None = None,
                          any_credentials: bool = False, replay: Path | None = None,
                          report: Callable[[str], None] | None = None,
-                         replay_ignore: Sequence[str] = ()) -> AsyncIterator[LocalEmulator]:
+                         replay_ignore: Sequence[str] = (),
+                         asr: str | None = None) -> AsyncIterator[LocalEmulator]:
     """Start an emulator playing `scenario` (or the built-in default behaviour), or with `replay`
     the model's side of a recording (`agent-run AGENT --record DIR`; the first difference from it
     is given to `report` and fails the stream; event paths matching a `replay_ignore` glob are not
     compared). `hostnames`, `state_dir` and `any_credentials` are
-    the server's (see `Emulator`)."""
-    settings: dict[str, Any] = {"record_audio": record_audio}
+    the server's (see `Emulator`); `asr` names the speech recognizer (runner.emulator.asr; None:
+    whisper when installed)."""
+    settings: dict[str, Any] = {"record_audio": record_audio, "asr": asr}
     if scenario is not None:
         settings["scenario"] = load_scenario(scenario)
     if time_limit_s is not None:

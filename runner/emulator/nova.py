@@ -3,7 +3,9 @@
 A thin async adapter over the sans-IO `Brain`: one reader task moves input payloads into a
 bounded queue; the session loop feeds them to the brain with the current time, waits (bounded by
 the brain's next deadline) for more, and executes the actions the brain returns on the stream.
-Speech synthesis (a subprocess) runs in a worker thread so that other streams keep flowing.
+Speech synthesis (a subprocess) and recognition (runner.emulator.asr) run in worker threads so
+that other streams keep flowing. This stream's input waits meanwhile (in the bounded inbox, then
+in the connection's flow control): the brain is between turns then, with no playback to interrupt.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from runner.emulator import speech
+from runner.emulator import asr, speech
 from runner.emulator.api import EmulatorStream, Rejection, StreamRequest
 from runner.emulator.brain import (
     THROTTLED,
@@ -51,6 +53,8 @@ class NovaConfig:
     speed: float | None = None
     # Keep every USER audio byte in SessionRecord.audio (tests of "no audio lost").
     record_audio: bool = False
+    # Speech recognition by name (runner.emulator.asr.TRANSCRIBERS); None: the default there.
+    asr: str | None = None
 
 
 class NovaHandler:
@@ -62,20 +66,24 @@ class NovaHandler:
     def __init__(self, config: NovaConfig | None = None, *,
                  clock: Callable[[], float] = time.monotonic,
                  new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
-                 synthesize: Callable[[str, int], bytes] = speech.synthesize) -> None:
+                 synthesize: Callable[[str, int], bytes] = speech.synthesize,
+                 transcriber: asr.Transcriber | None = None) -> None:
         self.config = config or NovaConfig()
         self.sessions: list[SessionRecord] = []
         self._script = Script(self.config.scenario)
         self._clock = clock
         self._new_id = new_id
         self._synthesize = synthesize
+        self.transcriber = transcriber or asr.create(self.config.asr)
+        self._warming = False
         s = self._script.scenario.settings
         self._settings = BrainSettings(
             time_limit_s=self.config.time_limit_s, input_timeout_s=self.config.input_timeout_s,
             speed=self.config.speed or s.speed, audio_chunk_ms=s.audio_chunk_ms,
             vad=VadSettings(threshold_dbfs=s.speech_threshold_dbfs, start_ms=s.speech_start_ms,
                             end_ms=s.speech_end_ms),
-            record_audio=self.config.record_audio)
+            record_audio=self.config.record_audio,
+            transcribe=not isinstance(self.transcriber, asr.NoTranscriber))
 
     def admit(self, request: StreamRequest) -> Rejection | None:
         if self._script.admit():
@@ -104,6 +112,13 @@ class NovaHandler:
         log.info("stream %s ended: %s %s", stream.request.request_id, brain.record.ended,
                  brain.record.error or "")
 
+    def _warm_up(self) -> None:
+        """Load the speech model in a worker thread as soon as someone speaks: it is ready (about
+        a second later) by the time the utterance ends, and a session without speech never pays
+        for it. warm_up never raises; asyncio.run joins the thread at exit."""
+        self._warming = True
+        asyncio.get_running_loop().run_in_executor(None, self.transcriber.warm_up)
+
     async def _run(self, stream: EmulatorStream, brain: Brain,
                    inbox: asyncio.Queue[bytes | None], events: StreamLog) -> None:
         while True:
@@ -118,6 +133,11 @@ class NovaHandler:
                 pcm = await asyncio.to_thread(self._synthesize, text, rate)
                 brain.provide_speech(pcm, self._clock())
                 continue
+            if brain.transcription_request is not None:
+                audio, rate = brain.transcription_request
+                heard = await asr.transcribe_async(self.transcriber, audio, rate)
+                brain.provide_transcript(heard, self._clock())
+                continue
             timeout = max(0.0, brain.next_deadline() - self._clock())
             try:
                 payload = await asyncio.wait_for(inbox.get(), timeout)
@@ -127,6 +147,8 @@ class NovaHandler:
                 brain.input_closed(self._clock())
             else:
                 event = brain.receive(payload, self._clock())
+                if brain.speech_heard and not self._warming:
+                    self._warm_up()
                 if event is not None:  # logged once validated: a refused event is named in the error
                     events.input({"event": {event.name: event.body}})
 

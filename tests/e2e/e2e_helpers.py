@@ -35,10 +35,16 @@ RUN_TIMEOUT_S = 60.0
 
 
 def base_env(**extra: str) -> dict[str, str]:
-    """This environment minus anything AWS, so no run can reach a real account by accident."""
+    """This environment minus anything AWS, so no run can reach a real account by accident.
+
+    The emulator does not transcribe speech here (AGENT_RUN_EMULATOR_ASR=none): these tests script
+    the user's side with the scenario's `user:` texts and time answers without recognition's
+    latency. Pass AGENT_RUN_EMULATOR_ASR="whisper" to hear what was said (tests/asr does).
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.pop("SSL_CERT_FILE", None)
     env["PYTHONUNBUFFERED"] = "1"
+    env["AGENT_RUN_EMULATOR_ASR"] = "none"
     env.update(extra)
     return env
 

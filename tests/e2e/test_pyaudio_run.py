@@ -61,7 +61,9 @@ def test_speech_into_the_virtual_mic_is_answered_on_the_virtual_speaker(
     assert done.returncode == 130, done.describe()
     assert "Traceback" not in done.stderr
     # The speech played into the virtual mic reached the emulator: it heard a turn and the tool ran.
-    assert [e["text"] for e in done.entries("user")] == ["Where is my order 12345?"], done.describe()
+    # (Heard by the emulator's speech recognition with the asr extra, else the scenario's `user:`.)
+    heard = [e["text"].casefold() for e in done.entries("user")]
+    assert len(heard) == 1 and heard[0].startswith("where is my order"), done.describe()
     call, = done.entries("tool_call")
     assert call["name"] == "trackOrderTool" and call["input"] == {"orderId": "12345"}
     assert "error" not in done.entries("tool_result")[0]

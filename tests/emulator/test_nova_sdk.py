@@ -69,8 +69,10 @@ THREE = parse_scenario({"turns": [
 
 HANDLERS: dict[str, Callable[[], NovaHandler]] = {
     "multi": lambda: NovaHandler(NovaConfig(THREE, speed=50.0)),
-    "full": lambda: NovaHandler(NovaConfig(ORDER, speed=8.0, record_audio=True)),
-    "barge": lambda: NovaHandler(NovaConfig(STORY, speed=2.0)),
+    # These two check that the scenario's `user:` text stands in for speech: no recognition
+    # (tests/asr checks what the emulator hears).
+    "full": lambda: NovaHandler(NovaConfig(ORDER, speed=8.0, record_audio=True, asr="none")),
+    "barge": lambda: NovaHandler(NovaConfig(STORY, speed=2.0, asr="none")),
     "strict": lambda: NovaHandler(NovaConfig(ORDER, speed=8.0)),
     "idle": lambda: NovaHandler(NovaConfig(input_timeout_s=1.0)),
     "limit": lambda: NovaHandler(NovaConfig(time_limit_s=2.0)),
