@@ -32,6 +32,9 @@ Theory of operation
 - player: Play actions pass through a bounded queue to the sink, so a full sink never stalls the
           reader: an interruption must be seen at once, not after seconds of queued audio.
                                                                                       [audio.py]
+- Typed input (text mode) goes to the current stream as interactive USER text, turn by turn
+  for a script, at once for a person (over the assistant: a barge-in).                [text.py]
+- Taps see every output event and what the runner sent, for tests and measurements.   [taps.py]
 - What the parts share (the current stream, the stop request, what is busy) lives in one place,
   each field with one writer.                                                         [state.py]
 """
@@ -40,5 +43,8 @@ from runner.conversation.core import Conversation, ConversationOptions
 from runner.conversation.link import Link
 from runner.conversation.state import StopRequest
 from runner.conversation.supervisor import SessionFactory
+from runner.conversation.taps import EventTap
+from runner.conversation.text import QueueTextInput, TextInput
 
-__all__ = ["Conversation", "ConversationOptions", "Link", "SessionFactory", "StopRequest"]
+__all__ = ["Conversation", "ConversationOptions", "EventTap", "Link", "QueueTextInput", "SessionFactory",
+           "StopRequest", "TextInput"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from runner.audio.base import AudioSink, AudioSource
@@ -15,6 +15,8 @@ from runner.conversation.events import OutputRouter
 from runner.conversation.record import ConversationRecord
 from runner.conversation.state import Live, Stopped, StopRequest
 from runner.conversation.supervisor import SessionFactory, Supervisor
+from runner.conversation.taps import EventTap, Taps
+from runner.conversation.text import TextInput, TextPump
 from runner.conversation.tools import ToolCalls
 from runner.conversation.trace import ReceivedTrace, SentTrace
 from runner.errors import RunnerError, TransportError
@@ -42,6 +44,7 @@ class Conversation:
                  tools: Mapping[str, ToolConfig], transcript: Transcript, console: Console,
                  options: ConversationOptions, input_finished: Callable[[], bool] = lambda: False,
                  labels: Mapping[str, str] | None = None,
+                 text_input: TextInput | None = None, taps: Sequence[EventTap] = (),
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
         self.model_id = model_id
@@ -57,14 +60,22 @@ class Conversation:
         self._live = live = Live(clock)
         self._run_started = clock()
         handover = HandoverGate()
+        self._taps = taps_ = Taps(taps, clock)
         self._record = ConversationRecord(transcript, console)
         self._player = Player(sink, live)
-        self._mic = Microphone(source, policy, self._player, handover, live, on_sent=lambda chunk: None)
+        self._mic = Microphone(source, policy, self._player, handover, live, on_sent=taps_.audio)
         self._tools = ToolCalls(tools, nova2=nova2, record=self._record, transcript=transcript,
-                                console=console, live=live, on_result=lambda call: None)
+                                console=console, live=live,
+                                on_result=lambda call: taps_.sent("tool_result", name=call.name,
+                                                                  tool_use_id=call.tool_use_id))
         self._router = OutputRouter(policy=policy, record=self._record, player=self._player, mic=self._mic,
                                     tools=self._tools, handover=handover, transcript=transcript,
-                                    console=console, live=live, trace=ReceivedTrace(console, sink.fmt))
+                                    console=console, live=live, trace=ReceivedTrace(console, sink.fmt),
+                                    taps=taps_)
+        # Typed input (text mode): its lines go to the model as interactive USER text.
+        self._text = None if text_input is None else TextPump(
+            text_input, policy=policy, mic=self._mic, record=self._record, router=self._router, live=live,
+            taps=taps_)
         self._supervisor = Supervisor(
             connector=connector, model_id=model_id, nova2=nova2, new_session=new_session,
             rotate_after_s=options.rotate_after_s, labels=labels or {}, record=self._record, mic=self._mic,
@@ -110,6 +121,8 @@ class Conversation:
                 tg.create_task(self._mic.run(), name="mic")
                 tg.create_task(self._player.run(), name="player")
                 tg.create_task(self._supervisor.run(), name="supervisor")
+                if self._text is not None:
+                    tg.create_task(self._text.run(), name="text")
         except* Stopped:
             pass
         except* TransportError as group:
@@ -148,7 +161,8 @@ class Conversation:
 
     def _idle_done(self, now: float) -> bool:
         idle = self.options.idle_exit_s
-        if idle is None or not self._input_finished():
+        finished = self._text.finished if self._text is not None else self._input_finished()
+        if idle is None or not finished:
             return False
         if self._input_done_at is None:
             self._input_done_at = now

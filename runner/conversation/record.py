@@ -9,12 +9,20 @@ USER transcript: those echoes are recognised here, so none is shown as something
 from __future__ import annotations
 
 from collections import Counter
+from typing import Literal, NamedTuple
 
 from runner.console import Console
 from runner.protocol.events import OutputEvent, UsageEvent
 from runner.protocol.history import HistoryRecorder
 from runner.protocol.setup import HistoryMessage
 from runner.transcript import Transcript
+
+
+class Heard(NamedTuple):
+    """A text block the service completed: who said it, as the conversation sees it."""
+
+    kind: Literal["user", "assistant", "greeting", "echo"]  # echo: of a text the runner sent
+    text: str
 
 
 class ConversationRecord:
@@ -58,15 +66,15 @@ class ConversationRecord:
             return messages[:-1], messages[-1].text
         return messages, None
 
-    def feed(self, event: OutputEvent) -> bool:
-        """Record an output event; True when it completed something the user said (heard)."""
+    def feed(self, event: OutputEvent) -> Heard | None:
+        """Record an output event; what it completed, if anything."""
         if isinstance(event, UsageEvent):
             self._last_usage = event
         message = self._recorder.feed(event)
         if message is None:
-            return False
+            return None
         if message.role == "USER" and self._echo(message.text):
-            return False
+            return Heard("echo", message.text)
         if message.role == "USER" and message.text == self.greeting_echo:
             # The service's echo of the greeting instruction: kept in the history (the model's
             # greeting answers it), but it is not something the user said.
@@ -74,9 +82,9 @@ class ConversationRecord:
             self.messages.append(message)
             self._transcript.write("greeting", text=message.text)
             self._console.greeting(message.text)
-            return False
+            return Heard("greeting", message.text)
         self._said(message)
-        return message.role == "USER"
+        return Heard("user" if message.role == "USER" else "assistant", message.text)
 
     def _echo(self, text: str) -> bool:
         """Whether `text` is the echo of something the runner sent (then handled here)."""

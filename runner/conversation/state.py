@@ -39,6 +39,7 @@ class Live:
         self.link: Link | None = None  # supervisor: the current stream
         self.tools_running = 0  # tool calls
         self.last_activity = clock()  # reader, tool calls, typed text: for the idle exit
+        self.last_answer_at: float | None = None  # output router: the last END_TURN or interruption
         self.stop: StopRequest | None = None  # request_stop (first reason wins)
         self.stop_event = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
