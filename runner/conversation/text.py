@@ -109,9 +109,11 @@ class TextPump:
         """Send `line` into the current link once it streams and it is the line's turn."""
         while True:
             link = self._live.link
-            if (link is not None and link.usable and link.accepted.is_set()
-                    and link.session.state is SessionState.STREAMING and self._turn_free(link)
-                    and self._send(line, link)):
+            # During a hand-over the session is already the next stream's (the link not yet): the
+            # line waits for it, since the old stream is about to close without answering.
+            if (link is not None and link.session is self._live.session and link.usable
+                    and link.accepted.is_set() and link.session.state is SessionState.STREAMING
+                    and self._turn_free(link) and self._send(line, link)):
                 return
             await asyncio.sleep(POLL_S)
 
