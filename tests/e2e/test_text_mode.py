@@ -66,6 +66,9 @@ def runs(tmp: Path) -> Iterator[dict[str, Finished]]:
     # A new stream every 2 s: the idle exit must come sooner (closing a stream is activity).
     rotating_args = args("rotating", rotating, "--mute", "--idle-exit", "1")
     started["rotating"] = piped(["One", "Two", "Three"], rotating_args, tmp / "rotating.jsonl")
+    # Half duplex with a greeting: the typed line waits for the greeting's answer.
+    greeter_args = args("greeter", DATA / "greeter.yaml", "--mute")
+    started["greeter"] = piped(["Hi"], greeter_args, tmp / "greeter.jsonl")
     try:
         yield {name: run.finish() for name, run in started.items()}
     finally:
@@ -84,6 +87,16 @@ def test_piped_lines_are_answered_in_turn_and_the_run_ends_at_eof(runs: dict[str
     assert "assistant: You said: How are you?" in done.stdout
     assert "session ended: input finished and the conversation is idle" in done.stdout
     assert not [e for e in done.transcript if e["type"] == "interrupted"], "a script takes turns"
+
+
+def test_a_line_waits_for_the_greeting_and_is_not_taken_for_it(runs: dict[str, Finished]) -> None:
+    done = runs["greeter"]
+    assert done.returncode == 0, done.describe()
+    greeting = "Greet the caller and ask how you can help."
+    spoken = ("greeting", "user", "assistant")
+    texts = [(e["type"], e["text"]) for e in done.transcript if e["type"] in spoken]
+    assert texts == [("greeting", greeting), ("assistant", f"You said: {greeting}"),
+                     ("user", "Hi"), ("assistant", "You said: Hi")], done.describe()
 
 
 def test_a_typed_request_calls_a_tool_and_its_answer_is_spoken(runs: dict[str, Finished]) -> None:
