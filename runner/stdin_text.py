@@ -78,6 +78,9 @@ class StdinTextInput:
             except ValueError:  # longer than the limit: its rest is skipped up to the newline
                 self._warn(f"a typed line longer than {MAX_LINE_BYTES} bytes was not sent")
                 continue
+            except OSError as exc:  # the terminal went away (EIO): the input is over
+                self._warn(f"cannot read the typed input any more: {exc.strerror or exc}")
+                data = b""
             if not data:
                 self._eof = True
                 break

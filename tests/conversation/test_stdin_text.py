@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import pty
 import threading
 from pathlib import Path
 
@@ -64,3 +65,22 @@ def test_the_prompt_ends_the_status_line_at_a_terminal() -> None:
     console.status("listening")
     console.info("assistant: hi")
     assert out.getvalue().endswith("assistant: hi\n(listening) > ")
+
+
+def test_a_terminal_that_goes_away_ends_the_input() -> None:
+    master, slave = pty.openpty()
+    warnings: list[str] = []
+
+    async def main() -> list[str | None]:
+        async with StdinTextInput(warnings.append, fd=master) as text:
+            assert text.interrupts  # a terminal: a person typing
+            os.write(slave, b"hello\n")
+            first = await text.read_line()
+            os.close(slave)  # the terminal closes: reading its other side fails with EIO
+            return [first, await text.read_line()]
+
+    try:
+        assert asyncio.run(main()) == ["hello", None]
+    finally:
+        os.close(master)
+    assert warnings == ["cannot read the typed input any more: Input/output error"]
