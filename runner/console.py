@@ -34,7 +34,9 @@ class Console:
         self.gone = out is None  # stdout was closed by its reader
         self._out: TextIO = out if out is not None else open(os.devnull, "w")  # noqa: SIM115
         self._tty = not self.gone and self._out.isatty()
-        self._status = ""
+        self._status = ""  # the status line as shown
+        self._state = ""  # what it says (who is speaking)
+        self._prompt = ""  # text mode at a terminal: the status line ends in a prompt
 
     def _write(self, text: str) -> None:
         if self.gone:
@@ -67,10 +69,18 @@ class Console:
 
     def status(self, text: str) -> None:
         """Who is speaking / what is going on; shown in place on a terminal only."""
-        if self.quiet or not self._tty or text == self._status:
+        if self.quiet or not self._tty or text == self._state:
             return
-        self._status = text[:_STATUS_WIDTH]
+        self._state = text
+        shown = f"({text}) {self._prompt}" if self._prompt and text else text or self._prompt
+        self._status = shown[:_STATUS_WIDTH]
         self._write("\r" + " " * _STATUS_WIDTH + "\r" + self._status)
+
+    def prompt(self, text: str) -> None:
+        """Text mode at a terminal: end the status line with `text`, where the user types."""
+        self._prompt = text
+        state, self._state = self._state, "\0"
+        self.status(state)
 
     def info(self, text: str) -> None:
         if not self.quiet:
@@ -110,7 +120,7 @@ class Console:
     def close(self) -> None:
         if self._tty and self._status:
             self._write("\r" + " " * _STATUS_WIDTH + "\r")
-            self._status = ""
+            self._status = self._state = ""
 
 
 def _clip(text: str, limit: int) -> str:

@@ -25,14 +25,15 @@ from runner.audio.base import AudioFormat, AudioSink, AudioSource
 from runner.config.model import AgentConfig
 from runner.config.setup import session_setup
 from runner.console import Console
-from runner.conversation import Conversation, ConversationOptions, SessionFactory
+from runner.conversation import Conversation, ConversationOptions, EventTap, SessionFactory, TextInput
 from runner.errors import RunnerError, TransportError
-from runner.models import is_nova2, lifecycle_warning
+from runner.models import NOVA_2_SONIC, is_nova2, lifecycle_warning
 from runner.policies import POLICIES
 from runner.protocol.session import Session
 from runner.protocol.setup import HistoryMessage
 from runner.protocol.templates import BUILTIN_PREFIX, TEMPLATE_EVENTS
 from runner.signals import STOP_SIGNALS, exit_code
+from runner.stdin_text import StdinTextInput
 from runner.transcript import Transcript
 from runner.transports.base import Connector
 from runner.transports.recording import Recording, RecordingConnector
@@ -41,8 +42,8 @@ from runner.transports.sdk_files import check_sdk_files
 if TYPE_CHECKING:
     from runner.emulator.local import LocalEmulator
 
-# After a WAV input has been played: how long the conversation must stay quiet before the run
-# ends by itself (the emulator needs ~0.6 s of silence to end a turn, then answers).
+# After a WAV input has been played (or the typed input ended): how long the conversation must
+# stay quiet before the run ends by itself (the emulator needs ~0.6 s of silence to end a turn).
 DEFAULT_IDLE_EXIT_S = 2.5
 
 
@@ -61,6 +62,12 @@ class RunOptions:
     profile: str | None = None
     record: Path | None = None  # --record DIR (runner.transports.recording)
     replay: Path | None = None  # with emulate: serve this recording's model side (runner.emulator.replay)
+    # Text mode: the user types (lines from `text_input`, standard input by default) and no
+    # microphone is opened; the session still streams silence underneath.
+    text: bool = False
+    text_input: TextInput | None = None
+    mute: bool = False  # the assistant's speech goes nowhere (no speakers, no --output)
+    taps: tuple[EventTap, ...] = ()  # see every event of the conversation as it happens
 
 
 class RunObserver(Protocol):
@@ -75,6 +82,8 @@ async def run_agent(agent: AgentConfig, options: RunOptions, console: Console,
                     observer: RunObserver | None = None) -> int:
     """Run one conversation; returns the process exit code."""
     _check_distinct_files(agent, options)
+    if options.text and not is_nova2(agent.model.id):
+        raise RunnerError(text_mode_refusal(agent))
     _explain_greeting(agent, console)
     if (retired := lifecycle_warning(agent.model.id)) is not None:
         console.warning(retired)  # `check` says it too; a run must not fail without a reason shown
@@ -89,6 +98,7 @@ async def run_agent(agent: AgentConfig, options: RunOptions, console: Console,
             options.transcript or (recording.transcript_path if recording else None)))
         if recording is not None:
             recording.follow(transcript, copy=options.transcript is not None)
+        text_input = await stack.enter_async_context(_text_input(options, console)) if options.text else None
         conversation = Conversation(
             connector=connector, model_id=agent.model.id, new_session=_session_factory(agent),
             source=source, sink=sink, policy=POLICIES[agent.policy](),
@@ -96,9 +106,13 @@ async def run_agent(agent: AgentConfig, options: RunOptions, console: Console,
             options=ConversationOptions(idle_exit_s=_idle_exit(options),
                                         max_duration_s=options.max_duration_s,
                                         rotate_after_s=agent.session.rotate_after_s),
-            input_finished=_finished_probe(source), labels={"agent": agent.name, "policy": agent.policy})
+            input_finished=_finished_probe(source), labels={"agent": agent.name, "policy": agent.policy},
+            text_input=text_input, taps=options.taps)
         console.info(f"{agent.name}: {agent.model.id} via {connector.info.endpoint} "
                      f"(voice {agent.voice}, policy {agent.policy}); Ctrl-C to stop")
+        if isinstance(text_input, StdinTextInput) and text_input.interrupts:
+            console.info("text mode: type a line and press Enter to send it; Ctrl-D ends the input")
+            console.prompt("> ")
         with _signals_stop(conversation):
             try:
                 outcome = await conversation.run()
@@ -136,6 +150,21 @@ def _session_factory(agent: AgentConfig) -> SessionFactory:
         return Session(setup, agent.templates, new_id=lambda: str(uuid.uuid4()))
 
     return new_session
+
+
+def text_mode_refusal(agent: AgentConfig) -> str:
+    """Why `agent` cannot run in text mode (its model takes no typed input)."""
+    return (f"{agent.path}: model {agent.model.id} answers speech only: typed input (--text) needs "
+            f"a Nova 2 model such as {NOVA_2_SONIC.id}")
+
+
+@contextlib.asynccontextmanager
+async def _text_input(options: RunOptions, console: Console) -> AsyncIterator[TextInput]:
+    if options.text_input is not None:
+        yield options.text_input
+        return
+    async with StdinTextInput(console.warning) as stdin:
+        yield stdin
 
 
 def _explain_greeting(agent: AgentConfig, console: Console) -> None:
@@ -229,6 +258,8 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def _source(agent: AgentConfig, options: RunOptions) -> AudioSource:
     fmt = AudioFormat(agent.audio.input_sample_rate)
+    if options.text:  # the service needs audio flowing in a voice session: silence, paced
+        return make_source("null", SourceSpec(fmt, agent.audio.chunk_ms))
     if options.input_file is not None:
         return make_source("wav", SourceSpec(fmt, agent.audio.chunk_ms, str(options.input_file)))
     return make_source("mic", SourceSpec(fmt, agent.audio.chunk_ms, _device(options.input_device)))
@@ -236,6 +267,8 @@ def _source(agent: AgentConfig, options: RunOptions) -> AudioSource:
 
 def _sink(agent: AgentConfig, options: RunOptions) -> AudioSink:
     fmt = AudioFormat(agent.audio.output_sample_rate)
+    if options.mute:  # played in real time into nothing, so turns keep their pace
+        return make_sink("null", SinkSpec(fmt))
     if options.output_file is not None:
         return make_sink("wav", SinkSpec(fmt, str(options.output_file)))
     return make_sink("speaker", SinkSpec(fmt, _device(options.output_device)))
@@ -250,7 +283,7 @@ def _device(selector: str | None) -> int | str | None:
 def _idle_exit(options: RunOptions) -> float | None:
     if options.idle_exit_s is not None:
         return options.idle_exit_s
-    return DEFAULT_IDLE_EXIT_S if options.input_file is not None else None
+    return DEFAULT_IDLE_EXIT_S if options.input_file is not None or options.text else None
 
 
 def _finished_probe(source: AudioSource) -> Callable[[], bool]:

@@ -12,7 +12,8 @@ from runner.commands.argtypes import seconds
 from runner.config.loader import load_agent
 from runner.config.overrides import add_var_option, var_overrides
 from runner.console import Console
-from runner.engine import RunOptions, run_agent
+from runner.engine import RunOptions, run_agent, text_mode_refusal
+from runner.models import is_nova2
 
 EPILOG = """\
 examples:
@@ -21,11 +22,22 @@ examples:
       --input samples/where_is_my_order.wav --output out/answer.wav --transcript out/t.jsonl
                                                     offline: a recorded question, answer to a WAV file
   agent-run agents/concierge.yaml --var city=Paris  override a template variable
+  agent-run agents/orders.yaml --text --emulate samples/orders.scenario.yaml
+                                                    type to the agent instead of speaking
+  printf 'Where is my order 12345?\\n' | agent-run agents/orders.yaml --text --mute --emulate
+                                                    a scripted typed conversation, no sound
 
 AWS settings come from the agent file (model.region, model.endpoint), then the usual AWS
 environment variables and profiles. With --emulate, the built-in Nova Sonic emulator is started
 in-process and reached over TLS through the same SDK code path; no AWS account is needed.
 With --input, the run ends by itself once the file has been played and the conversation is idle.
+
+With --text (Nova 2 models), what you type goes to the model as text: at a terminal each line is
+sent when you press Enter (typing while the assistant speaks interrupts it, under the barge-in
+policy); lines piped on stdin take turns, each after the answer to the one before. The
+assistant's words are printed and its speech played (or written with --output, or dropped with
+--mute). No microphone is opened: silence is streamed, as a voice session needs. End of input
+(Ctrl-D, the end of the pipe) ends the run once the conversation is idle.
 
 Ctrl-C, SIGTERM and SIGHUP end the session in order within two seconds, whatever a tool is doing;
 exit status 130, 143 and 129. An output that cannot be written (a full disk) stops the run with an
@@ -51,6 +63,11 @@ def add_parser(sub: Any) -> None:
                        help="read the user's speech from a WAV file (paced in real time, then silence)")
     audio.add_argument("--output", type=Path, metavar="WAV",
                        help="write the assistant's speech to a WAV file instead of the speakers")
+    audio.add_argument("--text", action="store_true",
+                       help="type to the agent instead of speaking: lines from the terminal or stdin go to "
+                            "the model as text (Nova 2); no microphone is opened")
+    audio.add_argument("--mute", action="store_true",
+                       help="do not play the assistant's speech (its words are still printed)")
     audio.add_argument("--input-device", metavar="DEVICE",
                        help="microphone index or name (agent-run devices)")
     audio.add_argument("--output-device", metavar="DEVICE", help="speaker index or name (agent-run devices)")
@@ -73,8 +90,8 @@ def add_parser(sub: Any) -> None:
     limits.add_argument("--max-duration", type=seconds(), metavar="SECONDS",
                         help="end the run after this long (seconds > 0)")
     limits.add_argument("--idle-exit", type=seconds(allow_zero=True), metavar="SECONDS",
-                        help="with --input: end after the file has played and nothing happened for this long "
-                             "(default 2.5; 0 or more)")
+                        help="with --input or --text: end after the file has played (or the typed input "
+                             "ended) and nothing happened for this long (default 2.5; 0 or more)")
     p.add_argument("--profile", help="AWS profile to use (default: AWS_PROFILE or the default chain)")
     p.set_defaults(run_parser=p)
 
@@ -82,16 +99,31 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.time_limit is not None and args.emulate is None:
         args.run_parser.error("--time-limit only applies with --emulate (the emulator's stream limit)")
+    _check_modes(args)
     agent = load_agent(args.agent, var_overrides(args))
+    if args.text and not is_nova2(agent.model.id):
+        args.run_parser.error(text_mode_refusal(agent))
     options = RunOptions(
         input_file=args.input, output_file=args.output, input_device=args.input_device,
         output_device=args.output_device, transcript=args.transcript,
         emulate=args.emulate is not None, scenario=Path(args.emulate) if args.emulate else None,
         emulator_time_limit_s=args.time_limit, max_duration_s=args.max_duration,
-        idle_exit_s=args.idle_exit, profile=args.profile, record=args.record)
+        idle_exit_s=args.idle_exit, profile=args.profile, record=args.record, text=args.text,
+        mute=args.mute)
     _configure_logging(verbose=args.verbose, debug=args.debug)
     console = Console(quiet=args.quiet, verbose=args.verbose, debug=args.debug)
     return asyncio.run(run_agent(agent, options, console))
+
+
+def _check_modes(args: argparse.Namespace) -> None:
+    """Options that contradict each other are a usage error (exit 2), before anything is loaded."""
+    clashes = [("--text", args.text, "--input", args.input is not None),
+               ("--text", args.text, "--input-device", args.input_device is not None),
+               ("--mute", args.mute, "--output", args.output is not None),
+               ("--mute", args.mute, "--output-device", args.output_device is not None)]
+    for flag, given, other, other_given in clashes:
+        if given and other_given:
+            args.run_parser.error(f"{flag} and {other} cannot be used together")
 
 
 def _configure_logging(*, verbose: bool, debug: bool) -> None:

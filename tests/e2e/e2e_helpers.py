@@ -17,7 +17,7 @@ import wave
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -70,13 +70,14 @@ class Run:
     """One `agent-run` subprocess; `finish()` waits for it and reads its transcript."""
 
     def __init__(self, args: Sequence[str | Path], *, transcript: Path | None = None,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None,
+                 stdin: int | IO[Any] | None = subprocess.DEVNULL) -> None:
         self.transcript_path = transcript
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "runner", *map(str, args)], cwd=REPO,
             env=dict(env) if env is not None else base_env(),
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.stdout_lines: list[str] = []
         self._result: Finished | None = None
 
