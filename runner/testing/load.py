@@ -397,3 +397,21 @@ def _expectations(check: _Check, value: Any, path: yaml.Path, tools: set[str] | 
             check.add(item_path, f"{where(item_path)}: the agent has no tool {named!r}{_known(tools)}")
             continue
         yield expectation
+
+
+def find_test_files(paths: list[Path]) -> tuple[list[Path], list[str]]:
+    """The test files named by `paths`: files as given, folders searched for `*.test.yaml` (sorted).
+    Also the paths that name nothing usable, each with why."""
+    found: list[Path] = []
+    problems: list[str] = []
+    for path in paths:
+        if path.is_dir():
+            inside = sorted(p for p in path.rglob(f"*{SUFFIX}") if p.is_file())
+            if not inside:
+                problems.append(f"{shown(str(path))}: no {SUFFIX} files in this folder")
+            found.extend(inside)
+        elif path.exists():
+            found.append(path)
+        else:
+            problems.append(f"{shown(str(path))}: no such file or folder")
+    return list(dict.fromkeys(found)), problems
