@@ -313,10 +313,18 @@ class _Driver:
             answered_since = 0.0
         previous_end: float | None = None
         for index, turn in enumerate(self.case.turns):
+            if turn.input is None:  # no input: wait for the answer still to come (the greeting's)
+                mark = _TurnMarks(turn, self.clock(), input_end_at=self.clock())
+                marks.append(mark)
+                since = answered_since if answered_since is not None else mark.started_at
+                if not await self._until(lambda s=since: self._answered(s), mark,  # type: ignore[misc]
+                                         "the assistant to answer"):
+                    raise _TurnTimeout
+                answered_since, previous_end = None, mark.started_at
+                continue
             if turn.barge_in_ms is not None and previous_end is not None:
-                since = previous_end
                 mark = _TurnMarks(turn, self.clock())
-                if not await self._until(lambda s=since: self._audio_after(s), mark,  # type: ignore[misc]
+                if not await self._until(lambda s=previous_end: self._audio_after(s), mark,  # type: ignore[misc]
                                          "the assistant to start speaking"):
                     marks.append(mark)
                     raise _TurnTimeout
@@ -332,12 +340,9 @@ class _Driver:
                 await asyncio.sleep(turn.wait_ms / 1000)
             mark = _TurnMarks(turn, self.clock())
             marks.append(mark)
-            if turn.input is None:  # only wait for the assistant
-                mark.input_end_at = mark.started_at
-            else:
-                mark.input_end_at = await self._send(index, turn.input, mark)
-                if mark.input_end_at is None:
-                    raise _TurnTimeout
+            mark.input_end_at = await self._send(index, turn.input, mark)
+            if mark.input_end_at is None:
+                raise _TurnTimeout
             previous_end = answered_since = mark.input_end_at
         last = marks[-1] if marks else None
         if last is not None and answered_since is not None:
