@@ -9,9 +9,11 @@ Theory of operation:
 - Every input event passes the strict `InputValidator` first; a violation ends the stream with the
   service's validationException message.
 - USER audio goes through the energy VAD. Speech followed by silence (or an interactive USER text
-  block) is a user turn; turns play one at a time (others queue). A turn is a generator: it emits
-  events through `_emit` and yields `Pace`/`NeedSpeech`/`AwaitTool` when it has to wait, so a
-  barge-in can drop the rest of an answer by closing the generator.
+  block) is a user turn; turns play one at a time (others queue). The scenario turn that answers
+  it is `Conversation.choose(heard)`'s pick from the text the model heard (`scenario.choose_turn`):
+  typed text is heard as typed; speech has no text here (so `when:` turns cannot match it). A
+  turn is a generator: it emits events through `_emit` and yields `Pace`/`NeedSpeech`/`AwaitTool`
+  when it has to wait, so a barge-in can drop the rest of an answer by closing the generator.
 - Barge-in: the client starts playing at the first audio chunk and plays in real time, so it is
   still playing until `playback_end` (extended by each chunk's duration). Speech that starts
   before then interrupts: the open AUDIO block ends INTERRUPTED, then an ASSISTANT FINAL text block
@@ -40,11 +42,12 @@ from typing import Any
 
 from runner.emulator.outputs import INTERRUPTED_MARKER, OutputEvents, Tokens, speech_tokens, text_tokens
 from runner.emulator.scenario import (
+    Choice,
     Say,
     Scenario,
     ToolCall,
-    Turn,
-    default_turn,
+    choose_turn,
+    render_arguments,
     render_say,
     render_say_leniently,
     speakable,
@@ -128,6 +131,8 @@ class SessionRecord:
     system_prompt: str = ""
     history: list[tuple[str, str]] = field(default_factory=list)
     user_turns: list[str] = field(default_factory=list)
+    # Which scenario turn answered each user turn: "turns[N]", "fallback" or "default".
+    chosen: list[str] = field(default_factory=list)
     tool_results: list[ToolResultRecord] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     interruptions: int = 0
@@ -157,22 +162,20 @@ class Conversation:
     def __init__(self, scenario: Scenario, number: int) -> None:
         self.scenario = scenario
         self.number = number
-        self.next_turn = 0
+        self.next_turn = 0  # in-order turns (those without `when:`) used up
+        self.played = 0  # turns played to the end (or interrupted), all kinds
         # The user transcripts and assistant texts of the turns played, in order.
         self.said: list[str] = []
 
-    def turn(self, user: str | None, speech_s: float | None) -> tuple[Turn, int]:
-        """The turn to play next and its 1-based number (not consumed until `consume`).
+    def choose(self, heard: str | None, speech_s: float | None) -> tuple[Choice, int]:
+        """The turn that answers `heard` (the text the model heard; None: it has none) and its
+        1-based number in the conversation (the turn is not used up until `consume`)."""
+        return choose_turn(self.scenario, heard, self.next_turn, speech_s=speech_s), self.played + 1
 
-        The one place that picks a turn: scenario matching (`when:`) can replace this rule.
-        """
-        number = self.next_turn + 1
-        if self.next_turn < len(self.scenario.turns):
-            return self.scenario.turns[self.next_turn], number
-        return default_turn(user, speech_s=speech_s), number
-
-    def consume(self) -> None:
-        self.next_turn += 1
+    def consume(self, choice: Choice) -> None:
+        self.played += 1
+        if choice.ordered:
+            self.next_turn += 1
 
     def remember(self, text: str) -> None:
         if text:
@@ -272,6 +275,7 @@ class Brain:
         self._vad: EnergyVad | None = None
         self._queue: deque[UserTurn] = deque(maxlen=16)
         self._player: Player | None = None
+        self._playing: Choice | None = None  # the turn `_player` plays
         self._resume_at: float | None = None
         self._awaiting_tool: str | None = None
         self._send_value: Any = None
@@ -428,7 +432,7 @@ class Brain:
             self.record.conversation, self.record.resumed = self._conversation.number, resumed
             if resumed:
                 log.info("%s continues conversation #%d at turn %d (its replayed history matches)",
-                         self._label, self._conversation.number, self._conversation.next_turn + 1)
+                         self._label, self._conversation.number, self._conversation.played + 1)
             else:
                 log.info("%s starts conversation #%d: the scenario from the top", self._label,
                          self._conversation.number)
@@ -441,9 +445,13 @@ class Brain:
     def _play(self, user: UserTurn) -> Player:
         out = self._require_out()
         conversation = self.conversation
-        turn, number = conversation.turn(user.transcript, user.speech_s)
+        choice, number = conversation.choose(self._heard(user), user.speech_s)
+        self._playing, turn = choice, choice.turn
         transcript = user.transcript or turn.user or f"({user.speech_s or 0.0:.1f} seconds of speech)"
         self.record.user_turns.append(transcript)
+        self.record.chosen.append(choice.label)
+        log.info("%s turn %d: %s answers%s", self._label, number, choice.label,
+                 f" ({turn.when.describe()} matched)" if turn.when is not None and not choice.ordered else "")
         conversation.remember(transcript)
         if not self._completion_started:
             self._emit(out.completion_start())
@@ -453,7 +461,7 @@ class Brain:
                                     input_text=text_tokens(transcript))))
         if self._inject_fault(number):
             return
-        context: dict[str, Any] = {"user": transcript}
+        context: dict[str, Any] = {"user": transcript, "match": dict(choice.match)}
         raw_result: str | None = None
         items = [item for item in turn.items
                  if not isinstance(item, ToolCall) or self._declared(item, number)]
@@ -468,14 +476,36 @@ class Brain:
                 self.validator.tool_use_issued(tool_use_id)
                 content_id = self.new_id()
                 self._emit(out.tool_start(content_id))
-                self._emit(out.tool_use(content_id, item.name, tool_use_id, item.content))
+                content = self._arguments(item, context, number)
+                self._emit(out.tool_use(content_id, item.name, tool_use_id, content))
                 self._emit(out.content_end(content_id, "TOOL", "TOOL_USE"))
-                self._emit(out.usage(Tokens(output_text=text_tokens(item.content))))
+                self._emit(out.usage(Tokens(output_text=text_tokens(content))))
                 if self.script.fire("reset-after-tool-use", self.script.scenario.faults.reset_after_tool_use):
                     self._finish("reset", ResetStream())
                     return
                 context["tool_result"], raw_result = yield AwaitTool(tool_use_id)
-        conversation.consume()
+        conversation.consume(choice)
+
+    def _heard(self, user: UserTurn) -> str | None:
+        """The text the model heard: what was typed (or transcribed); None for speech it has no
+        text of. Then `when:` turns cannot match, which is said once per emulator."""
+        needs_text = self.script.scenario.matches_words
+        if user.transcript is None and self.script.fire("when-needs-text", needs_text):
+            log.warning("the scenario's `when:` turns match words, and speech has no transcript here: "
+                        "speech plays the turns without `when:` in order; type instead (interactive "
+                        "text), or install the `asr` extra so the emulator hears what is said")
+        return user.transcript
+
+    def _arguments(self, call: ToolCall, context: Mapping[str, Any], number: int) -> str:
+        """The call's arguments (JSON) with their templates rendered; when one fails (a capture
+        or result it expects is missing), logged and rendered with the unknown parts left out."""
+        try:
+            return render_arguments(call, context)
+        except Exception as exc:  # scenario templates are user input: degrade, never crash
+            content = render_arguments(call, context, lenient=True)
+            log.warning("%s turn %d: the input of tool %r failed to render (%s); sending %s instead",
+                        self._label, number, call.name, exc, content)
+            return content
 
     def _declared(self, call: ToolCall, number: int) -> bool:
         """Whether the session declared `call`'s tool; the service never calls any other."""
@@ -541,8 +571,8 @@ class Brain:
 
     def _interrupt(self) -> None:
         out = self._require_out()
-        if self._player is not None and self._conversation is not None:
-            self._conversation.consume()  # the answer was given, if only in part
+        if self._player is not None and self._conversation is not None and self._playing is not None:
+            self._conversation.consume(self._playing)  # the answer was given, if only in part
         self._stop_player()
         if self._open_audio is not None:
             self._emit(out.content_end(self._open_audio, "AUDIO", "INTERRUPTED"))
@@ -561,6 +591,7 @@ class Brain:
         if self._player is not None and inspect.getgeneratorstate(self._player) != inspect.GEN_RUNNING:
             self._player.close()
         self._player = None
+        self._playing = None
         self._resume_at = None
         self._awaiting_tool = None
         self.speech_request = None

@@ -2,9 +2,10 @@
 
 Supported: type (one or a list), const, enum, minimum / maximum / exclusiveMinimum, minLength /
 maxLength, pattern, properties / required / additionalProperties (false or a schema),
-propertyNames (pattern), items / minItems, oneOf whose branches only require keys, dependentRequired
-and local `$ref`s to `#/$defs/...`. Anything else raises NotImplementedError, so a schema that
-grows a new keyword fails loudly here instead of silently generating the wrong shape.
+propertyNames (pattern), minProperties (over declared properties), items / minItems, oneOf whose
+branches only require keys, dependentRequired and local `$ref`s to `#/$defs/...`. Anything else
+raises NotImplementedError, so a schema that grows a new keyword fails loudly here instead of
+silently generating the wrong shape.
 
 `hints` maps a property path (a tuple of keys, `*` for any array index) to a strategy used instead
 of the schema: values the schema cannot express usefully (a handler that imports, an input_schema
@@ -46,6 +47,7 @@ _KNOWN = {
     "required",
     "additionalProperties",
     "propertyNames",
+    "minProperties",
     "items",
     "minItems",
     "oneOf",
@@ -149,7 +151,9 @@ class SchemaStrategy:
                 keys |= set(chosen["required"])
                 exclusive = {k for b in one_of for k in b["required"]} - set(chosen["required"])
             optional = sorted(set(props) - keys - exclusive)
-            keys |= set(draw(st.lists(st.sampled_from(optional), unique=True)) if optional else [])
+            at_least = max(0, min(node.get("minProperties", 0) - len(keys), len(optional)))
+            keys |= set(draw(st.lists(st.sampled_from(optional), unique=True, min_size=at_least))
+                        if optional else [])
             for key in list(keys):
                 keys |= set(dependent.get(key, ()))
             if keys & exclusive:  # a dependency pulled in another branch's key: drop the dependant

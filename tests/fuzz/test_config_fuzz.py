@@ -121,7 +121,29 @@ SCENARIO_HINTS = {
         ]
     ),
     ("turns", "*", "assistant", "*", "input"): st.sampled_from(
-        [{}, {"order_id": "123"}, {"n": Raw("9" * 5000)}, {"x": Raw(".nan")}]
+        [
+            {},
+            {"order_id": "123"},
+            {"n": Raw("9" * 5000)},
+            {"x": Raw(".nan")},
+            {"order_id": "{{ match.order_id }}"},
+            {"q": ["{{ user }}", {"deep": "{% if %}"}]},
+            {"x": "{{ 'x' * 100000000 }}"},
+        ]
+    ),
+    ("fallback", "*", "say"): st.sampled_from(["Sorry?", "You said {{ user }}", "{{ match.x }}", "{% if %}"]),
+    ("turns", "*", "when"): st.sampled_from(
+        [
+            "order status",
+            "?!",
+            {"words": ["track my order", "status"]},
+            {"words": ["..."]},
+            {"regex": "order (?P<order_id>\\d+)"},
+            {"regex": "(unclosed"},
+            {"regex": "(?P<a>x)(?P<a>y)"},
+            {"regex": "a{99999999999}"},
+            {"words": ["cancel"], "regex": "(?P<order_id>\\d{3,})"},
+        ]
     ),
 }
 
