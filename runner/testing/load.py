@@ -292,7 +292,7 @@ def _inside(problems: list[Problem], path: yaml.Path) -> Iterator[Problem]:
     for p in problems:
         message = p.message
         if message.startswith(_WHOLE_SENTENCES):
-            for key in ("turns", "settings", "faults"):
+            for key in ("turns", "fallback", "settings", "faults"):
                 message = message.replace(f" in {key}", f" in {prefix}.{key}")
         elif message[:1].islower():
             message = f"{prefix}.{message}"
