@@ -186,6 +186,9 @@ def _translate(err: jsonschema.ValidationError) -> Iterator[tuple[yaml.Path, str
                 return
         yield path, f"{where(path)}: {_ONE_OF_HINTS[str(path[-1])]}, got {describe(err.instance)}"
         return
+    if kind == "minItems":
+        yield path, f"{where(path)}: must not be empty"
+        return
     yield from translate(err)
 
 
