@@ -96,10 +96,7 @@ async def run_outcome(agent: AgentConfig, case: Case, settings: RunSettings) -> 
     for _ in range(settings.repeat):
         run = await run_case(agent, case, target=settings.target)
         attempts.append(Attempt(check_run(case, run), run))
-        if sum(a.passed for a in attempts) >= required_passes(settings):
-            break  # enough passes: the rest cannot change the verdict
-        if len([a for a in attempts if not a.passed]) > settings.repeat - required_passes(settings):
-            break  # too many failures: neither can they
+        # Every run is made even once the verdict is known: "4 of 5" is what a user wants to see.
     return Outcome(case, tuple(attempts), settings, time.monotonic() - started)
 
 

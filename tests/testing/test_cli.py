@@ -1,0 +1,123 @@
+"""`agent-run test` and `pytest` on test files, end to end: the real CLI as a subprocess, each case
+through the real SDK over TLS to its own in-process emulator."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "tests" / "data" / "testing"
+FAILING = DATA / "failing.test.yaml"
+EXAMPLE_CASES = 8  # agents/*.test.yaml
+
+
+def env() -> dict[str, str]:
+    """This environment minus anything AWS, so no run can reach a real account by accident."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    clean.pop("SSL_CERT_FILE", None)
+    clean["PYTHONUNBUFFERED"] = "1"
+    clean["PYTHONPATH"] = str(REPO)
+    return clean
+
+
+def run(*args: str | Path, module: str = "runner", timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO, env=env(),
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_the_examples_pass_offline_in_under_a_minute() -> None:
+    started = time.monotonic()
+    done = run("test", "agents/", "--parallel", "4")
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith(("PASS", "FAIL"))]
+    assert len(lines) == EXAMPLE_CASES and all(line.startswith("PASS  agents/") for line in lines), done.stdout
+    assert f"{EXAMPLE_CASES} cases: {EXAMPLE_CASES} passed, 0 failed" in done.stdout
+    assert elapsed < 60
+    # Cases ran side by side: the whole run took less than its cases one after another.
+    durations = [float(m) for m in re.findall(r"\((\d+\.\d) s\)", "\n".join(lines))]
+    assert elapsed < sum(durations), done.stdout
+
+
+def test_a_failing_expectation_shows_where_what_and_the_turn() -> None:
+    done = run("test", FAILING)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    shown = FAILING  # as given on the command line
+    assert f"PASS  {shown}: passes (" in done.stdout
+    assert f"FAIL  {shown}: expects the wrong status (" in done.stdout
+    assert (f"--- FAIL expects the wrong status\n"
+            f"{shown}:25: expected the assistant's words: contains 'cancelled'\n"
+            "  but: no 'cancelled' in what the assistant said: "
+            "'Let me check that order for you. Your order 12345 is shipped.'\n"
+            "  turn 1:\n"
+            "    > typed: Where is my order 12345?\n"
+            "    heard: Where is my order 12345?\n"
+            "    assistant: Let me check that order for you.\n"
+            '    tool call: trackOrderTool {"orderId": "12345"}\n'
+            '    tool result: trackOrderTool {"orderNumber": "12345", "orderStatus": "Shipped"} (') in done.stdout
+    assert "    assistant: Your order 12345 is shipped.\n" in done.stdout
+    assert done.stdout.rstrip().splitlines()[-1].startswith("2 cases: 1 passed, 1 failed (")
+
+
+def test_repeat_and_pass_rate() -> None:
+    done = run("test", FAILING, "-k", "WRONG status", "--repeat", "2", "--pass-rate", "0.5")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "0/2 runs passed" in done.stdout
+    assert "passed 0 of 2 runs, 1 required (pass rate 0.5)\nfirst failed run:\n" in done.stdout
+    done = run("test", FAILING, "-k", "passes", "--repeat", "2", "--pass-rate", "0.5")
+    assert done.returncode == 0 and "2/2 runs passed" in done.stdout, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["tests/data/testing/broken.test.yaml"],
+     "tests/data/testing/broken.test.yaml:8:13: error: unknown key 'sayz' in cases[0].turns[0].expect[0]; "
+     "did you mean 'says'?\nagent-run test: 1 error in the test files or their agents; nothing was run\n"),
+    (["tests/data/testing/none.test.yaml"],
+     "agent-run test: tests/data/testing/none.test.yaml: no such file or folder\n"),
+    ([str(FAILING), "-k", "nothing like it"], "agent-run test: no case matches -k 'nothing like it'\n"),
+])
+def test_bad_files_exit_2_without_a_traceback(args: list[str], expected: str) -> None:
+    done = run("test", *args)
+    assert (done.returncode, done.stdout, done.stderr) == (2, expected, "")
+
+
+@pytest.mark.parametrize("bad", [["--repeat", "0"], ["--pass-rate", "1.5"], ["--parallel", "x"],
+                                 ["--target", "cloud"]])
+def test_bad_options_are_usage_errors(bad: list[str]) -> None:
+    done = run("test", FAILING, *bad)
+    assert done.returncode == 2 and "usage: agent-run test" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_pytest_collects_the_same_cases() -> None:
+    done = run("agents/", "--collect-only", "-q", "-p", "no:cacheprovider", module="pytest")
+    assert done.returncode == 0, done.stdout + done.stderr
+    ids = [line for line in done.stdout.splitlines() if "::" in line]
+    assert len(ids) == EXAMPLE_CASES
+    assert "agents/orders.test.yaml::tracks an order" in ids
+    assert "agents/concierge.test.yaml::greets, counts nights and works out a tip" in ids
+
+
+def test_pytest_runs_a_file_with_k_and_junitxml(tmp_path: Path) -> None:
+    report = tmp_path / "report.xml"
+    done = run(FAILING, "-p", "no:cacheprovider", f"--junitxml={report}", "-k", "wrong", module="pytest")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "1 failed, 1 deselected" in done.stdout
+    assert f"{FAILING}:25: expected the assistant's words: contains 'cancelled'" in done.stdout
+    assert "Traceback" not in done.stdout
+    xml = report.read_text()
+    assert 'name="expects the wrong status"' in xml and "<failure" in xml
+
+
+def test_pytest_reports_a_broken_file_as_a_collection_error() -> None:
+    done = run(DATA / "broken.test.yaml", "-p", "no:cacheprovider", module="pytest")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "broken.test.yaml:8:13: error: unknown key 'sayz'" in done.stdout
+    assert "Traceback" not in done.stdout
