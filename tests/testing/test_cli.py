@@ -38,7 +38,8 @@ def test_the_examples_pass_offline_in_under_a_minute() -> None:
     elapsed = time.monotonic() - started
     assert done.returncode == 0, done.stdout + done.stderr
     lines = [line for line in done.stdout.splitlines() if line.startswith(("PASS", "FAIL"))]
-    assert len(lines) == EXAMPLE_CASES and all(line.startswith("PASS  agents/") for line in lines), done.stdout
+    assert len(lines) == EXAMPLE_CASES, done.stdout
+    assert all(line.startswith("PASS  agents/") for line in lines), done.stdout
     assert f"{EXAMPLE_CASES} cases: {EXAMPLE_CASES} passed, 0 failed" in done.stdout
     assert elapsed < 60
     # Cases ran side by side: the whole run took less than its cases one after another.
@@ -62,7 +63,8 @@ def test_a_failing_expectation_shows_where_what_and_the_turn() -> None:
             "    heard: Where is my order 12345?\n"
             "    assistant: Let me check that order for you.\n"
             '    tool call: trackOrderTool {"orderId": "12345"}\n'
-            '    tool result: trackOrderTool {"orderNumber": "12345", "orderStatus": "Shipped"} (') in done.stdout
+            '    tool result: trackOrderTool {"orderNumber": "12345", "orderStatus": "Shipped"} ('
+            ) in done.stdout
     assert "    assistant: Your order 12345 is shipped.\n" in done.stdout
     assert done.stdout.rstrip().splitlines()[-1].startswith("2 cases: 1 passed, 1 failed (")
 
