@@ -23,7 +23,8 @@ def env() -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     clean.pop("SSL_CERT_FILE", None)
     clean["PYTHONUNBUFFERED"] = "1"
-    clean["PYTHONPATH"] = str(REPO)
+    # This checkout first (the installed package may be another checkout's editable install).
+    clean["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
     return clean
 
 
@@ -123,3 +124,10 @@ def test_pytest_reports_a_broken_file_as_a_collection_error() -> None:
     assert done.returncode == 2, done.stdout + done.stderr
     assert "broken.test.yaml:8:13: error: unknown key 'sayz'" in done.stdout
     assert "Traceback" not in done.stdout
+
+
+def test_pytest_xdist_runs_the_cases_in_workers() -> None:
+    pytest.importorskip("xdist", reason="pytest-xdist is not installed (the dev extra installs it)")
+    done = run("agents/", "-n", "2", "-p", "no:cacheprovider", "-q", module="pytest", timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{EXAMPLE_CASES} passed" in done.stdout
