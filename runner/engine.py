@@ -35,6 +35,7 @@ from runner.protocol.templates import BUILTIN_PREFIX, TEMPLATE_EVENTS
 from runner.signals import STOP_SIGNALS, exit_code
 from runner.transcript import Transcript
 from runner.transports.base import Connector
+from runner.transports.recording import Recording, RecordingConnector
 from runner.transports.sdk_files import check_sdk_files
 
 if TYPE_CHECKING:
@@ -58,6 +59,8 @@ class RunOptions:
     max_duration_s: float | None = None
     idle_exit_s: float | None = None
     profile: str | None = None
+    record: Path | None = None  # --record DIR (runner.transports.recording)
+    replay: Path | None = None  # with emulate: serve this recording's model side (runner.emulator.replay)
 
 
 class RunObserver(Protocol):
@@ -76,10 +79,16 @@ async def run_agent(agent: AgentConfig, options: RunOptions, console: Console,
     if (retired := lifecycle_warning(agent.model.id)) is not None:
         console.warning(retired)  # `check` says it too; a run must not fail without a reason shown
     async with contextlib.AsyncExitStack() as stack:
+        recording = stack.enter_context(_recording(agent, options)) if options.record else None
         connector = await stack.enter_async_context(_connect(agent, options, console, observer))
+        if recording is not None:
+            connector = RecordingConnector(connector, recording)
         source = await stack.enter_async_context(_source(agent, options))
         sink = await stack.enter_async_context(_sink(agent, options))
-        transcript = stack.enter_context(Transcript(options.transcript))
+        transcript = stack.enter_context(Transcript(
+            options.transcript or (recording.transcript_path if recording else None)))
+        if recording is not None:
+            recording.follow(transcript, copy=options.transcript is not None)
         conversation = Conversation(
             connector=connector, model_id=agent.model.id, new_session=_session_factory(agent),
             source=source, sink=sink, policy=POLICIES[agent.policy](),
@@ -107,6 +116,15 @@ async def run_agent(agent: AgentConfig, options: RunOptions, console: Console,
             print(f"agent-run: error: {outcome.reason}", file=sys.stderr)
         return outcome.code
     raise AssertionError("unreachable")  # pragma: no cover  (mypy: AsyncExitStack may swallow)
+
+
+def _recording(agent: AgentConfig, options: RunOptions) -> Recording:
+    assert options.record is not None
+    return Recording(options.record, input_rate=agent.audio.input_sample_rate,
+                     output_rate=agent.audio.output_sample_rate,
+                     labels={"agent": agent.name, "model": agent.model.id},
+                     protected=[*_run_inputs(agent, options),
+                                *([("--output", options.output_file)] if options.output_file else [])])
 
 
 def _session_factory(agent: AgentConfig) -> SessionFactory:
@@ -143,14 +161,16 @@ async def _connect(agent: AgentConfig, options: RunOptions, console: Console,
     from runner.emulator.local import local_emulator
 
     region = agent.model.region or "us-east-1"
-    async with local_emulator(options.scenario, region=region,
-                              time_limit_s=options.emulator_time_limit_s) as emulator:
+    async with local_emulator(options.scenario, region=region, time_limit_s=options.emulator_time_limit_s,
+                              replay=options.replay) as emulator:
         # The SDK reads the CA and credentials from the environment, exactly as a user would
         # point it at `agent-run emulate`; nothing in the stream path knows it is local.
         os.environ.update(emulator.env())
         if observer is not None:
             observer.emulator_started(emulator)
-        console.info(f"emulator: {emulator.endpoint} (scenario: {options.scenario or 'built-in default'})")
+        script = (f"replay of {options.replay}" if options.replay
+                  else f"scenario: {options.scenario or 'built-in default'}")
+        console.info(f"emulator: {emulator.endpoint} ({script})")
         connector = await open_connector(region=region, endpoint=emulator.endpoint)
         try:
             yield connector

@@ -31,6 +31,8 @@ would never return; from a script, let it write the exports to a file and source
   until [ -f emulator.env ]; do sleep 0.1; done; . ./emulator.env
 The file appears (complete, mode 0600) once the emulator listens and is removed when it stops.
 If stdout is closed (`| head -4`), it keeps serving without output.
+With --replay DIR it serves a recording (agent-run AGENT --record DIR) and prints the first
+difference from it as a `# replay: ...` line, even with -q.
 Stop with Ctrl-C (or SIGTERM/SIGHUP). Exit status: 0 after a stop, 1 when it cannot start
 (a scenario with errors, an address that cannot be bound), 2 for a bad option.
 """
@@ -46,6 +48,11 @@ def add_parser(sub: Any) -> None:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenario", type=Path, help="scenario YAML scripting the model, turn by turn "
                                                  "(checked at start: every problem is reported)")
+    p.add_argument("--replay", type=Path, metavar="DIR",
+                   help="serve the model's side of a recording (agent-run AGENT --record DIR) instead of a "
+                        "scenario: the recorded outputs follow the live runner's inputs, and the first input "
+                        "that differs from the recording (another tool result, a missing event) is printed "
+                        "and fails the stream with a validationException naming it")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=port, default=0, help="port, 0-65535 (default 0: a free port)")
     p.add_argument("--region", default="us-east-1", help="region clients must sign for (default us-east-1)")
@@ -71,9 +78,12 @@ def add_parser(sub: Any) -> None:
                         "exports stay valid after a restart (with the same --port); default "
                         "$AGENT_RUN_EMULATOR_DIR, else $XDG_CACHE_HOME/agent-run/emulator or "
                         "~/.cache/agent-run/emulator")
+    p.set_defaults(emulate_parser=p)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.replay is not None and args.scenario is not None:
+        args.emulate_parser.error("--replay and --scenario exclude each other (a replay is its own script)")
     # A broken scenario (ConfigError) or an address that cannot be bound (ListenError) ends the
     # command with its message and exit 1, before anything is printed.
     return asyncio.run(_serve(args))
@@ -87,7 +97,8 @@ async def _serve(args: argparse.Namespace) -> int:
     async with local_emulator(args.scenario, host=args.host, port=args.port, region=args.region,
                               time_limit_s=args.time_limit, input_timeout_s=args.input_timeout,
                               hostnames=args.hostname, state_dir=args.state_dir,
-                              any_credentials=args.any_credentials) as emu:
+                              any_credentials=args.any_credentials, replay=args.replay,
+                              report=_report) as emu:
         lines = emu.export_lines()
         with _env_file(args.env_file, lines):
             # The exports come first, before any log line, so a client can read the first lines.
@@ -97,6 +108,11 @@ async def _serve(args: argparse.Namespace) -> int:
             await stop.wait()
     _say("# emulator stopped")
     return 0
+
+
+def _report(difference: str) -> None:
+    """A replay's difference is printed even with -q: it is what the user is waiting for."""
+    _say(f"# {difference}")
 
 
 def _say(*lines: str) -> None:

@@ -57,6 +57,11 @@ def add_parser(sub: Any) -> None:
     out = p.add_argument_group("output")
     out.add_argument("--transcript", type=Path, metavar="FILE.jsonl",
                      help="append the conversation as JSON lines while it happens")
+    out.add_argument("--record", type=Path, metavar="DIR",
+                     help="record the session into DIR (created if needed; a recording there is replaced): "
+                          "every event sent and received with its time (events.jsonl), a stereo WAV (user "
+                          "left, assistant right) and the transcript; `agent-run emulate --replay DIR` "
+                          "plays the model's side back")
     out.add_argument("-q", "--quiet", action="store_true", help="print only warnings and errors")
     out.add_argument("-v", "--verbose", action="store_true",
                      help="also print the runner's own events: every event sent and received, audio summed "
@@ -83,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         output_device=args.output_device, transcript=args.transcript,
         emulate=args.emulate is not None, scenario=Path(args.emulate) if args.emulate else None,
         emulator_time_limit_s=args.time_limit, max_duration_s=args.max_duration,
-        idle_exit_s=args.idle_exit, profile=args.profile)
+        idle_exit_s=args.idle_exit, profile=args.profile, record=args.record)
     _configure_logging(verbose=args.verbose, debug=args.debug)
     console = Console(quiet=args.quiet, verbose=args.verbose, debug=args.debug)
     return asyncio.run(run_agent(agent, options, console))

@@ -7,12 +7,14 @@ Used by `agent-run emulate` (standalone) and by `agent-run AGENT --emulate` and 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runner.emulator.api import StreamHandler
 from runner.emulator.nova import NovaConfig, NovaHandler
+from runner.emulator.replay import ReplayHandler, load_tape
 from runner.emulator.scenario import load_scenario
 from runner.emulator.server import Emulator
 
@@ -23,6 +25,8 @@ class LocalEmulator:
 
     server: Emulator
     handler: NovaHandler
+    # With `replay=DIR`: what serves the streams instead of `handler` (its `differences`).
+    replay: ReplayHandler | None = None
 
     @property
     def endpoint(self) -> str:
@@ -41,9 +45,12 @@ async def local_emulator(scenario: Path | None = None, *, host: str = "127.0.0.1
                          input_timeout_s: float | None = None,
                          record_audio: bool = False, hostnames: Sequence[str] = (),
                          state_dir: Path | None = None,
-                         any_credentials: bool = False) -> AsyncIterator[LocalEmulator]:
-    """Start an emulator playing `scenario` (or the built-in default behaviour). `hostnames`,
-    `state_dir` and `any_credentials` are the server's (see `Emulator`)."""
+                         any_credentials: bool = False, replay: Path | None = None,
+                         report: Callable[[str], None] | None = None) -> AsyncIterator[LocalEmulator]:
+    """Start an emulator playing `scenario` (or the built-in default behaviour), or with `replay`
+    the model's side of a recording (`agent-run AGENT --record DIR`; the first difference from it
+    is given to `report` and fails the stream). `hostnames`, `state_dir` and `any_credentials` are
+    the server's (see `Emulator`)."""
     settings: dict[str, Any] = {"record_audio": record_audio}
     if scenario is not None:
         settings["scenario"] = load_scenario(scenario)
@@ -52,6 +59,8 @@ async def local_emulator(scenario: Path | None = None, *, host: str = "127.0.0.1
     if input_timeout_s is not None:
         settings["input_timeout_s"] = input_timeout_s
     handler = NovaHandler(NovaConfig(**settings))
-    async with Emulator(handler, host=host, port=port, region=region, hostnames=hostnames,
+    replayer = ReplayHandler(load_tape(replay), report=report) if replay is not None else None
+    serving: StreamHandler = replayer if replayer is not None else handler
+    async with Emulator(serving, host=host, port=port, region=region, hostnames=hostnames,
                         state_dir=state_dir, any_credentials=any_credentials) as server:
-        yield LocalEmulator(server, handler)
+        yield LocalEmulator(server, handler, replayer)
