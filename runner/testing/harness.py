@@ -36,7 +36,6 @@ from runner.config.model import AgentConfig, ToolConfig
 from runner.config.setup import session_setup
 from runner.console import Console
 from runner.conversation import Conversation, ConversationOptions
-from runner.emulator.scenario import Scenario
 from runner.errors import RunnerError, ToolError
 from runner.models import is_nova2
 from runner.policies import POLICIES
@@ -44,7 +43,7 @@ from runner.policies.base import Action, ConversationPolicy
 from runner.protocol.events import AudioOutput, ContentEnd, OutputEvent
 from runner.protocol.session import Session, SessionState
 from runner.protocol.setup import HistoryMessage
-from runner.testing.model import AudioInput, Case, Mock, SpeechInput, TextInput, Turn, UserInput
+from runner.testing.model import AudioInput, Case, Mock, ModelSide, SpeechInput, TextInput, Turn, UserInput
 from runner.testing.record import ToolCallRecord, TurnRecord, compact
 from runner.transcript import Transcript
 from runner.transports.base import Connector
@@ -160,8 +159,9 @@ _ENVIRONMENT = _SharedEnvironment()
 
 
 @contextlib.asynccontextmanager
-async def connect(agent: AgentConfig, target: Target, scenario: Scenario | None) -> AsyncIterator[Connector]:
-    """A connector to the case's own emulator, or to real Bedrock."""
+async def connect(agent: AgentConfig, target: Target, model: ModelSide, report: Callable[[str], None]
+                  ) -> AsyncIterator[Connector]:
+    """A connector to the case's own emulator (playing `model`), or to real Bedrock."""
     from runner.transports.bedrock import open_connector  # the SDK import costs ~0.6 s
     from runner.transports.sdk_files import check_sdk_files
 
@@ -173,11 +173,16 @@ async def connect(agent: AgentConfig, target: Target, scenario: Scenario | None)
         finally:
             await connector.aclose()
         return
+    from runner.emulator.api import StreamHandler
     from runner.emulator.nova import NovaConfig, NovaHandler
+    from runner.emulator.replay import ReplayHandler
     from runner.emulator.server import Emulator
 
     region = agent.model.region or "us-east-1"
-    handler = NovaHandler(NovaConfig(scenario=scenario) if scenario is not None else NovaConfig())
+    handler: StreamHandler = NovaHandler(NovaConfig(scenario=model.scenario) if model.scenario
+                                         else NovaConfig())
+    if model.replay is not None:
+        handler = ReplayHandler(model.replay, report=report)
     async with Emulator(handler, region=region) as server:
         env = {k: v for k, v in server.env().items() if k != "AWS_ENDPOINT_URL_BEDROCK_RUNTIME"}
         with _ENVIRONMENT.use(env):
@@ -216,10 +221,12 @@ async def run_case(agent: AgentConfig, case: Case, *, target: Target = "emulator
     clock = time.monotonic
     log = io.StringIO()
     console = Console(stream=log)
+    differences: list[str] = []  # from a replayed recording: the first input that differs
     try:
         pcm_inputs = await asyncio.to_thread(_prepare_inputs, agent, case)
         async with contextlib.AsyncExitStack() as stack:
-            connector = await stack.enter_async_context(connect(agent, target, case.model.scenario))
+            connector = await stack.enter_async_context(
+                connect(agent, target, case.model, differences.append))
             source = await stack.enter_async_context(
                 ScriptedSource(AudioFormat(agent.audio.input_sample_rate), agent.audio.chunk_ms, clock))
             sink = await stack.enter_async_context(NullSink(AudioFormat(agent.audio.output_sample_rate)))
@@ -233,6 +240,8 @@ async def run_case(agent: AgentConfig, case: Case, *, target: Target = "emulator
                 labels={"agent": agent.name, "policy": agent.policy})
             driver = _Driver(agent, case, conversation, source, sink, tap, clock, pcm_inputs)
             marks, error = await driver.run()
+            if differences:  # the precise reason the stream failed, in the replay's words
+                error = differences[0]
             console.close()
             return CaseRun(tuple(_records(marks, transcript.entries, tap)), error, log.getvalue())
     except RunnerError as exc:
@@ -282,13 +291,13 @@ class _Driver:
         self.clock = clock
         self.pcm = pcm
         self.tools_pending: Callable[[], int] = lambda: 0
-        self._task: asyncio.Task[Any] | None = None
+        self._task: asyncio.Task[tuple[bool, str]] | None = None
 
     async def run(self) -> tuple[list[_TurnMarks], str | None]:
         marks: list[_TurnMarks] = []
         error: str | None = None
         async with asyncio.TaskGroup() as tg:
-            self._task = tg.create_task(self.conversation.run(), name="conversation")
+            self._task = tg.create_task(self._converse(), name="conversation")
             try:
                 await self._drive(marks)
             except _TurnTimeout:
@@ -299,12 +308,21 @@ class _Driver:
                 self.conversation.request_stop("test case finished")
             try:
                 async with asyncio.timeout(STOP_S):
-                    await asyncio.shield(self._task)
+                    failed, why = await asyncio.shield(self._task)
+                error = error or (why if failed else None)
             except TimeoutError:
                 self._task.cancel()
-            except RunnerError as exc:
-                error = error or str(exc)
+                error = error or f"the conversation did not end within {STOP_S:g} s of the case's end"
         return marks, error
+
+    async def _converse(self) -> tuple[bool, str]:
+        """Run the conversation; (whether it failed, how it ended). Never raises a runner error,
+        so a failed stream (a replay's difference, a refused request) is the case's failure."""
+        try:
+            outcome = await self.conversation.run()
+        except RunnerError as exc:
+            return True, f"the conversation failed: {exc}"
+        return outcome.error, f"the conversation ended early: {outcome.reason}"
 
     async def _drive(self, marks: list[_TurnMarks]) -> None:
         # The answer to wait for before the next turn: the greeting's, then each input's.
@@ -399,13 +417,10 @@ class _Ended(Exception):
     """The conversation ended before the case did."""
 
 
-def _ended_reason(task: asyncio.Task[Any]) -> str:
+def _ended_reason(task: asyncio.Task[tuple[bool, str]]) -> str:
     if task.cancelled():
         return "the conversation was cancelled"
-    exc = task.exception()
-    if exc is not None:
-        return f"the conversation failed: {exc}"
-    return f"the conversation ended early: {task.result().reason}"
+    return task.result()[1]
 
 
 # -- records -------------------------------------------------------------------------------------

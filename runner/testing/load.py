@@ -264,12 +264,17 @@ def _number(value: Any, default: float) -> float:
 def _model(check: _Check, value: Any, path: yaml.Path) -> ModelSide | None:
     if not isinstance(value, dict):
         return ModelSide()
+    sources = [k for k in ("scenario", "replay") if k in value]
+    inline = [k for k in value if k not in ("scenario", "replay", "description")]
+    if len(sources) + bool(inline) > 1:
+        given = [f"`{k}`" for k in sources] + ([f"inline {', '.join(inline)}"] if inline else [])
+        check.add((*path, [*sources, *inline][1]),
+                  f"{where(path)}: one model side: `scenario: FILE`, `replay: DIR` or a scenario written "
+                  f"inline; here: {' and '.join(given)}")
+        return None
+    if "replay" in value:
+        return _replay(check, value["replay"], (*path, "replay"))
     if "scenario" in value:
-        extra = [k for k in value if k not in ("scenario", "description")]
-        if extra:
-            check.add((*path, extra[0]), f"{where(path)}: either `scenario: FILE` or a scenario written "
-                                         f"inline ({', '.join(extra)}), not both")
-            return None
         if not isinstance(value["scenario"], str):
             return None
         file = check.relative(value["scenario"])
@@ -287,6 +292,18 @@ def _model(check: _Check, value: Any, path: yaml.Path) -> ModelSide | None:
 
 
 _WHOLE_SENTENCES = ("unknown key", "missing required")
+
+
+def _replay(check: _Check, value: Any, path: yaml.Path) -> ModelSide | None:
+    from runner.emulator.replay import ReplayError, load_tape
+
+    if not isinstance(value, str):
+        return None
+    try:
+        return ModelSide(replay=load_tape(check.relative(value)))
+    except ReplayError as exc:
+        check.add(path, f"{where(path)}: {str(exc).removeprefix('--replay ')}")
+        return None
 
 
 def _inside(problems: list[Problem], path: yaml.Path) -> Iterator[Problem]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from runner.emulator.replay import Tape
     from runner.emulator.scenario import Scenario
     from runner.testing.expectations import Expectation
 
@@ -73,10 +74,12 @@ class Mock:
 
 @dataclass(frozen=True, slots=True)
 class ModelSide:
-    """What the emulator plays: a scenario (from a file or written inline), or None for its default."""
+    """What the emulator plays: a scenario (from a file or written inline), a recording's model side
+    (`replay`), or neither: its default answers."""
 
     scenario: Scenario | None = None
     scenario_path: Path | None = None
+    replay: Tape | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -182,8 +182,11 @@ def test_a_missing_file_and_a_scenario_with_errors(tmp_path: Path) -> None:
     assert [p.format() for p in found] == [
         f"{scenario}:2:5: error: turns[0].assistant: must not be empty (add a `say` or `tool` item)"]
     path = write(tmp_path, "model: {scenario: s.yaml, turns: []}\ncases: [{name: x, turns: [{user: hi}]}]\n")
-    assert problems(path) == ["3:27: error: model: either `scenario: FILE` or a scenario written inline "
-                              "(turns), not both"]
+    assert problems(path) == ["3:27: error: model: one model side: `scenario: FILE`, `replay: DIR` or a "
+                              "scenario written inline; here: `scenario` and inline turns"]
+    path = write(tmp_path, "model: {replay: nowhere}\ncases: [{name: x, turns: [{user: hi}]}]\n")
+    assert problems(path) == [f"3:9: error: model.replay: {tmp_path / 'nowhere'}: not a folder holding a "
+                              "recording (agent-run --record DIR)"]
 
 
 def test_find_test_files(tmp_path: Path) -> None:
