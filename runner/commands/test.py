@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import math
 import time
 from pathlib import Path
@@ -115,6 +116,9 @@ def _run(jobs: list[tuple[AgentConfig, Case]], settings: RunSettings) -> int:
     from runner.testing.report import case_line, failures, totals
     from runner.testing.runner import run_cases
 
+    # The in-process emulators' notes (e.g. that speech has no words without the asr extra) would
+    # land between the summary lines; what matters reaches the user through the failures.
+    logging.getLogger("runner.emulator").setLevel(logging.ERROR)
     started = time.monotonic()
     outcomes = asyncio.run(run_cases(jobs, settings, done=lambda o: print(case_line(o), flush=True)))
     for block in failures(outcomes):

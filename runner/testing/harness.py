@@ -238,7 +238,7 @@ async def run_case(agent: AgentConfig, case: Case, *, target: Target = "emulator
                 transcript=transcript, console=console,
                 options=ConversationOptions(rotate_after_s=agent.session.rotate_after_s),
                 labels={"agent": agent.name, "policy": agent.policy})
-            driver = _Driver(agent, case, conversation, source, sink, tap, clock, pcm_inputs)
+            driver = _Driver(agent, case, conversation, source, sink, tap, transcript, clock, pcm_inputs)
             marks, error = await driver.run()
             if differences:  # the precise reason the stream failed, in the replay's words
                 error = differences[0]
@@ -281,16 +281,17 @@ def _session_factory(agent: AgentConfig) -> Callable[[tuple[HistoryMessage, ...]
 
 class _Driver:
     def __init__(self, agent: AgentConfig, case: Case, conversation: Conversation, source: ScriptedSource,
-                 sink: NullSink, tap: Tap, clock: Callable[[], float], pcm: Mapping[int, bytes]) -> None:
+                 sink: NullSink, tap: Tap, transcript: Transcript, clock: Callable[[], float],
+                 pcm: Mapping[int, bytes]) -> None:
         self.agent = agent
         self.case = case
         self.conversation = conversation
         self.source = source
         self.sink = sink
         self.tap = tap
+        self.transcript = transcript
         self.clock = clock
         self.pcm = pcm
-        self.tools_pending: Callable[[], int] = lambda: 0
         self._task: asyncio.Task[tuple[bool, str]] | None = None
 
     async def run(self) -> tuple[list[_TurnMarks], str | None]:
@@ -393,8 +394,13 @@ class _Driver:
         link.kick()
 
     def _answered(self, since: float) -> bool:
-        return (any(t >= since for t in self.tap.answer_ends) and self.conversation._tools_running == 0
+        return (any(t >= since for t in self.tap.answer_ends) and self._tools_running() == 0
                 and self.sink.pending_ms() == 0)
+
+    def _tools_running(self) -> int:
+        """Tool calls without a result yet (the transcript writes both as they happen)."""
+        kinds = [e["type"] for e in self.transcript.entries]
+        return kinds.count("tool_call") - kinds.count("tool_result")
 
     def _audio_after(self, since: float) -> bool:
         return any(t >= since for t in self.tap.audio_starts)
