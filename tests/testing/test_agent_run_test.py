@@ -131,3 +131,12 @@ def test_pytest_xdist_runs_the_cases_in_workers() -> None:
     done = run("agents/", "-n", "2", "-p", "no:cacheprovider", "-q", module="pytest", timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"{EXAMPLE_CASES} passed" in done.stdout
+
+
+def test_check_checks_test_files_too() -> None:
+    done = run("check", "agents/orders.yaml", "agents/orders.test.yaml",
+               "tests/data/testing/broken.test.yaml")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout == ("tests/data/testing/broken.test.yaml:8:13: error: unknown key 'sayz' in "
+                           "cases[0].turns[0].expect[0]; did you mean 'says'?\n"
+                           "3 files checked: 1 error, 0 warnings\n")
