@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import math
+import textwrap
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,7 @@ from runner.config.report import Problem
 if TYPE_CHECKING:
     from runner.config.model import AgentConfig
     from runner.testing.model import Case
-    from runner.testing.runner import RunSettings
+    from runner.testing.runner import Outcome, RunSettings
 
 EPILOG = """\
 examples:
@@ -75,6 +76,8 @@ def add_parser(sub: Any) -> None:
                    help="with --repeat: the share of runs that must pass, above 0 and at most 1 (default 1)")
     p.add_argument("-k", dest="keyword", metavar="TEXT",
                    help="only the cases whose name contains TEXT (case-insensitive)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="after each case, print its conversation as `agent-run AGENT` would")
     p.set_defaults(parser=p)
 
 
@@ -109,10 +112,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     settings = RunSettings(target=args.target, repeat=args.repeat, pass_rate=args.pass_rate,
                            parallel=args.parallel)
-    return _run(jobs, settings)
+    return _run(jobs, settings, verbose=args.verbose)
 
 
-def _run(jobs: list[tuple[AgentConfig, Case]], settings: RunSettings) -> int:
+def _run(jobs: list[tuple[AgentConfig, Case]], settings: RunSettings, *, verbose: bool) -> int:
     from runner.testing.report import case_line, failures, totals
     from runner.testing.runner import run_cases
 
@@ -120,7 +123,13 @@ def _run(jobs: list[tuple[AgentConfig, Case]], settings: RunSettings) -> int:
     # land between the summary lines; what matters reaches the user through the failures.
     logging.getLogger("runner.emulator").setLevel(logging.ERROR)
     started = time.monotonic()
-    outcomes = asyncio.run(run_cases(jobs, settings, done=lambda o: print(case_line(o), flush=True)))
+    def done(outcome: Outcome) -> None:
+        print(case_line(outcome), flush=True)
+        if verbose:
+            for attempt in outcome.attempts:
+                print(textwrap.indent(attempt.run.log.rstrip("\n"), "      "), flush=True)
+
+    outcomes = asyncio.run(run_cases(jobs, settings, done=done))
     for block in failures(outcomes):
         print()
         print(block)

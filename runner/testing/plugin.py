@@ -70,6 +70,9 @@ class AgentCase(pytest.Item):
         settings = RunSettings(target=options.agent_target, repeat=options.agent_repeat,
                                pass_rate=options.agent_pass_rate)
         outcome = asyncio.run(run_outcome(self.agent, self.case, settings))
+        for number, attempt in enumerate(outcome.attempts, 1):
+            if attempt.run.log:  # what `agent-run AGENT` would have printed: shown with a failure
+                self.add_report_section("call", f"conversation (run {number})", attempt.run.log)
         if not outcome.passed:
             raise AgentCaseFailed(outcome.report())
 
