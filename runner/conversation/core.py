@@ -1,0 +1,189 @@
+"""The Conversation: its parts composed and run in one TaskGroup (see the package docstring)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from runner.audio.base import AudioSink, AudioSource
+from runner.config.model import ToolConfig
+from runner.console import Console
+from runner.conversation.audio import Microphone, Player
+from runner.conversation.events import OutputRouter
+from runner.conversation.record import ConversationRecord
+from runner.conversation.state import Live, Stopped, StopRequest
+from runner.conversation.supervisor import SessionFactory, Supervisor
+from runner.conversation.taps import EventTap, Taps
+from runner.conversation.text import TextInput, TextPump
+from runner.conversation.tools import ToolCalls
+from runner.conversation.trace import ReceivedTrace, SentTrace
+from runner.errors import RunnerError, TransportError
+from runner.models import is_nova2
+from runner.policies.base import ConversationPolicy
+from runner.protocol.handover import HandoverGate
+from runner.transcript import Transcript
+from runner.transports.base import Connector
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationOptions:
+    # End once the input has been played and nothing happened for this long (file input).
+    idle_exit_s: float | None = None
+    max_duration_s: float | None = None
+    # Open a new stream at the first turn boundary after this many seconds (session.rotate_after_s).
+    rotate_after_s: float = 360.0
+
+
+class Conversation:
+    """Runs a conversation over as many streams as it takes."""
+
+    def __init__(self, *, connector: Connector, model_id: str, new_session: SessionFactory,
+                 source: AudioSource, sink: AudioSink, policy: ConversationPolicy,
+                 tools: Mapping[str, ToolConfig], transcript: Transcript, console: Console,
+                 options: ConversationOptions, input_finished: Callable[[], bool] = lambda: False,
+                 labels: Mapping[str, str] | None = None,
+                 text_input: TextInput | None = None, taps: Sequence[EventTap] = (),
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        self.model_id = model_id
+        self.source = source
+        self.sink = sink
+        self.policy = policy
+        self.transcript = transcript
+        self.console = console
+        self.options = options
+        self._input_finished = input_finished
+        self._input_done_at: float | None = None
+        nova2 = is_nova2(model_id)
+        self._live = live = Live(clock)
+        self._run_started = clock()
+        handover = HandoverGate()
+        self._taps = taps_ = Taps(taps, clock)
+        self._record = ConversationRecord(transcript, console)
+        self._player = Player(sink, live)
+        self._mic = Microphone(source, policy, self._player, handover, live, on_sent=taps_.audio)
+        self._tools = ToolCalls(tools, nova2=nova2, record=self._record, transcript=transcript,
+                                console=console, live=live,
+                                on_result=lambda call: taps_.sent("tool_result", name=call.name,
+                                                                  tool_use_id=call.tool_use_id))
+        self._router = OutputRouter(policy=policy, record=self._record, player=self._player, mic=self._mic,
+                                    tools=self._tools, handover=handover, transcript=transcript,
+                                    console=console, live=live, trace=ReceivedTrace(console, sink.fmt),
+                                    taps=taps_)
+        # Typed input (text mode): its lines go to the model as interactive USER text.
+        self._text = None if text_input is None else TextPump(
+            text_input, policy=policy, mic=self._mic, record=self._record, router=self._router, live=live,
+            taps=taps_)
+        self._supervisor = Supervisor(
+            connector=connector, model_id=model_id, nova2=nova2, new_session=new_session,
+            rotate_after_s=options.rotate_after_s, labels=labels or {}, record=self._record, mic=self._mic,
+            player=self._player, router=self._router, handover=handover, transcript=transcript,
+            console=console, live=live, tick=self._tick,
+            sent_trace=SentTrace(console, source.chunk_ms) if console.verbose else None,
+            wall_clock=wall_clock)
+
+    # -- public ------------------------------------------------------------------------------
+
+    def request_stop(self, reason: str, *, code: int = 0, graceful: bool = True,
+                     error: bool = False) -> None:
+        """Ask the conversation to end (first reason wins). Safe from signal handlers."""
+        self._live.request_stop(reason, code=code, graceful=graceful, error=error)
+
+    @property
+    def streams_opened(self) -> int:
+        return self._supervisor.links_opened
+
+    @property
+    def audio_bytes_sent(self) -> int:
+        """Microphone audio the closed streams sent (held-back audio not included)."""
+        return self._supervisor.audio_bytes_sent
+
+    @property
+    def audio_bytes_dropped(self) -> int:
+        """Microphone audio dropped because a stream held back more than it may."""
+        return self._supervisor.audio_bytes_dropped
+
+    async def run(self) -> StopRequest:
+        """Run until a stop is requested; returns why it stopped.
+
+        Raises TransportError when a stream fails in a way reconnecting cannot fix, and any other
+        RunnerError a part of the run raised (an event template that cannot render).
+        """
+        failure: RunnerError | None = None
+        self._run_started = self._live.clock()
+        task = asyncio.current_task()
+        cancelling_before = task.cancelling() if task is not None else 0
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._live.bind(tg)
+                tg.create_task(self._mic.run(), name="mic")
+                tg.create_task(self._player.run(), name="player")
+                tg.create_task(self._supervisor.run(), name="supervisor")
+                if self._text is not None:
+                    tg.create_task(self._text.run(), name="text")
+        except* Stopped:
+            pass
+        except* TransportError as group:
+            failure = _first(group)
+        except* RunnerError as group:  # e.g. an event template that fails (or runs too long) at run time
+            failure = _first_error(group)
+        # CPython 3.12.0-3.12.2: a TaskGroup whose child failed leaves its parent task marked as
+        # cancelling (gh-116720), which would break every later asyncio.timeout in this task.
+        while task is not None and task.cancelling() > cancelling_before:
+            task.uncancel()
+        self._record.write_usage()
+        if failure is not None:
+            raise failure
+        assert self._live.stop is not None
+        return self._live.stop
+
+    # -- when to stop --------------------------------------------------------------------------
+
+    def _tick(self, now: float) -> None:
+        self._check_outputs()
+        limit = self.options.max_duration_s
+        if limit is not None and now - self._run_started >= limit:
+            self.request_stop(f"reached --max-duration ({limit:g} s)")
+        elif self._idle_done(now):
+            self.request_stop("input finished and the conversation is idle")
+
+    def _check_outputs(self) -> None:
+        """A broken output (a full disk under the WAV or the transcript) ends the run with its error.
+
+        Going on would lose what the user came to record; the session is still closed in order and
+        the transcript, if it is the one still writable, gets its end record.
+        """
+        problem = self.sink.failure() or self.transcript.failure
+        if problem is not None:
+            self.request_stop(problem, code=1, graceful=False, error=True)
+
+    def _idle_done(self, now: float) -> bool:
+        idle = self.options.idle_exit_s
+        finished = self._text.finished if self._text is not None else self._input_finished()
+        if idle is None or not finished:
+            return False
+        if self._input_done_at is None:
+            self._input_done_at = now
+        link = self._live.link
+        busy = (self._live.tools_running > 0 or link is None or not link.session.at_turn_boundary
+                or self._player.pending)
+        quiet_since = max(self._live.last_activity, self._input_done_at)
+        return not busy and now - quiet_since >= idle
+
+
+def _first(group: BaseExceptionGroup[TransportError]) -> TransportError:
+    for exc in group.exceptions:
+        if isinstance(exc, TransportError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            return _first(exc)
+    raise group
+
+
+def _first_error(group: BaseExceptionGroup[RunnerError]) -> RunnerError:
+    first: RunnerError | BaseExceptionGroup[RunnerError] = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
