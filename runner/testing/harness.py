@@ -8,11 +8,13 @@ Theory of operation
   Only the edges differ from `agent-run AGENT.yaml`: the microphone is a `ScriptedSource` (silence,
   and a turn's speech when the driver says so), the speakers are a null sink that plays in real
   time (so the policy's half duplex and the emulator's barge-in timing stay meaningful), the
-  transcript is kept in memory with a monotonic clock, and the policy is wrapped in a `Tap` that
-  notes when audio starts and answers end.
-- The driver sends a turn once the previous answer is over (an END_TURN or INTERRUPTED content end
-  after the turn's input, no tool still running, nothing left to play), or `barge_in_ms` after the
-  previous answer's first audio. Every wait is bounded by the case's `timeout_s`.
+  transcript is kept in memory with a monotonic clock, and a `Tap` (an EventTap) notes when
+  assistant audio starts, answers end, typed lines are sent and the user's speech ends.
+- The driver sends a turn once the previous answer is over (assistant audio started after the
+  turn's input, then an END_TURN or INTERRUPTED content end; no tool still running; nothing left
+  to play), or `barge_in_ms` after the previous answer's first audio. Typed text goes through the
+  conversation's QueueTextInput, speech through the scripted microphone; an EventTap gives the
+  times. Every wait is bounded by the case's `timeout_s`.
 - Afterwards the timeline is cut at each turn's start into `TurnRecord`s for the expectations.
 """
 
@@ -35,13 +37,12 @@ from runner.audio.wav import read_wav
 from runner.config.model import AgentConfig, ToolConfig
 from runner.config.setup import session_setup
 from runner.console import Console
-from runner.conversation import Conversation, ConversationOptions
+from runner.conversation import Conversation, ConversationOptions, QueueTextInput
 from runner.errors import RunnerError, ToolError
 from runner.models import is_nova2
 from runner.policies import POLICIES
-from runner.policies.base import Action, ConversationPolicy
 from runner.protocol.events import AudioOutput, ContentEnd, OutputEvent
-from runner.protocol.session import Session, SessionState
+from runner.protocol.session import Session
 from runner.protocol.setup import HistoryMessage
 from runner.testing.model import AudioInput, Case, Mock, ModelSide, SpeechInput, TextInput, Turn, UserInput
 from runner.testing.record import ToolCallRecord, TurnRecord, compact
@@ -51,6 +52,9 @@ from runner.transports.base import Connector
 Target = Literal["emulator", "bedrock"]
 POLL_S = 0.02
 STOP_S = 5.0
+# How long after the last chunk of a spoken turn its end of speech is looked for (the tap reports
+# it after half a second of quiet).
+SPEECH_END_WAIT_S = 1.5
 
 
 # -- the edges of the conversation ---------------------------------------------------------------
@@ -88,28 +92,26 @@ class ScriptedSource(PacedSource):
 
 @dataclass
 class Tap:
-    """Wraps the agent's policy to note, with times, what the driver waits for."""
+    """An EventTap noting, with the conversation's clock, what the driver waits for and measures."""
 
-    inner: ConversationPolicy
-    clock: Callable[[], float]
     audio_starts: list[float] = field(default_factory=list)  # first chunk of each assistant audio block
     answer_ends: list[float] = field(default_factory=list)  # END_TURN / INTERRUPTED content ends
+    typed: list[float] = field(default_factory=list)  # when each typed line was sent
+    speech_ends: list[float] = field(default_factory=list)  # the last loud chunk of each utterance
     _audio_blocks: set[str] = field(default_factory=set)
-    name: str = ""
 
-    def __post_init__(self) -> None:
-        self.name = self.inner.name
-
-    def on_event(self, event: OutputEvent) -> list[Action]:
+    def output(self, event: OutputEvent, at: float) -> None:
         if isinstance(event, AudioOutput) and event.content_id not in self._audio_blocks:
             self._audio_blocks.add(event.content_id)
-            self.audio_starts.append(self.clock())
+            self.audio_starts.append(at)
         elif isinstance(event, ContentEnd) and event.stop_reason in ("END_TURN", "INTERRUPTED"):
-            self.answer_ends.append(self.clock())
-        return self.inner.on_event(event)
+            self.answer_ends.append(at)
 
-    def mic_open(self, assistant_audio_pending: bool) -> bool:
-        return self.inner.mic_open(assistant_audio_pending)
+    def sent(self, kind: str, at: float, **fields: Any) -> None:
+        if kind == "user_text":
+            self.typed.append(at)
+        elif kind == "audio" and fields.get("speaking") is False:
+            self.speech_ends.append(at)
 
 
 def mocked_tools(tools: tuple[ToolConfig, ...], mocks: Mapping[str, Mock]) -> dict[str, ToolConfig]:
@@ -231,14 +233,17 @@ async def run_case(agent: AgentConfig, case: Case, *, target: Target = "emulator
                 ScriptedSource(AudioFormat(agent.audio.input_sample_rate), agent.audio.chunk_ms, clock))
             sink = await stack.enter_async_context(NullSink(AudioFormat(agent.audio.output_sample_rate)))
             transcript = stack.enter_context(Transcript(None, clock=clock))
-            tap = Tap(POLICIES[agent.policy](), clock)
+            tap = Tap()
+            typing = QueueTextInput()
             conversation = Conversation(
                 connector=connector, model_id=agent.model.id, new_session=_session_factory(agent),
-                source=source, sink=sink, policy=tap, tools=mocked_tools(agent.tools, case.mocks),
+                source=source, sink=sink, policy=POLICIES[agent.policy](),
+                tools=mocked_tools(agent.tools, case.mocks),
                 transcript=transcript, console=console,
                 options=ConversationOptions(rotate_after_s=agent.session.rotate_after_s),
-                labels={"agent": agent.name, "policy": agent.policy})
-            driver = _Driver(agent, case, conversation, source, sink, tap, transcript, clock, pcm_inputs)
+                labels={"agent": agent.name, "policy": agent.policy}, text_input=typing, taps=(tap,))
+            driver = _Driver(agent, case, conversation, source, sink, tap, transcript, typing, clock,
+                             pcm_inputs)
             marks, error = await driver.run()
             if differences:  # the precise reason the stream failed, in the replay's words
                 error = differences[0]
@@ -281,8 +286,8 @@ def _session_factory(agent: AgentConfig) -> Callable[[tuple[HistoryMessage, ...]
 
 class _Driver:
     def __init__(self, agent: AgentConfig, case: Case, conversation: Conversation, source: ScriptedSource,
-                 sink: NullSink, tap: Tap, transcript: Transcript, clock: Callable[[], float],
-                 pcm: Mapping[int, bytes]) -> None:
+                 sink: NullSink, tap: Tap, transcript: Transcript, typing: QueueTextInput,
+                 clock: Callable[[], float], pcm: Mapping[int, bytes]) -> None:
         self.agent = agent
         self.case = case
         self.conversation = conversation
@@ -290,6 +295,7 @@ class _Driver:
         self.sink = sink
         self.tap = tap
         self.transcript = transcript
+        self.typing = typing
         self.clock = clock
         self.pcm = pcm
         self._task: asyncio.Task[tuple[bool, str]] | None = None
@@ -370,32 +376,37 @@ class _Driver:
                 raise _TurnTimeout
 
     async def _send(self, index: int, user_input: UserInput, mark: _TurnMarks) -> float | None:
+        """Send the turn's input; when it ended (None: timed out)."""
         if isinstance(user_input, TextInput):
-            if not await self._until(self._can_type, mark, "the stream to open"):
+            self.typing.put_nowait(user_input.text)  # a line put is sent once the stream streams
+            if not await self._until(lambda: self._after(self.tap.typed, mark.started_at) is not None, mark,
+                                     "the typed text to be sent"):
                 return None
-            self._send_text(user_input.text)
-            return self.clock()
+            return self._after(self.tap.typed, mark.started_at)
         self.source.speak(self.pcm[index])
         if not await self._until(lambda: not self.source.speaking and self.source.ended_at is not None, mark,
                                  "the user's speech to be sent"):
             return None
-        return self.source.ended_at
+        sent_until = self.source.ended_at
+        # The end of speech is its last loud chunk (the conversation's tap says so after a short
+        # quiet); a recording that ends in silence would otherwise count that silence as waiting.
+        deadline = self.clock() + SPEECH_END_WAIT_S
+        while True:
+            end = self._after(self.tap.speech_ends, mark.started_at)
+            if end is not None or self.clock() >= deadline:
+                return end if end is not None else sent_until
+            await asyncio.sleep(POLL_S)
 
-    def _can_type(self) -> bool:
-        link = self.conversation._link
-        return link is not None and link.accepted.is_set() and link.session.state is SessionState.STREAMING
-
-    def _send_text(self, text: str) -> None:
-        # TODO(i9-conv): the conversation's text input; until then, the current stream directly.
-        link = self.conversation._link
-        if link is None:
-            raise _Ended("no stream to type into")
-        link.session.send_text(text)
-        link.kick()
+    @staticmethod
+    def _after(times: list[float], since: float) -> float | None:
+        return next((t for t in times if t >= since), None)
 
     def _answered(self, since: float) -> bool:
-        return (any(t >= since for t in self.tap.answer_ends) and self._tools_running() == 0
-                and self.sink.pending_ms() == 0)
+        # The answer to the input, not the end of one it interrupted (whose end may come later):
+        # an answer end after the first assistant audio that started after the input.
+        started = self._after(self.tap.audio_starts, since)
+        return (started is not None and self._after(self.tap.answer_ends, started) is not None
+                and self._tools_running() == 0 and self.sink.pending_ms() == 0)
 
     def _tools_running(self) -> int:
         """Tool calls without a result yet (the transcript writes both as they happen)."""

@@ -15,7 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data" / "testing"
 FAILING = DATA / "failing.test.yaml"
-EXAMPLE_CASES = 8  # agents/*.test.yaml
+EXAMPLE_CASES = 9  # agents/*.test.yaml
 
 
 def env() -> dict[str, str]:

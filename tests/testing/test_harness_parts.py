@@ -12,7 +12,6 @@ from test_agent_run_test import REPO
 from runner.audio.base import AudioFormat
 from runner.config.loader import load_agent
 from runner.errors import ToolError
-from runner.policies import POLICIES
 from runner.protocol.events import AudioOutput, ContentEnd, ContentType
 from runner.testing.harness import ScriptedSource, Tap, _records, _TurnMarks, mocked_tools
 from runner.testing.model import Mock, TextInput, Turn, Where
@@ -51,16 +50,18 @@ def test_the_scripted_source_speaks_once_then_is_silent() -> None:
     asyncio.run(main())
 
 
-def test_the_tap_notes_audio_starts_and_answer_ends() -> None:
-    clock = FakeClock()
-    tap = Tap(POLICIES["barge-in"](), clock)
-    assert tap.name == "barge-in"
-    tap.on_event(AudioOutput("a", b"\0\0"))
-    clock.now = 101
-    tap.on_event(AudioOutput("a", b"\0\0"))  # the same block: not a new start
-    tap.on_event(ContentEnd("a", ContentType.AUDIO, "PARTIAL_TURN"))
-    tap.on_event(ContentEnd("b", ContentType.TEXT, "END_TURN"))
-    assert (tap.audio_starts, tap.answer_ends) == ([100.0], [101])
+def test_the_tap_notes_audio_starts_answer_ends_and_what_was_sent() -> None:
+    tap = Tap()
+    tap.output(AudioOutput("a", b"\0\0"), 100.0)
+    tap.output(AudioOutput("a", b"\0\0"), 101.0)  # the same block: not a new start
+    tap.output(ContentEnd("a", ContentType.AUDIO, "PARTIAL_TURN"), 101.0)
+    tap.output(ContentEnd("b", ContentType.TEXT, "END_TURN"), 101.5)
+    tap.sent("user_text", 102.0, text="hi")
+    tap.sent("audio", 103.0, speaking=True)
+    tap.sent("audio", 104.0, speaking=False)
+    tap.sent("tool_result", 105.0, name="t", tool_use_id="u")
+    assert (tap.audio_starts, tap.answer_ends) == ([100.0], [101.5])
+    assert (tap.typed, tap.speech_ends) == ([102.0], [104.0])
 
 
 def test_mocked_tools_answer_with_their_canned_result_or_error() -> None:
@@ -78,8 +79,7 @@ def entry(kind: str, ts: float, **fields: Any) -> dict[str, Any]:
 
 
 def test_a_timeline_is_cut_into_turns_at_each_turn_start() -> None:
-    clock = FakeClock()
-    tap = Tap(POLICIES["barge-in"](), clock)
+    tap = Tap()
     tap.audio_starts.extend([10.3, 20.9])
     marks = [_TurnMarks(Turn(HERE, TextInput("hi")), 10.0, 10.0),
              _TurnMarks(Turn(HERE, TextInput("order 1?")), 20.0, 20.5)]
