@@ -22,14 +22,15 @@ EPILOG = """\
 examples:
   agent-run test                                   every *.test.yaml under the current folder
   agent-run test agents/orders.test.yaml           one file
-  agent-run test agents/ --parallel 4              four cases at a time
+  agent-run test agents/ --parallel 1              one case at a time (the default is 4)
   agent-run test agents/ --target bedrock --repeat 5 --pass-rate 0.8
                                                    real Nova Sonic (AWS credentials): 4 of 5 runs must pass
 
 A test file names an agent and lists cases; each case is turns of user input (typed text, speech
 synthesized with espeak-ng, or a WAV file) with expectations (schemas/agent-test.schema.json).
 By default each case runs against its own in-process emulator, which plays the model's side
-written in the file (`model:`). The same files run under pytest: `pytest agents/`.
+written in the file (`model:`), or a recording's (`model: {replay: DIR}`). The same files run
+under pytest: `pytest agents/`.
 
 exit status: 0 every case passed, 1 some case failed, 2 a test file or its agent has errors
 (printed as FILE:LINE:COL: error: ...) or the command line is wrong.
@@ -68,8 +69,9 @@ def add_parser(sub: Any) -> None:
                    help="emulator (default: offline, each case its own emulator playing the file's "
                         "model side) or bedrock (real Nova Sonic with your AWS credentials; the model "
                         "side is ignored)")
-    p.add_argument("--parallel", type=_positive_int, default=1, metavar="N",
-                   help="run up to N cases at once, in this process (default 1)")
+    p.add_argument("--parallel", type=_positive_int, default=4, metavar="N",
+                   help="run up to N cases at once, in this process, each with its own conversation and "
+                        "emulator (default 4; 1 runs them one after another)")
     p.add_argument("--repeat", type=_positive_int, default=1, metavar="N",
                    help="run each case N times (real models vary; default 1)")
     p.add_argument("--pass-rate", type=_rate, default=1.0, metavar="R",

@@ -5,17 +5,34 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data" / "testing"
-FAILING = DATA / "failing.test.yaml"
 EXAMPLE_CASES = 9  # agents/*.test.yaml
+# Test files that fail on purpose, written as *.test.yaml outside the repository (see data_files).
+FOLDER = Path(tempfile.mkdtemp(prefix="agent-run-tests-"))
+FAILING = FOLDER / "failing.test.yaml"
+BROKEN = FOLDER / "broken.test.yaml"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def data_files() -> Iterator[None]:
+    """tests/data/testing/NAME.yaml as FOLDER/NAME.test.yaml naming the real orders agent."""
+    for path in (FAILING, BROKEN):
+        source = (DATA / path.name.replace(".test.yaml", ".yaml")).read_text(encoding="utf-8")
+        path.write_text(source.replace("agent: AGENT", f"agent: {REPO / 'agents' / 'orders.yaml'}"),
+                        encoding="utf-8")
+    yield
+    shutil.rmtree(FOLDER, ignore_errors=True)
 
 
 def env() -> dict[str, str]:
@@ -80,8 +97,8 @@ def test_repeat_and_pass_rate() -> None:
 
 
 @pytest.mark.parametrize(("args", "expected"), [
-    (["tests/data/testing/broken.test.yaml"],
-     "tests/data/testing/broken.test.yaml:8:13: error: unknown key 'sayz' in cases[0].turns[0].expect[0]; "
+    ([str(BROKEN)],
+     f"{BROKEN}:8:13: error: unknown key 'sayz' in cases[0].turns[0].expect[0]; "
      "did you mean 'says'?\nagent-run test: 1 error in the test files or their agents; nothing was run\n"),
     (["tests/data/testing/none.test.yaml"],
      "agent-run test: tests/data/testing/none.test.yaml: no such file or folder\n"),
@@ -110,7 +127,10 @@ def test_pytest_collects_the_same_cases() -> None:
 
 def test_pytest_runs_a_file_with_k_and_junitxml(tmp_path: Path) -> None:
     report = tmp_path / "report.xml"
-    done = run(FAILING, "-p", "no:cacheprovider", f"--junitxml={report}", "-k", "wrong", module="pytest")
+    # Outside the repository its conftest.py does not load the plugin: the entry point does, once
+    # installed (`pip install -e .`), and `-p` in any case (registered once either way).
+    done = run(FAILING, "-p", "runner.testing.plugin", "-p", "no:cacheprovider", f"--junitxml={report}",
+               "-k", "wrong", module="pytest")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "1 failed, 1 deselected" in done.stdout
     assert f"{FAILING}:25: expected the assistant's words: contains 'cancelled'" in done.stdout
@@ -120,7 +140,7 @@ def test_pytest_runs_a_file_with_k_and_junitxml(tmp_path: Path) -> None:
 
 
 def test_pytest_reports_a_broken_file_as_a_collection_error() -> None:
-    done = run(DATA / "broken.test.yaml", "-p", "no:cacheprovider", module="pytest")
+    done = run(BROKEN, "-p", "runner.testing.plugin", "-p", "no:cacheprovider", module="pytest")
     assert done.returncode == 2, done.stdout + done.stderr
     assert "broken.test.yaml:8:13: error: unknown key 'sayz'" in done.stdout
     assert "Traceback" not in done.stdout
@@ -134,9 +154,8 @@ def test_pytest_xdist_runs_the_cases_in_workers() -> None:
 
 
 def test_check_checks_test_files_too() -> None:
-    done = run("check", "agents/orders.yaml", "agents/orders.test.yaml",
-               "tests/data/testing/broken.test.yaml")
+    done = run("check", "agents/orders.yaml", "agents/orders.test.yaml", BROKEN)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert done.stdout == ("tests/data/testing/broken.test.yaml:8:13: error: unknown key 'sayz' in "
+    assert done.stdout == (f"{BROKEN}:8:13: error: unknown key 'sayz' in "
                            "cases[0].turns[0].expect[0]; did you mean 'says'?\n"
                            "3 files checked: 1 error, 0 warnings\n")
