@@ -159,3 +159,14 @@ def test_check_checks_test_files_too() -> None:
     assert done.stdout == (f"{BROKEN}:8:13: error: unknown key 'sayz' in "
                            "cases[0].turns[0].expect[0]; did you mean 'says'?\n"
                            "3 files checked: 1 error, 0 warnings\n")
+
+
+def test_target_bedrock_without_credentials_fails_each_case_with_the_reason(tmp_path: Path) -> None:
+    clean = env()
+    clean["HOME"] = str(tmp_path)  # no ~/.aws either
+    done = subprocess.run([sys.executable, "-m", "runner", "test", "agents/simple.test.yaml", "-k", "typed",
+                           "--target", "bedrock"], cwd=REPO, env=clean, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "agents/simple.test.yaml:8: answers typed text: no AWS credentials found" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
