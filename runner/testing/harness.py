@@ -347,19 +347,20 @@ class _Driver:
                     raise _TurnTimeout
                 answered_since, previous_end = None, mark.started_at
                 continue
+            # Waiting for the previous answer belongs to the previous turn (its answer is late);
+            # before the first turn, to this one (the greeting's answer), which is then not sent.
+            waiting = marks[-1] if marks else _TurnMarks(turn, self.clock())
             if turn.barge_in_ms is not None and previous_end is not None:
-                mark = _TurnMarks(turn, self.clock())
-                if not await self._until(lambda s=previous_end: self._audio_after(s), mark,  # type: ignore[misc]
+                if not await self._until(lambda s=previous_end: self._audio_after(s), waiting,  # type: ignore[misc]
                                          "the assistant to start speaking"):
-                    marks.append(mark)
                     raise _TurnTimeout
                 await asyncio.sleep(turn.barge_in_ms / 1000)
             elif answered_since is not None:
-                mark = _TurnMarks(turn, self.clock())
-                what = "the greeting to end" if previous_end is None else "the previous answer to end"
-                if not await self._until(lambda s=answered_since: self._answered(s), mark,  # type: ignore[misc]
+                what = "the greeting's answer" if previous_end is None else "the assistant's answer"
+                if not await self._until(lambda s=answered_since: self._answered(s), waiting,  # type: ignore[misc]
                                          what):
-                    marks.append(mark)
+                    if not marks:
+                        marks.append(waiting)
                     raise _TurnTimeout
             if turn.wait_ms:
                 await asyncio.sleep(turn.wait_ms / 1000)
