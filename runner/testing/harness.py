@@ -275,6 +275,7 @@ def _prepare_inputs(agent: AgentConfig, case: Case) -> dict[int, bytes]:
 
 
 def _session_factory(agent: AgentConfig) -> Callable[[tuple[HistoryMessage, ...], bool], Session]:
+    """Sessions as `agent-run AGENT` makes them (runner.engine): only the first stream greets."""
     base = session_setup(agent)
 
     def new_session(history: tuple[HistoryMessage, ...], first: bool) -> Session:

@@ -32,6 +32,7 @@ from runner.files import (
     check_user_file,
     read_user_file,
 )
+from runner.models import is_nova2
 from runner.schemas import AGENT_TEST, load_schema
 from runner.testing.expectations import EXPECTATIONS, Expectation
 from runner.testing.model import (
@@ -250,7 +251,8 @@ def _cases(check: _Check, data: Mapping[str, Any], agent: AgentConfig | None) ->
             names.setdefault(name, i)
         model = _model(check, case["model"], (*path, "model")) if "model" in case else default_model
         mocks = {**default_mocks, **_mocks(check, case.get("mocks"), (*path, "mocks"), tools)}
-        turns = _turns(check, case.get("turns"), (*path, "turns"), tools)
+        turns = _turns(check, case.get("turns"), (*path, "turns"), tools,
+                       agent.model.id if agent is not None else None)
         if isinstance(name, str) and model is not None:
             built.append(Case(name=name, where=check.where(path), turns=tuple(turns), model=model,
                               mocks=mocks, timeout_s=_number(case.get("timeout_s"), default_timeout)))
@@ -352,7 +354,8 @@ def _known(tools: set[str]) -> str:
     return f" (it has: {', '.join(sorted(tools))})" if tools else " (it has no tools)"
 
 
-def _turns(check: _Check, value: Any, path: yaml.Path, tools: set[str] | None) -> list[Turn]:
+def _turns(check: _Check, value: Any, path: yaml.Path, tools: set[str] | None,
+           model_id: str | None) -> list[Turn]:
     turns: list[Turn] = []
     for j, turn in enumerate(value if isinstance(value, list) else []):
         if not isinstance(turn, dict):
@@ -369,6 +372,10 @@ def _turns(check: _Check, value: Any, path: yaml.Path, tools: set[str] | None) -
                       "does not: use one")
             continue
         user_input = _input(check, turn, turn_path)
+        if isinstance(user_input, TextInput) and model_id is not None and not is_nova2(model_id):
+            check.add((*turn_path, "user"), f"{where((*turn_path, 'user'))}: typed text needs a Nova 2 "
+                                            f"model; {model_id} only hears speech (use `say:` or `audio:`)")
+            continue
         expectations = list(_expectations(check, turn.get("expect"), (*turn_path, "expect"), tools))
         if user_input is None and given:
             continue

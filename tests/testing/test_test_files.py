@@ -199,3 +199,14 @@ def test_find_test_files(tmp_path: Path) -> None:
     assert found == [tmp_path / "a" / "x.test.yaml"]
     assert missing == [f"{tmp_path / 'empty'}: no .test.yaml files in this folder",
                        f"{tmp_path / 'nothing'}: no such file or folder"]
+
+
+def test_typed_text_needs_a_nova_2_model(tmp_path: Path) -> None:
+    agent = tmp_path / "a.yaml"
+    agent.write_text("version: 1\nname: a\nmodel: {id: amazon.nova-sonic-v1:0}\nvoice: matthew\n"
+                     "system_prompt: hi\n")
+    path = tmp_path / "t.test.yaml"
+    path.write_text("version: 1\nagent: a.yaml\ncases:\n  - name: x\n    turns:\n      - user: hi\n"
+                    "      - say: hi\n")
+    assert problems(path)[-1] == ("6:9: error: cases[0].turns[0].user: typed text needs a Nova 2 model; "
+                                  "amazon.nova-sonic-v1:0 only hears speech (use `say:` or `audio:`)")
