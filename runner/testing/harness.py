@@ -351,9 +351,13 @@ class _Driver:
             # Waiting for the previous answer belongs to the previous turn (its answer is late);
             # before the first turn, to this one (the greeting's answer), which is then not sent.
             waiting = marks[-1] if marks else _TurnMarks(turn, self.clock())
-            if turn.barge_in_ms is not None and previous_end is not None:
-                if not await self._until(lambda s=previous_end: self._audio_after(s), waiting,  # type: ignore[misc]
+            # The answer a barge-in speaks over: the previous input's, or the greeting's.
+            over = previous_end if previous_end is not None else answered_since
+            if turn.barge_in_ms is not None and over is not None:
+                if not await self._until(lambda s=over: self._audio_after(s), waiting,  # type: ignore[misc]
                                          "the assistant to start speaking"):
+                    if not marks:
+                        marks.append(waiting)
                     raise _TurnTimeout
                 await asyncio.sleep(turn.barge_in_ms / 1000)
             elif answered_since is not None:

@@ -251,8 +251,7 @@ def _cases(check: _Check, data: Mapping[str, Any], agent: AgentConfig | None) ->
             names.setdefault(name, i)
         model = _model(check, case["model"], (*path, "model")) if "model" in case else default_model
         mocks = {**default_mocks, **_mocks(check, case.get("mocks"), (*path, "mocks"), tools)}
-        turns = _turns(check, case.get("turns"), (*path, "turns"), tools,
-                       agent.model.id if agent is not None else None)
+        turns = _turns(check, case.get("turns"), (*path, "turns"), tools, agent)
         if isinstance(name, str) and model is not None:
             built.append(Case(name=name, where=check.where(path), turns=tuple(turns), model=model,
                               mocks=mocks, timeout_s=_number(case.get("timeout_s"), default_timeout)))
@@ -355,7 +354,10 @@ def _known(tools: set[str]) -> str:
 
 
 def _turns(check: _Check, value: Any, path: yaml.Path, tools: set[str] | None,
-           model_id: str | None) -> list[Turn]:
+           agent: AgentConfig | None) -> list[Turn]:
+    model_id = agent.model.id if agent is not None else None
+    # Whether the assistant speaks first (None: unknown, the agent has errors).
+    greets = None if agent is None else bool(agent.greeting) and is_nova2(agent.model.id)
     turns: list[Turn] = []
     for j, turn in enumerate(value if isinstance(value, list) else []):
         if not isinstance(turn, dict):
@@ -370,6 +372,10 @@ def _turns(check: _Check, value: Any, path: yaml.Path, tools: set[str] | None,
             check.add((*turn_path, "barge_in_ms"),
                       f"{where(turn_path)}: `wait_ms` waits for the assistant to finish, `barge_in_ms` "
                       "does not: use one")
+            continue
+        if j == 0 and "barge_in_ms" in turn and greets is False:
+            check.add((*turn_path, "barge_in_ms"), f"{where((*turn_path, 'barge_in_ms'))}: the first turn "
+                                                   "has no answer to speak over (the agent has no greeting)")
             continue
         user_input = _input(check, turn, turn_path)
         if isinstance(user_input, TextInput) and model_id is not None and not is_nova2(model_id):

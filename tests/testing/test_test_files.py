@@ -210,3 +210,13 @@ def test_typed_text_needs_a_nova_2_model(tmp_path: Path) -> None:
                     "      - say: hi\n")
     assert problems(path)[-1] == ("6:9: error: cases[0].turns[0].user: typed text needs a Nova 2 model; "
                                   "amazon.nova-sonic-v1:0 only hears speech (use `say:` or `audio:`)")
+
+
+def test_a_first_turn_barges_in_only_on_a_greeting(tmp_path: Path) -> None:
+    path = write(tmp_path, "cases: [{name: x, turns: [{say: hi, barge_in_ms: 10}]}]\n")
+    assert problems(path) == ["3:37: error: cases[0].turns[0].barge_in_ms: the first turn has no answer to "
+                              "speak over (the agent has no greeting)"]
+    greeter = tmp_path / "g.test.yaml"
+    greeter.write_text(f"version: 1\nagent: {AGENTS / 'concierge.yaml'}\n"
+                       "cases: [{name: x, turns: [{say: hi, barge_in_ms: 10}]}]\n")
+    assert check_tests(greeter)[1] == []
