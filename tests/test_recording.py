@@ -181,3 +181,12 @@ def test_a_transcript_written_elsewhere_is_copied_in(tmp_path: Path) -> None:
         transcript.write("user", text="hello")
     copied = [json.loads(x) for x in (tmp_path / "rec" / "transcript.jsonl").read_text().splitlines()]
     assert [(e["type"], e["text"]) for e in copied] == [("user", "hello")]
+
+
+def test_a_failure_after_the_last_event_is_raised_when_the_recording_closes(tmp_path: Path) -> None:
+    with pytest.raises(RunnerError, match=r"cannot write the recording .*transcript.jsonl: No space left"), \
+            Recording(tmp_path, input_rate=1, output_rate=1) as recording, \
+            Transcript(None) as transcript:
+        (tmp_path / "transcript.jsonl").symlink_to("/dev/full")  # the disk is full by the end
+        recording.follow(transcript, copy=True)
+        transcript.write("user", text="hello")

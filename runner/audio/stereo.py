@@ -9,8 +9,8 @@ jitter, and the assistant's burst plays out as the speaker would have played it.
 the assistant's side at the moment it happened (what was still queued was never heard).
 
 Frames before "now" can no longer change; `take(until_s)` hands them over for writing, so memory
-holds only the audio still ahead of the clock. `StereoWavFile` appends them to a 16-bit WAV whose
-header is patched after every write, so the file is valid at all times.
+holds only the audio still ahead of the clock. `GrowingWavFile` appends them to a 16-bit WAV whose
+header is patched after every write, so the file is valid at all times (also used for mono).
 """
 
 from __future__ import annotations
@@ -79,27 +79,28 @@ class StereoTimeline:
         return self._written + len(self._pending[channel]) // 2
 
 
-class StereoWavFile:
-    """A 16-bit stereo WAV written as it grows; its header always matches what was written.
+class GrowingWavFile:
+    """A 16-bit WAV (stereo unless told) written as it grows; its header always matches what was written.
 
     `append` raises OSError (a full disk); the file is then cut back to whole frames with a header
     that says so (both only shrink or overwrite, so that works on a full disk too) and is closed.
     """
 
-    def __init__(self, path: Path, rate: int) -> None:
+    def __init__(self, path: Path, rate: int, *, channels: int = 2) -> None:
         self.path = path
         self.rate = rate
+        self.channels = channels
         self._fd: int | None = open_for_writing(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         self._data_bytes = 0
         try:
-            _write_all(self._fd, _header(rate, 0))
+            _write_all(self._fd, _header(rate, 0, channels))
         except OSError:
             self.close()
             raise
 
     @property
     def seconds(self) -> float:
-        return self._data_bytes / 4 / self.rate
+        return self._data_bytes / (2 * self.channels) / self.rate
 
     def append(self, frames: bytes) -> None:
         if self._fd is None or not frames:
@@ -112,7 +113,7 @@ class StereoWavFile:
         except OSError:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, _HEADER_BYTES + self._data_bytes)
-                os.pwrite(self._fd, _header(self.rate, self._data_bytes), 0)
+                os.pwrite(self._fd, _header(self.rate, self._data_bytes, self.channels), 0)
             self.close()
             raise
 
@@ -128,7 +129,8 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _header(rate: int, data_bytes: int) -> bytes:
+def _header(rate: int, data_bytes: int, channels: int) -> bytes:
+    frame = 2 * channels
     return (b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVE"
-            + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 2, rate, rate * 4, 4, 16)
+            + b"fmt " + struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * frame, frame, 16)
             + b"data" + struct.pack("<I", data_bytes))

@@ -46,13 +46,19 @@ def add_parser(sub: Any) -> None:
                     "from a scripted scenario. Each new stream starts the scenario from its first turn;\n"
                     "a stream that replays an earlier conversation's history resumes that conversation.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scenario", type=Path, help="scenario YAML scripting the model, turn by turn "
-                                                 "(checked at start: every problem is reported)")
+    p.add_argument("--scenario", type=Path, help="scenario YAML scripting the model: turns played in order, "
+                                                 "or chosen by what the user said (`when:` words or a regex, "
+                                                 "with `fallback:` for anything else); checked at start, "
+                                                 "every problem reported")
     p.add_argument("--replay", type=Path, metavar="DIR",
                    help="serve the model's side of a recording (agent-run AGENT --record DIR) instead of a "
                         "scenario: the recorded outputs follow the live runner's inputs, and the first input "
                         "that differs from the recording (another tool result, a missing event) is printed "
                         "and fails the stream with a validationException naming it")
+    p.add_argument("--ignore", action="append", default=[], metavar="PATH",
+                   help="with --replay: an input event field not to compare, as EVENT.FIELD... with * "
+                        "wildcards, e.g. toolResult.content.formattedTime (a value that changes between "
+                        "runs); repeatable")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=port, default=0, help="port, 0-65535 (default 0: a free port)")
     p.add_argument("--region", default="us-east-1", help="region clients must sign for (default us-east-1)")
@@ -84,6 +90,10 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.replay is not None and args.scenario is not None:
         args.emulate_parser.error("--replay and --scenario exclude each other (a replay is its own script)")
+    if args.ignore and args.replay is None:
+        args.emulate_parser.error("--ignore only applies with --replay")
+    if args.time_limit is not None and args.replay is not None:
+        args.emulate_parser.error("--time-limit does not apply with --replay (streams end as recorded)")
     # A broken scenario (ConfigError) or an address that cannot be bound (ListenError) ends the
     # command with its message and exit 1, before anything is printed.
     return asyncio.run(_serve(args))
@@ -98,7 +108,7 @@ async def _serve(args: argparse.Namespace) -> int:
                               time_limit_s=args.time_limit, input_timeout_s=args.input_timeout,
                               hostnames=args.hostname, state_dir=args.state_dir,
                               any_credentials=args.any_credentials, replay=args.replay,
-                              report=_report) as emu:
+                              report=_report, replay_ignore=args.ignore) as emu:
         lines = emu.export_lines()
         with _env_file(args.env_file, lines):
             # The exports come first, before any log line, so a client can read the first lines.

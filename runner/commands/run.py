@@ -60,8 +60,8 @@ def add_parser(sub: Any) -> None:
     out.add_argument("--record", type=Path, metavar="DIR",
                      help="record the session into DIR (created if needed; a recording there is replaced): "
                           "every event sent and received with its time (events.jsonl), a stereo WAV (user "
-                          "left, assistant right) and the transcript; `agent-run emulate --replay DIR` "
-                          "plays the model's side back")
+                          "left, assistant right), the user's audio as sent (user.wav) and the transcript; "
+                          "`agent-run emulate --replay DIR` plays the model's side back")
     out.add_argument("-q", "--quiet", action="store_true", help="print only warnings and errors")
     out.add_argument("-v", "--verbose", action="store_true",
                      help="also print the runner's own events: every event sent and received, audio summed "

@@ -445,7 +445,7 @@ class Brain:
     def _play(self, user: UserTurn) -> Player:
         out = self._require_out()
         conversation = self.conversation
-        choice, number = conversation.choose(self._heard(user), user.speech_s)
+        choice, number = conversation.choose(self._heard_text(user), user.speech_s)
         self._playing, turn = choice, choice.turn
         transcript = user.transcript or turn.user or f"({user.speech_s or 0.0:.1f} seconds of speech)"
         self.record.user_turns.append(transcript)
@@ -486,14 +486,15 @@ class Brain:
                 context["tool_result"], raw_result = yield AwaitTool(tool_use_id)
         conversation.consume(choice)
 
-    def _heard(self, user: UserTurn) -> str | None:
+    def _heard_text(self, user: UserTurn) -> str | None:
         """The text the model heard: what was typed (or transcribed); None for speech it has no
         text of. Then `when:` turns cannot match, which is said once per emulator."""
         needs_text = self.script.scenario.matches_words
         if user.transcript is None and self.script.fire("when-needs-text", needs_text):
-            log.warning("the scenario's `when:` turns match words, and speech has no transcript here: "
-                        "speech plays the turns without `when:` in order; type instead (interactive "
-                        "text), or install the `asr` extra so the emulator hears what is said")
+            log.warning("the scenario's `when:` turns match words, and this speech has no transcript "
+                        "(without the `asr` extra the emulator does not recognise speech, and with it "
+                        "it may recognise nothing): speech without words plays the turns without "
+                        "`when:` in order; type instead (interactive text), or install the `asr` extra")
         return user.transcript
 
     def _arguments(self, call: ToolCall, context: Mapping[str, Any], number: int) -> str:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from runner.emulator.api import StreamHandler
 from runner.emulator.nova import NovaConfig, NovaHandler
-from runner.emulator.replay import ReplayHandler, load_tape
+from runner.emulator.replay import ReplayHandler, Tolerance, load_tape
 from runner.emulator.scenario import load_scenario
 from runner.emulator.server import Emulator
 
@@ -46,10 +46,12 @@ async def local_emulator(scenario: Path | None = None, *, host: str = "127.0.0.1
                          record_audio: bool = False, hostnames: Sequence[str] = (),
                          state_dir: Path | None = None,
                          any_credentials: bool = False, replay: Path | None = None,
-                         report: Callable[[str], None] | None = None) -> AsyncIterator[LocalEmulator]:
+                         report: Callable[[str], None] | None = None,
+                         replay_ignore: Sequence[str] = ()) -> AsyncIterator[LocalEmulator]:
     """Start an emulator playing `scenario` (or the built-in default behaviour), or with `replay`
     the model's side of a recording (`agent-run AGENT --record DIR`; the first difference from it
-    is given to `report` and fails the stream). `hostnames`, `state_dir` and `any_credentials` are
+    is given to `report` and fails the stream; event paths matching a `replay_ignore` glob are not
+    compared). `hostnames`, `state_dir` and `any_credentials` are
     the server's (see `Emulator`)."""
     settings: dict[str, Any] = {"record_audio": record_audio}
     if scenario is not None:
@@ -59,7 +61,12 @@ async def local_emulator(scenario: Path | None = None, *, host: str = "127.0.0.1
     if input_timeout_s is not None:
         settings["input_timeout_s"] = input_timeout_s
     handler = NovaHandler(NovaConfig(**settings))
-    replayer = ReplayHandler(load_tape(replay), report=report) if replay is not None else None
+    replayer = None
+    if replay is not None:
+        tolerance = Tolerance(ignore=tuple(replay_ignore))
+        if input_timeout_s is not None:
+            tolerance = replace(tolerance, input_timeout_s=input_timeout_s)
+        replayer = ReplayHandler(load_tape(replay), report=report, tolerance=tolerance)
     serving: StreamHandler = replayer if replayer is not None else handler
     async with Emulator(serving, host=host, port=port, region=region, hostnames=hostnames,
                         state_dir=state_dir, any_credentials=any_credentials) as server:

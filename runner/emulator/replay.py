@@ -33,6 +33,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,6 @@ class TapeLine:
     accepted: bool = False
     end: bool = False
     error: dict[str, Any] | None = None
-    line: int = 0
 
     @property
     def name(self) -> str:
@@ -135,8 +135,7 @@ def _tape_line(raw: str, where: str) -> tuple[int, TapeLine]:
     audio = entry.get("audio_bytes", 0)
     return stream, TapeLine(float(t), direction, event if isinstance(event, dict) else None,
                             audio if isinstance(audio, int) else 0, entry.get("accepted") is True,
-                            entry.get("end") is True, error if isinstance(error, dict) else None,
-                            int(where.rsplit(":", 1)[1]))
+                            entry.get("end") is True, error if isinstance(error, dict) else None)
 
 
 def _input_rate(directory: Path) -> int:
@@ -195,13 +194,19 @@ class IdMap:
         return value
 
 
-def first_difference(expected: Any, got: Any, ids: IdMap, path: str = "") -> str | None:
+def first_difference(expected: Any, got: Any, ids: IdMap, path: str = "",
+                     ignore: Sequence[str] = ()) -> str | None:
     """Where `got` differs from `expected` first, as "at PATH: expected X, got Y"; None if equal.
 
     Ids (ID_KEYS) are matched through `ids` (binding new ones); JSON held in strings is compared
-    as JSON."""
+    as JSON. Paths matching a glob in `ignore` (e.g. "toolResult.content.formattedTime") are not
+    compared: values that differ from run to run, such as the time."""
+    if ignore and any(fnmatchcase(path, pattern) for pattern in ignore):
+        return None
     if isinstance(expected, dict) and isinstance(got, dict):
         for key in expected:
+            if ignore and any(fnmatchcase(_join(path, key), pattern) for pattern in ignore):
+                continue
             if key not in got:
                 return f"at {_join(path, key)}: missing (expected {_short(expected[key])})"
             if key in ID_KEYS and isinstance(expected[key], str) and isinstance(got[key], str):
@@ -210,16 +215,17 @@ def first_difference(expected: Any, got: Any, ids: IdMap, path: str = "") -> str
                             f"{expected[key][:12]}… was live {ids.live.get(expected[key], '?')[:12]}…, "
                             f"got {got[key][:12]}…)")
                 continue
-            found = first_difference(expected[key], got[key], ids, _join(path, key))
+            found = first_difference(expected[key], got[key], ids, _join(path, key), ignore)
             if found is not None:
                 return found
-        extra = [k for k in got if k not in expected]
+        extra = [k for k in got if k not in expected
+                 and not any(fnmatchcase(_join(path, k), pattern) for pattern in ignore)]
         if extra:
             return f"at {_join(path, extra[0])}: not in the recording (got {_short(got[extra[0]])})"
         return None
     if isinstance(expected, list) and isinstance(got, list):
         for index, (a, b) in enumerate(zip(expected, got, strict=False)):
-            found = first_difference(a, b, ids, f"{path}[{index}]")
+            found = first_difference(a, b, ids, f"{path}[{index}]", ignore)
             if found is not None:
                 return found
         if len(expected) != len(got):
@@ -228,7 +234,7 @@ def first_difference(expected: Any, got: Any, ids: IdMap, path: str = "") -> str
     if isinstance(expected, str) and isinstance(got, str) and expected != got:
         parsed = _json_pair(expected, got)
         if parsed is not None:
-            return first_difference(parsed[0], parsed[1], ids, path)
+            return first_difference(parsed[0], parsed[1], ids, path, ignore)
         a, b = _around_difference(expected, got)
         return f"at {path}: expected {a}, got {b}"
     if type(expected) is not type(got) or expected != got:
@@ -331,6 +337,7 @@ class Tolerance:
     audio_early_s: float = 3.0
     audio_late_s: float = 15.0
     input_timeout_s: float = 60.0
+    ignore: tuple[str, ...] = ()  # globs of event paths not compared (first_difference)
 
 
 @dataclass
@@ -427,10 +434,11 @@ class StreamReplay:
         return max(max(gate, audio_at) + release.delay, self._last_release_at)
 
     def _audio_time(self, total: int) -> float | None:
-        if total <= self._forced[0]:
-            return self._forced[1] if total > 0 else self._count_times[0]
+        """When the live input audio reached `total` bytes (or was let off reaching it)."""
         index = bisect.bisect_left(self._audio_totals, total)
-        return self._audio_times[index] if index < len(self._audio_totals) else None
+        if index < len(self._audio_totals):
+            return self._audio_times[index]
+        return self._forced[1] if total <= self._forced[0] else None
 
     def _audio_chunk(self, body: Any, size: int, now: float) -> None:
         templates = self.plan.audio_templates[self._count:]
@@ -458,7 +466,8 @@ class StreamReplay:
         if expected.name != name:
             raise self._difference(name, f"expected {_describe(expected)}, got {name}"
                                          + (f" {_short(body)}" if body is not None else ""))
-        found = first_difference(expected.body, body, self.ids, name) if body is not None else None
+        found = (first_difference(expected.body, body, self.ids, name, self._tolerance.ignore)
+                 if body is not None else None)
         if found is not None:
             raise self._difference(name, found)
         self._force_audio_gates(expected, name, now)

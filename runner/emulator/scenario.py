@@ -175,6 +175,24 @@ def parse_scenario(data: Any, *, source: str = "<scenario>") -> Scenario:
     return scenario
 
 
+def check_embedded_scenario(doc: yaml.YamlDocument, at: yaml.Path, label: str
+                            ) -> tuple[Scenario | None, list[Problem]]:
+    """A scenario written inside another YAML file (the model's side of a test case): the
+    mapping at path `at` of `doc`, read from file `label`. Problems are located in that file;
+    their messages name paths inside the scenario (`turns[0].when`)."""
+    inner = {path[len(at):]: position for path, position in doc.positions.items()
+             if path[:len(at)] == at and len(path) > len(at)}
+    data: Any = doc.data
+    for key in at:
+        if isinstance(data, dict) and isinstance(key, str):
+            data = data.get(key)
+        elif isinstance(data, list) and isinstance(key, int) and 0 <= key < len(data):
+            data = data[key]
+        else:
+            data = None
+    return _build(yaml.YamlDocument(data, inner), label, [])
+
+
 def _build(doc: yaml.YamlDocument, label: str, problems: list[Problem]
            ) -> tuple[Scenario | None, list[Problem]]:
     data = {} if doc.data is None else doc.data  # an empty file: the default behaviour

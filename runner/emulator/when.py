@@ -104,5 +104,7 @@ def _pattern(regex: str) -> re.Pattern[str]:
     except re.error as exc:
         at = f" at position {exc.pos}" if exc.pos is not None else ""
         raise WhenError("regex", f"invalid regular expression: {exc.msg}{at}") from None
-    except (OverflowError, RecursionError, ValueError) as exc:  # a repeat count too large, nesting
+    except RecursionError:  # sre's parser recurses once per group level
+        raise WhenError("regex", "invalid regular expression: groups nested too deeply") from None
+    except (OverflowError, ValueError) as exc:  # a repeat count too large for the engine
         raise WhenError("regex", f"invalid regular expression: {exc}") from None

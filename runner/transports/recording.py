@@ -16,7 +16,9 @@ Theory of operation
   compares only its amount; the audio itself is the left channel of conversation.wav.
 - conversation.wav: 16-bit stereo at the higher of the two rates, the user left (from the
   audioInput events), the assistant right (audioOutput events; cut at a barge-in), on one timeline
-  (runner.audio.stereo). transcript.jsonl: the run's transcript (runner.transcript).
+  (runner.audio.stereo). user.wav: mono at the input rate, the user's audio exactly as sent, chunk
+  after chunk (what `--input` needs to replay a microphone session: the same audio, byte for byte,
+  under a full-duplex policy). transcript.jsonl: the run's transcript (runner.transcript).
   recording.json: what the files are (format version, rates, agent and model).
 - A write that fails (a full disk) never raises into the conversation from the middle of a write:
   the files are left valid (events cut back to whole lines, the WAV's header patched), nothing
@@ -37,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.audio.resample import Resampler
-from runner.audio.stereo import ASSISTANT, USER, StereoTimeline, StereoWavFile
+from runner.audio.stereo import ASSISTANT, USER, GrowingWavFile, StereoTimeline
 from runner.errors import RunnerError, TransportError
 from runner.files import open_for_writing
 from runner.transcript import Transcript
@@ -45,6 +47,7 @@ from runner.transports.base import ConnectionInfo, Connector, Stream
 
 EVENTS_FILE = "events.jsonl"
 WAV_FILE = "conversation.wav"
+USER_WAV_FILE = "user.wav"
 TRANSCRIPT_FILE = "transcript.jsonl"
 META_FILE = "recording.json"
 FORMAT = "agent-run recording"
@@ -73,7 +76,8 @@ class Recording:
         self._started = clock()
         self._fd: int | None = None
         self._good_size = 0
-        self._wav: StereoWavFile | None = None
+        self._wav: GrowingWavFile | None = None
+        self._user_wav: GrowingWavFile | None = None
         self._timeline = StereoTimeline(self.rate)
         self._user = Resampler(input_rate, self.rate)
         self._assistant = Resampler(output_rate, self.rate)
@@ -81,6 +85,7 @@ class Recording:
         self._wav_until = 0.0
         self._transcript: Transcript | None = None  # copied into the folder at the end
         self.failure: str | None = None
+        self._reported = False
         self.events_written = 0
 
     @property
@@ -96,7 +101,8 @@ class Recording:
                 self.transcript_path.unlink()
             self._write_meta()
             self._fd = open_for_writing(self.directory / EVENTS_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-            self._wav = StereoWavFile(self.directory / WAV_FILE, self.rate)
+            self._wav = GrowingWavFile(self.directory / WAV_FILE, self.rate)
+            self._user_wav = GrowingWavFile(self.directory / USER_WAV_FILE, self.input_rate, channels=1)
         except OSError as exc:
             self.close()
             raise RunnerError(f"--record {self.directory}: cannot write {exc.filename or 'in it'}: "
@@ -104,8 +110,12 @@ class Recording:
         self._started = self._clock()
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
         self.close()
+        if exc_type is None and self.failure is not None and not self._reported:
+            # Failed after the last stream event (the WAV's last frames, the transcript copy):
+            # the run must not look successful. An error already on its way is not masked.
+            raise RunnerError(self.failure)
 
     def follow(self, transcript: Transcript, *, copy: bool) -> None:
         """The run's transcript; with `copy` (it is written elsewhere) its entries are saved into
@@ -123,18 +133,22 @@ class Recording:
                 self._wav.append(self._timeline.take(None))
             except OSError as exc:
                 self._failed(WAV_FILE, exc)
-        if self._wav is not None:
-            self._wav.close()
-            self._wav = None
+        self._close_wavs()
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
+
+    def _close_wavs(self) -> None:
+        for wav in (self._wav, self._user_wav):
+            if wav is not None:
+                wav.close()
+        self._wav = self._user_wav = None
 
     def _check_directory(self) -> None:
         where = self.directory
         if where.exists() and not where.is_dir():
             raise RunnerError(f"--record {where}: not a folder (name a folder to write the recording into)")
-        files = [where / name for name in (EVENTS_FILE, WAV_FILE, TRANSCRIPT_FILE, META_FILE)]
+        files = [where / name for name in (EVENTS_FILE, WAV_FILE, USER_WAV_FILE, TRANSCRIPT_FILE, META_FILE)]
         for flag, path in self._protected:
             if any(_same_path(path, f) for f in files):
                 raise RunnerError(f"--record {where} would overwrite {flag} {path}; "
@@ -152,7 +166,8 @@ class Recording:
                 "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "input_sample_rate": self.input_rate, "output_sample_rate": self.output_rate,
                 "wav_sample_rate": self.rate, "wav_channels": {"left": "user", "right": "assistant"},
-                "files": {"events": EVENTS_FILE, "audio": WAV_FILE, "transcript": TRANSCRIPT_FILE},
+                "files": {"events": EVENTS_FILE, "audio": WAV_FILE, "user_audio": USER_WAV_FILE,
+                          "transcript": TRANSCRIPT_FILE},
                 **self._labels}
         path = self.directory / META_FILE
         fd = open_for_writing(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
@@ -186,6 +201,7 @@ class Recording:
         line: dict[str, Any] = {"t": round(at, 4), "stream": stream, "direction": "in"}
         audio = _audio(event, "audioInput")
         if audio is not None:
+            self._user_audio(audio)
             self._place(USER, at, self._user.process(audio))
             event["event"]["audioInput"]["content"] = ""
             line["audio_bytes"] = len(audio)
@@ -209,6 +225,14 @@ class Recording:
         """A stream marker: accepted=True, end=True or error={...}."""
         self._write({"t": round(self.now(), 4), "stream": stream, "direction": direction, **marker},
                      None, b"")
+
+    def _user_audio(self, pcm: bytes) -> None:
+        if self._user_wav is None:
+            return
+        try:
+            self._user_wav.append(pcm[:len(pcm) - len(pcm) % 2])
+        except OSError as exc:
+            self._failed(USER_WAV_FILE, exc)
 
     def _place(self, channel: int, at: float, pcm: bytes) -> None:
         self._timeline.add(channel, at, pcm)
@@ -245,13 +269,12 @@ class Recording:
                 if os.fstat(fd).st_size > self._good_size:
                     os.ftruncate(fd, self._good_size)
             os.close(fd)
-        if self._wav is not None:
-            self._wav.close()
-            self._wav = None
+        self._close_wavs()
 
     def check(self) -> None:
         """Raise the recording's failure as a TransportError that ends the run."""
         if self.failure is not None:
+            self._reported = True
             raise TransportError(self.failure, kind="RecordingError", retryable=False)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runner.audio.stereo import ASSISTANT, USER, StereoTimeline, StereoWavFile
+from runner.audio.stereo import ASSISTANT, USER, GrowingWavFile, StereoTimeline
 
 RATE = 1000  # one frame a millisecond keeps the arithmetic readable
 
@@ -54,7 +54,7 @@ def test_taken_frames_are_final_and_a_cut_never_reaches_back_into_them() -> None
 
 def test_the_wav_is_valid_after_every_append(tmp_path: Path) -> None:
     path = tmp_path / "c.wav"
-    wav = StereoWavFile(path, 24000)
+    wav = GrowingWavFile(path, 24000)
     for n in (0, 480, 960):
         wav.append(bytes(4 * n))
         with wave.open(str(path)) as w:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from e2e_helpers import (
     ORDERS,
@@ -53,8 +54,8 @@ class Recorded:
         return [json.loads(line) for line in (self.folder / "events.jsonl").read_text().splitlines()]
 
 
-def run_args(agent: Path, *extra: str | Path) -> list[str | Path]:
-    return [agent, "--input", QUESTION, "--idle-exit", "1", *extra]
+def run_args(agent: Path, *extra: str | Path, question: Path = QUESTION) -> list[str | Path]:
+    return [agent, "--input", question, "--idle-exit", "1", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +80,9 @@ class Replayed:
     emulator_log: str
 
 
-def replay(recording: Path, agent: Path, tmp: Path) -> Iterator[Replayed]:
-    with replay_run(recording, run_args(agent, "--output", tmp / "answer.wav"), tmp) as replayed:
+def replay(recording: Path, agent: Path, tmp: Path, question: Path = QUESTION) -> Iterator[Replayed]:
+    args = run_args(agent, "--output", tmp / "answer.wav", question=question)
+    with replay_run(recording, args, tmp) as replayed:
         yield replayed
 
 
@@ -107,7 +109,9 @@ def replay_run(recording: Path, args: list[str | Path], tmp: Path) -> Iterator[R
 @pytest.fixture(scope="module")
 def replayed_same(recorded: Recorded, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replayed]:
     assert recorded.done.returncode == 0, recorded.done.describe()
-    yield from replay(recorded.folder, ORDERS, tmp_path_factory.mktemp("same"))
+    # The user's audio as the recording kept it, as one would replay a microphone session.
+    yield from replay(recorded.folder, ORDERS, tmp_path_factory.mktemp("same"),
+                      question=recorded.folder / "user.wav")
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +131,7 @@ def replayed_changed(recorded: Recorded, tmp_path_factory: pytest.TempPathFactor
 def test_the_run_writes_events_wav_transcript_and_metadata(recorded: Recorded) -> None:
     assert recorded.done.returncode == 0, recorded.done.describe()
     names = sorted(p.name for p in recorded.folder.iterdir())
-    assert names == ["conversation.wav", "events.jsonl", "recording.json", "transcript.jsonl"]
+    assert names == ["conversation.wav", "events.jsonl", "recording.json", "transcript.jsonl", "user.wav"]
     meta = json.loads((recorded.folder / "recording.json").read_text())
     assert (meta["input_sample_rate"], meta["output_sample_rate"], meta["agent"]) == (16000, 24000, "orders")
 
@@ -181,6 +185,20 @@ def test_the_stereo_wav_has_the_user_left_and_the_assistant_right(recorded: Reco
     assert first_out > first_in + loud[-1] / 24000  # the assistant answers after the question
 
 
+def test_user_wav_is_the_audio_sent_byte_for_byte(recorded: Recorded) -> None:
+    user = read_output(recorded.folder / "user.wav")
+    assert (user.channels, user.rate) == (1, 16000)
+    sent = sum(e.get("audio_bytes", 0) for e in recorded.events())
+    assert len(user.samples) * 2 == sent
+    question = sample(QUESTION.name)
+    # The file, then silence. (The runner's microphone loop may read a chunk or two, 32 ms each,
+    # before the first session exists: those were never sent, so they are not in user.wav either.)
+    skipped = [k * 512 for k in range(4)
+               if np.array_equal(user.samples[:len(question) - k * 512], question[k * 512:])]
+    assert skipped, "user.wav does not hold the question as sent"
+    assert not user.samples[len(question) - skipped[0]:].any()
+
+
 def test_the_transcript_is_in_the_recording(recorded: Recorded) -> None:
     entries = read_jsonl(recorded.folder / "transcript.jsonl")
     assert [e["text"] for e in entries if e["type"] == "user"] == ["Where is my order 12345?"]
@@ -227,6 +245,21 @@ def test_replay_names_the_first_difference_and_fails_the_run(replayed_changed: R
     assert message in line and line.endswith("got 'Lost'"), line
     # The model's side stopped at the difference: the recorded answer after the tool never came.
     assert not any("12345 is" in text for text in _said(done)), _said(done)
+
+
+def test_a_changed_system_prompt_is_the_first_difference(recorded: Recorded, tmp_path: Path) -> None:
+    assert recorded.done.returncode == 0, recorded.done.describe()
+    agent = tmp_path / "orders.yaml"
+    agent.write_text(ORDERS.read_text().replace("Keep your responses short", "Keep your responses long"))
+    shutil.copy(REPO / "agents" / "orders_tools.py", tmp_path / "orders_tools.py")
+    with replay_run(recorded.folder, run_args(agent, "--output", tmp_path / "a.wav"), tmp_path) as replayed:
+        done = replayed.done
+    assert done.returncode == 1, done.describe()
+    expected = ("replay: stream 1, input event #4 (textInput): at textInput.content: expected "
+                "…'Keep your responses short, generally two or\\nthree sentences for chatty'…, "
+                "got …'Keep your responses long, generally two or\\nthree sentences for chatty '…")
+    assert expected in done.stderr, done.stderr
+    assert done.elapsed_s < 20  # refused at the system prompt, long before the question is played
 
 
 # -- bad folders, broken disks ------------------------------------------------------------------

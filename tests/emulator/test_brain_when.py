@@ -143,3 +143,12 @@ def test_each_conversation_keeps_its_own_in_order_position() -> None:
     type_text(second, "hi")
     second.advance(3)
     assert assistant(first) == assistant(second) == ["Welcome to the shop."]
+
+
+def test_speech_with_a_transcript_matches_like_text() -> None:
+    # What an ASR hook supplies: the words of an utterance (speech_s set) are matched as typed text.
+    conversation = Script(SHOP).conversation_for([])[0]
+    choice, number = conversation.choose("where is order 99", speech_s=1.4)
+    assert (choice.label, dict(choice.match), number) == ("turns[0]", {"order_id": "99"}, 1)
+    choice, _ = conversation.choose(None, speech_s=1.4)
+    assert choice.label == "turns[2]"

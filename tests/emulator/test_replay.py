@@ -262,3 +262,34 @@ def test_streams_are_read_in_order(tmp_path: Path) -> None:
     tape = load_tape(tmp_path)
     assert [len(s) for s in tape.streams] == [1, 1]
     assert tape.streams[0][0].error == lines[1]["error"] and tape.streams[1][0].accepted
+
+
+def test_ignored_paths_are_not_compared() -> None:
+    recorded = {"content": json.dumps({"formattedTime": "10:01 AM", "day": "MONDAY"}), "extra": 1}
+    later = {"content": json.dumps({"formattedTime": "10:07 AM", "day": "MONDAY"}), "extra": 2}
+    assert first_difference(recorded, later, IdMap(), "toolResult") == (
+        "at toolResult.content.formattedTime: expected '10:01 AM', got '10:07 AM'")
+    assert first_difference(recorded, later, IdMap(), "toolResult",
+                            ("toolResult.content.formattedTime", "toolResult.extra")) is None
+    assert first_difference(recorded, later, IdMap(), "toolResult", ("toolResult.*",)) is None
+    assert first_difference({"a": 1}, {"a": 1, "new": 2}, IdMap(), "x", ("x.new",)) is None
+
+
+def test_streams_map_to_requests_in_order_and_a_recorded_refusal_is_refused_again(tmp_path: Path) -> None:
+    from runner.emulator.api import StreamRequest
+    from runner.emulator.replay import ReplayHandler
+
+    refused = {"kind": "ThrottlingException", "message": "ThrottlingException: Too many requests"}
+    lines = [{"t": 0.0, "stream": 1, "direction": "out", "error": refused},
+             {"t": 0.1, "stream": 2, "direction": "out", "error": {"kind": "EndpointUnreachable",
+                                                                  "message": "no route"}},
+             {"t": 0.5, "stream": 3, "direction": "out", "accepted": True}]
+    (tmp_path / "events.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    handler = ReplayHandler(load_tape(tmp_path))
+    first = handler.admit(StreamRequest("m", "r1", 1))
+    assert first is not None and (first.status, first.error_type, first.message) == (
+        429, "ThrottlingException", "Too many requests")
+    # Stream 2 never reached the service (no network): the next request is stream 3.
+    assert handler.admit(StreamRequest("m", "r2", 2)) is None
+    assert handler._assigned["r2"] is not None and handler._assigned["r2"].number == 3
+    assert handler.admit(StreamRequest("m", "r3", 3)) is None and handler._assigned["r3"] is None

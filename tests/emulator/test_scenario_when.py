@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from runner.config import yaml
 from runner.emulator.scenario import (
     Say,
     ToolCall,
+    check_embedded_scenario,
     choose_turn,
     load_scenario,
     parse_scenario,
@@ -70,6 +72,8 @@ def test_captures_with_lone_surrogates_become_replacement_characters() -> None:
     ({"regex": "(open"}, "regex",
      "invalid regular expression: missing ), unterminated subpattern at position 0"),
     ({"regex": "(?P<a>x)(?P<a>y)"}, "regex", "redefinition of group name 'a'"),
+    ({"regex": "a{99999999999}"}, "regex", "the repetition number is too large"),
+    ({"regex": "(" * 5000 + ")" * 5000}, "regex", "invalid regular expression: groups nested too deeply"),
 ])
 def test_bad_conditions_say_why(data: str | dict[str, object], key: str, message: str) -> None:
     with pytest.raises(WhenError) as caught:
@@ -218,3 +222,42 @@ fallback:
 def test_an_empty_fallback_is_refused(tmp_path: Path) -> None:
     assert problems(tmp_path, "fallback: []\n") == [
         "1:1: error: fallback: must not be empty (add a `say` or `tool` item)"]
+
+
+def test_the_readme_example_loads_and_answers_as_documented(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("A scenario can follow what the user says"):]
+    start = section.index("```yaml\n") + len("```yaml\n")
+    example = section[start:section.index("\n```", start)]
+    (tmp_path / "readme.yaml").write_text(example)
+    scenario = load_scenario(tmp_path / "readme.yaml")
+    assert len(scenario.turns) == 3 and len(scenario.fallback) == 1
+    order = choose_turn(scenario, "Where is order number 4711?", 0, speech_s=None)
+    call = order.turn.items[0]
+    assert isinstance(call, ToolCall)
+    assert json.loads(render_arguments(call, {"match": order.match})) == {"orderId": "4711"}
+    assert choose_turn(scenario, "Hours? When are you OPENING?", 0, speech_s=None).label == "turns[1]"
+    assert [choose_turn(scenario, "Hi", n, speech_s=None).label for n in (0, 1)] == ["turns[2]", "fallback"]
+
+
+def test_a_scenario_embedded_in_another_file_is_located_in_that_file(tmp_path: Path) -> None:
+    text = """\
+cases:
+  - name: order
+    model:
+      turns:
+        - when: {regex: "(unclosed"}
+          assistant: [{say: "{{ match.x }}"}]
+"""
+    doc = yaml.load(text)
+    scenario, found = check_embedded_scenario(doc, ("cases", 0, "model"), "t.test.yaml")
+    assert scenario is None
+    assert [p.format() for p in found] == [
+        "t.test.yaml:5:25: error: turns[0].when.regex: invalid regular expression: missing ), unterminated "
+        "subpattern at position 0",
+        "t.test.yaml:6:29: error: turns[0].assistant[0].say: `match.x` is not available: `match` holds the "
+        "named groups of the turn's `when: {regex: ...}`, and this turn has none",
+    ]
+    good = yaml.load("model:\n  turns: [{when: hi, assistant: [{say: Hello.}]}]\n")
+    scenario, found = check_embedded_scenario(good, ("model",), "t.test.yaml")
+    assert found == [] and scenario is not None and scenario.turns[0].when is not None
