@@ -114,10 +114,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     settings = RunSettings(target=args.target, repeat=args.repeat, pass_rate=args.pass_rate,
                            parallel=args.parallel)
-    return _run(jobs, settings, verbose=args.verbose)
+    skipped = [case for _, case in jobs if args.target not in case.targets]
+    for case in skipped:
+        print(f"SKIP  {case.where.file}: {case.name} (targets: {', '.join(case.targets)})")
+    return _run([(a, c) for a, c in jobs if args.target in c.targets], settings, verbose=args.verbose,
+                skipped=len(skipped))
 
 
-def _run(jobs: list[tuple[AgentConfig, Case]], settings: RunSettings, *, verbose: bool) -> int:
+def _run(jobs: list[tuple[AgentConfig, Case]], settings: RunSettings, *, verbose: bool, skipped: int) -> int:
     from runner.testing.report import case_line, failures, totals
     from runner.testing.runner import run_cases
 
@@ -136,5 +140,5 @@ def _run(jobs: list[tuple[AgentConfig, Case]], settings: RunSettings, *, verbose
         print()
         print(block)
     print()
-    print(totals(outcomes, time.monotonic() - started))
+    print(totals(outcomes, time.monotonic() - started, skipped))
     return 0 if all(o.passed for o in outcomes) else 1

@@ -37,6 +37,7 @@ from runner.schemas import AGENT_TEST, load_schema
 from runner.testing.expectations import EXPECTATIONS, Expectation
 from runner.testing.model import (
     DEFAULT_TURN_TIMEOUT_S,
+    TARGETS,
     AudioInput,
     Case,
     Mock,
@@ -253,8 +254,10 @@ def _cases(check: _Check, data: Mapping[str, Any], agent: AgentConfig | None) ->
         mocks = {**default_mocks, **_mocks(check, case.get("mocks"), (*path, "mocks"), tools)}
         turns = _turns(check, case.get("turns"), (*path, "turns"), tools, agent)
         if isinstance(name, str) and model is not None:
+            targets = case.get("targets")
             built.append(Case(name=name, where=check.where(path), turns=tuple(turns), model=model,
-                              mocks=mocks, timeout_s=_number(case.get("timeout_s"), default_timeout)))
+                              mocks=mocks, timeout_s=_number(case.get("timeout_s"), default_timeout),
+                              targets=tuple(targets) if isinstance(targets, list) else TARGETS))
     return built
 
 

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from runner.testing.expectations import Expectation
 
 DEFAULT_TURN_TIMEOUT_S = 20.0
+TARGETS = ("emulator", "bedrock")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,8 @@ class Case:
     model: ModelSide = field(default_factory=ModelSide)
     mocks: Mapping[str, Mock] = field(default_factory=dict)
     timeout_s: float = DEFAULT_TURN_TIMEOUT_S
+    # Where the case runs ("emulator", "bedrock"); skipped elsewhere.
+    targets: tuple[str, ...] = TARGETS
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,6 +67,8 @@ class AgentCase(pytest.Item):
 
     def runtest(self) -> None:
         options = self.config.option
+        if options.agent_target not in self.case.targets:
+            pytest.skip(f"this case runs on: {', '.join(self.case.targets)} (not {options.agent_target})")
         settings = RunSettings(target=options.agent_target, repeat=options.agent_repeat,
                                pass_rate=options.agent_pass_rate)
         outcome = asyncio.run(run_outcome(self.agent, self.case, settings))

@@ -21,7 +21,9 @@ def failures(outcomes: Sequence[Outcome]) -> list[str]:
     return [f"--- FAIL {o.case.name}\n{o.report()}" for o in outcomes if not o.passed]
 
 
-def totals(outcomes: Sequence[Outcome], elapsed_s: float) -> str:
+def totals(outcomes: Sequence[Outcome], elapsed_s: float, skipped: int = 0) -> str:
     failed = sum(not o.passed for o in outcomes)
-    cases = f"{len(outcomes)} case{'' if len(outcomes) == 1 else 's'}"
-    return f"{cases}: {len(outcomes) - failed} passed, {failed} failed ({elapsed_s:.1f} s)"
+    count = len(outcomes) + skipped
+    cases = f"{count} case{'' if count == 1 else 's'}"
+    skips = f", {skipped} skipped" if skipped else ""
+    return f"{cases}: {len(outcomes) - failed} passed, {failed} failed{skips} ({elapsed_s:.1f} s)"

@@ -164,9 +164,20 @@ def test_check_checks_test_files_too() -> None:
 def test_target_bedrock_without_credentials_fails_each_case_with_the_reason(tmp_path: Path) -> None:
     clean = env()
     clean["HOME"] = str(tmp_path)  # no ~/.aws either
-    done = subprocess.run([sys.executable, "-m", "runner", "test", "agents/simple.test.yaml", "-k", "typed",
-                           "--target", "bedrock"], cwd=REPO, env=clean, capture_output=True, text=True,
-                          timeout=60, check=False)
+    done = subprocess.run([sys.executable, "-m", "runner", "test", "agents/simple.test.yaml",
+                           "--target", "bedrock"],
+                          cwd=REPO, env=clean, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "agents/simple.test.yaml:8: answers typed text: no AWS credentials found" in done.stdout
+    # Cases that check the emulator's scripted words say where they run, and are skipped here.
+    assert "SKIP  agents/simple.test.yaml: answers typed text (targets: emulator)\n" in done.stdout
+    assert ("agents/simple.test.yaml:24: cannot be interrupted (half duplex): no AWS credentials found"
+            in done.stdout)
+    assert done.stdout.rstrip().splitlines()[-1].startswith("3 cases: 0 passed, 1 failed, 2 skipped (")
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_pytest_skips_a_case_meant_for_another_target() -> None:
+    done = run("agents/simple.test.yaml", "--agent-target", "bedrock", "-k", "typed", "-rs",
+               "-p", "no:cacheprovider", module="pytest")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "this case runs on: emulator (not bedrock)" in done.stdout and "1 skipped" in done.stdout

@@ -57,6 +57,7 @@ cases:
         wait_ms: 100
       - expect: [{interrupted: false}]
   - name: two
+    targets: [emulator]
     mocks: {getDateAndTimeTool: {error: down}}
     timeout_s: 2.5
     model: {scenario: %s}
@@ -72,6 +73,7 @@ cases:
     assert set(two.mocks) == {"trackOrderTool", "getDateAndTimeTool"}  # the file's mocks, and the case's
     assert two.mocks["getDateAndTimeTool"].error == "down"
     assert one.model.scenario is None and two.model.scenario is not None
+    assert one.targets == ("emulator", "bedrock") and two.targets == ("emulator",)
     assert str(one.where) == f"{path}:6"
 
 
