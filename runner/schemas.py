@@ -15,6 +15,7 @@ from typing import Any
 
 AGENT = "agent.schema.json"
 SCENARIO = "scenario.schema.json"
+AGENT_TEST = "agent-test.schema.json"
 INPUT_EVENT = "nova-sonic-input-event.schema.json"
 
 

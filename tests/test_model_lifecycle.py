@@ -29,7 +29,8 @@ from runner.models import (
 from runner.schemas import AGENT, load_schema
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = sorted((ROOT / "agents").glob("*.yaml"))
+# Agent files (the *.test.yaml beside them are test files: tests/testing).
+EXAMPLES = sorted(p for p in (ROOT / "agents").glob("*.yaml") if not p.name.endswith(".test.yaml"))
 RETIRED = ("warning: amazon.nova-sonic-v1:0 (Nova Sonic) reached end of life on 2026-09-14: Bedrock no "
            "longer serves it; use amazon.nova-2-sonic-v1:0 instead")
 

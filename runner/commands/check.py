@@ -9,6 +9,8 @@ from typing import Any
 from runner.config.loader import check_agent
 from runner.config.overrides import add_var_option, var_overrides
 from runner.config.report import Problem, count, summary
+from runner.testing.load import SUFFIX as TEST_SUFFIX
+from runner.testing.load import check_tests
 from runner.tools.builtins import BUILTINS, builtin_listing
 
 
@@ -16,11 +18,12 @@ def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "check", help="validate agent files (no network)",
         description="Check agent files: YAML, schema, model and voice, tools and their handlers, the "
-                    "system prompt and template overrides. Prints FILE:LINE:COL: error: message for "
-                    "every problem; exits 1 when any file has an error (warnings do not change it).",
+                    "system prompt and template overrides; test files (*.test.yaml) with their agent. "
+                    "Prints FILE:LINE:COL: error: message for every problem; exits 1 when any file has "
+                    "an error (warnings do not change it).",
         epilog=f"built-in tool handlers (handler: builtin:NAME): {', '.join(BUILTINS)}; "
                "--list-builtins shows their arguments.")
-    p.add_argument("files", nargs="*", metavar="FILE", help="agent YAML files")
+    p.add_argument("files", nargs="*", metavar="FILE", help="agent YAML files (or *.test.yaml test files)")
     p.add_argument("--json", action="store_true", help="print the problems as a JSON array")
     p.add_argument("--list-builtins", action="store_true",
                    help="list the built-in tool handlers (handler: builtin:NAME), and exit")
@@ -38,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
     overrides = var_overrides(args)
     problems: list[Problem] = []
     for file in args.files:
+        if str(file).endswith(TEST_SUFFIX):  # a test file (agent-run test): checked with its agent
+            problems.extend(check_tests(file)[1])
+            continue
         _, found = check_agent(file, overrides)
         problems.extend(found)
     if args.json:

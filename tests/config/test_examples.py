@@ -13,7 +13,8 @@ from runner.models import ALL_VOICES, ENDPOINTING_SENSITIVITIES, SAMPLE_RATES
 from runner.schemas import AGENT, load_schema
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted((ROOT / "agents").glob("*.yaml"))
+# Agent files (the *.test.yaml beside them are test files: tests/testing).
+EXAMPLES = sorted(p for p in (ROOT / "agents").glob("*.yaml") if not p.name.endswith(".test.yaml"))
 
 
 def test_there_are_three_examples() -> None:
