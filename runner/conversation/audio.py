@@ -117,6 +117,9 @@ class Microphone:
             session.send_audio(pcm)
 
     async def run(self) -> None:
+        # Nothing is read before there is a session to send it to: a file's first chunk would
+        # otherwise be read and dropped.
+        await self._live.first_session.wait()
         while True:  # ends when the TaskGroup is cancelled
             # Decided before reading: a muted file source keeps its place (nothing is lost), a
             # live one captures and drops, as a half-duplex line would.

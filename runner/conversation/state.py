@@ -36,6 +36,7 @@ class Live:
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
         self.session: Session | None = None  # supervisor: where the user's audio and text go now
+        self.first_session = asyncio.Event()  # supervisor: set once `session` is first assigned
         self.link: Link | None = None  # supervisor: the current stream
         self.tools_running = 0  # tool calls
         self.last_activity = clock()  # reader, tool calls, typed text: for the idle exit

@@ -125,6 +125,7 @@ class Supervisor:
         if after_failure:
             self._mic.replay_unheard(session)
         self._live.session = session
+        self._live.first_session.set()
         if failures:
             delay = min(BACKOFF_FIRST_S * 2 ** (failures - 1), BACKOFF_MAX_S)
             if await self._live.stop_within(delay):

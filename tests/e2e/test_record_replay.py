@@ -191,12 +191,10 @@ def test_user_wav_is_the_audio_sent_byte_for_byte(recorded: Recorded) -> None:
     sent = sum(e.get("audio_bytes", 0) for e in recorded.events())
     assert len(user.samples) * 2 == sent
     question = sample(QUESTION.name)
-    # The file, then silence. (The runner's microphone loop may read a chunk or two, 32 ms each,
-    # before the first session exists: those were never sent, so they are not in user.wav either.)
-    skipped = [k * 512 for k in range(4)
-               if np.array_equal(user.samples[:len(question) - k * 512], question[k * 512:])]
-    assert skipped, "user.wav does not hold the question as sent"
-    assert not user.samples[len(question) - skipped[0]:].any()
+    # The whole file from its first sample (the microphone loop reads nothing before a session
+    # exists to take it), then silence.
+    assert np.array_equal(user.samples[:len(question)], question), "user.wav is not the question as sent"
+    assert not user.samples[len(question):].any()
 
 
 def test_the_transcript_is_in_the_recording(recorded: Recorded) -> None:
