@@ -9,13 +9,11 @@ one that raises is logged and dropped.
 from __future__ import annotations
 
 import logging
-import math
-from array import array
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from runner.protocol.events import OutputEvent
-from runner.protocol.handover import SPEECH_DBFS
+from runner.protocol.handover import SPEECH_DBFS, chunk_dbfs
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +60,7 @@ class Taps:
         if not self._taps:
             return
         now = self._clock()
-        if _dbfs(chunk) >= SPEECH_DBFS:
+        if chunk_dbfs(chunk) >= SPEECH_DBFS:
             self._last_loud = now
             if not self._speaking:
                 self._speaking = True
@@ -80,11 +78,3 @@ class Taps:
                 log.exception("event tap %r failed; it is dropped", tap)
                 self._taps.remove(tap)
 
-
-def _dbfs(pcm: bytes) -> float:
-    samples = array("h")
-    samples.frombytes(pcm[: len(pcm) - len(pcm) % 2])
-    if not samples:
-        return -math.inf
-    mean_square = sum(s * s for s in samples) / len(samples)
-    return -math.inf if mean_square == 0 else 10 * math.log10(mean_square / 32768.0**2)

@@ -7,6 +7,7 @@ EmulatorStream, which deals only in Nova Sonic JSON events and Bedrock error kin
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -82,3 +83,13 @@ class StreamHandler(Protocol):
 
     async def handle(self, stream: EmulatorStream) -> None:
         """Run one session to completion. Must return (not hang) once `stream.closed`."""
+
+
+async def read_into(stream: EmulatorStream, inbox: asyncio.Queue[bytes | None]) -> None:
+    """Move a stream's input events into a bounded inbox until the client ends its input (None):
+    the handler reads at its own pace, and a full inbox holds the client back (HTTP/2 flow control)."""
+    while True:
+        payload = await stream.receive()
+        await inbox.put(payload)
+        if payload is None:
+            return

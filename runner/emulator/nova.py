@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from runner.emulator import asr, speech
-from runner.emulator.api import EmulatorStream, Rejection, StreamRequest
+from runner.emulator.api import EmulatorStream, Rejection, StreamRequest, read_into
 from runner.emulator.brain import (
     THROTTLED,
     Action,
@@ -100,7 +100,7 @@ class NovaHandler:
         inbox: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=INBOX_SIZE)
         try:
             async with asyncio.TaskGroup() as tasks:
-                reader = tasks.create_task(_read(stream, inbox))
+                reader = tasks.create_task(read_into(stream, inbox))
                 try:
                     await self._run(stream, brain, inbox, events)
                 finally:
@@ -152,13 +152,6 @@ class NovaHandler:
                 if event is not None:  # logged once validated: a refused event is named in the error
                     events.input({"event": {event.name: event.body}})
 
-
-async def _read(stream: EmulatorStream, inbox: asyncio.Queue[bytes | None]) -> None:
-    while True:
-        payload = await stream.receive()
-        await inbox.put(payload)
-        if payload is None:
-            return
 
 
 async def _execute(stream: EmulatorStream, actions: list[Action], events: StreamLog) -> None:

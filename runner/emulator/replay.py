@@ -37,7 +37,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from runner.emulator.api import EXCEPTION_KINDS, EmulatorStream, Rejection, StreamRequest
+from runner.emulator.api import EXCEPTION_KINDS, EmulatorStream, Rejection, StreamRequest, read_into
 from runner.emulator.eventlog import StreamLog
 from runner.emulator.validation import INPUT_TIMEOUT, InputValidator, NovaValidationError
 from runner.errors import RunnerError
@@ -544,7 +544,7 @@ class ReplayHandler:
         inbox: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=INBOX_SIZE)
         events = StreamLog(log, stream.request.request_id[:8])
         async with asyncio.TaskGroup() as tasks:
-            reader = tasks.create_task(_read(stream, inbox))
+            reader = tasks.create_task(read_into(stream, inbox))
             try:
                 await self._serve(stream, replay, validator, inbox, events)
             except Difference as exc:
@@ -614,10 +614,3 @@ async def _send(stream: EmulatorStream, out: Outgoing, validator: InputValidator
     await stream.end()
     return True
 
-
-async def _read(stream: EmulatorStream, inbox: asyncio.Queue[bytes | None]) -> None:
-    while True:
-        payload = await stream.receive()
-        await inbox.put(payload)
-        if payload is None:
-            return
