@@ -610,6 +610,24 @@ def check_espeak(which: Callable[[str], str | None] = shutil.which) -> CheckResu
     return CheckResult("espeak-ng", "ok", f"espeak-ng {match.group(1)}")
 
 
+def check_asr(installed: Callable[[], bool] | None = None) -> CheckResult:
+    """The asr extra lets the emulator hear what the user said (`when:` on speech, `heard:` in tests)."""
+    from runner.emulator import asr
+
+    name = "speech recognition"
+    if not (installed or asr.whisper_installed)():
+        return CheckResult(name, "warn", "the emulator does not transcribe speech (typed text still "
+                           "works); `when:` turns and `heard:` expectations need text or the asr extra",
+                           fix=asr.INSTALL_HINT)
+    try:
+        directory = asr.whisper_model_dir()
+    except RunnerError as exc:
+        return CheckResult(name, "fail", str(exc), fix=asr.INSTALL_HINT)
+    chosen = os.environ.get(asr.ENV_VAR)
+    off = f" (turned off by ${asr.ENV_VAR}={chosen})" if chosen == "none" else ""
+    return CheckResult(name, "ok", f"Whisper tiny.en, checksums match ({directory}){off}")
+
+
 # --- the agent file -----------------------------------------------------------------------------
 
 def check_agent_file(path: Path) -> tuple[CheckResult, AgentConfig | None]:
@@ -679,7 +697,7 @@ async def diagnose(options: DoctorOptions, *, env: Mapping[str, str] | None = No
         else:
             results.append(CheckResult("emulator", "skipped", "needs the Bedrock SDK",
                                        fix="fix the bedrock-sdk check above"))
-    results += [check_audio(), check_espeak()]
+    results += [check_audio(), check_espeak(), check_asr()]
     if agent_result is not None:
         results.append(agent_result)
     if options.emulate:

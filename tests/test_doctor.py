@@ -378,6 +378,17 @@ def test_espeak_found_or_missing() -> None:
     assert missing.fix == "apt-get install espeak-ng"
 
 
+def test_speech_recognition_found_or_missing() -> None:
+    from runner.emulator import asr
+
+    found = doctor.check_asr()
+    if asr.whisper_installed():
+        assert found.status == "ok" and "checksums match" in found.summary, found
+    missing = doctor.check_asr(lambda: False)
+    assert missing.status == "warn" and "asr extra" in missing.summary
+    assert missing.fix == asr.INSTALL_HINT
+
+
 def test_reach_reports_refused_connections_quickly() -> None:
     start = time.monotonic()
     reached = asyncio.run(doctor.reach(f"https://127.0.0.1:{closed_port()}", timeout_s=2.0))
