@@ -218,3 +218,23 @@ def test_sigterm_drains_a_live_call_then_exits(tmp_path: Path) -> None:
         last = transcript_entries(path)[-1]
         assert (last["type"], last["event"], last["reason"]) == ("session", "end", "server shutting down")
         assert "draining: 1 live conversation(s)" in server.stderr()
+
+
+def test_transcripts_to_stdout_are_json_lines_with_a_conversation_id(tmp_path: Path) -> None:
+    with ServeProcess(tmp_path, "--transcripts", "-") as server:  # the later option wins
+        server.wait_ready()
+
+        async def call() -> None:
+            async with open_ws(server.ws_url) as ws:
+                await ws.recv()
+                await ws.send(json.dumps({"type": "text", "text": "Where is my order 12345?"}))
+                await receive_until(ws, CallLog(), _answered, timeout_s=30)
+
+        asyncio.run(call())
+        server.wait_idle()
+    lines = [json.loads(line) for line in server.stdout_path.read_text().splitlines()]
+    assert lines and len({line["conversation"] for line in lines}) == 1
+    assert lines[0]["type"] == "session"
+    assert (lines[-1]["type"], lines[-1]["event"]) == ("session", "end")
+    assert any(line["type"] == "tool_call" for line in lines)
+    assert server.transcript_files() == []
