@@ -238,3 +238,23 @@ def test_transcripts_to_stdout_are_json_lines_with_a_conversation_id(tmp_path: P
     assert (lines[-1]["type"], lines[-1]["event"]) == ("session", "end")
     assert any(line["type"] == "tool_call" for line in lines)
     assert server.transcript_files() == []
+
+
+def test_a_line_typed_over_the_assistant_interrupts_its_playback(server: ServeProcess) -> None:
+    async def call() -> CallLog:
+        log = CallLog()
+        async with open_ws(server.ws_url) as ws:
+            log.messages.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+            await ws.send(json.dumps({"type": "text", "text": "Where is my order 12345?"}))
+            await receive_until(ws, log, lambda lg: lg.audio_bytes > 0, timeout_s=20)
+            await ws.send(json.dumps({"type": "text", "text": "What time is it?"}))
+            await receive_until(ws, log, lambda lg: bool(lg.of("interrupted")) and len(lg.said("user")) == 2,
+                                timeout_s=10)
+        return log
+
+    log = asyncio.run(call())
+    assert log.of("interrupted") == [{"type": "interrupted"}]
+    assert log.said("user") == ["Where is my order 12345?", "What time is it?"]
+    # The page drops what it buffered on `interrupted`: it comes before the new line's transcript.
+    kinds = [m["type"] for m in log.messages]
+    assert kinds.index("interrupted") < len(kinds) - 1 - kinds[::-1].index("transcript")
