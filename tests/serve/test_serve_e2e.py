@@ -210,10 +210,11 @@ def test_sigterm_drains_a_live_call_then_exits(tmp_path: Path) -> None:
         log, refused, sent_at = asyncio.run(call())
         server.proc.wait(timeout=drain_s + 6)
         elapsed = time.monotonic() - sent_at
-        assert refused.close_code == 1013 and "shutting down" in refused.close_reason
-        assert log.close_code == 1001
-        assert server.proc.returncode == 143  # 128 + SIGTERM, like every agent-run command
-        assert elapsed <= drain_s + 2.5
+        why = f"after {elapsed:.2f} s; refused {refused}; call {log.close_code}; stderr:\n{server.stderr()}"
+        assert refused.close_code == 1013 and "shutting down" in refused.close_reason, why
+        assert log.close_code == 1001, why
+        assert server.proc.returncode == 143, why  # 128 + SIGTERM, like every agent-run command
+        assert elapsed <= drain_s + 2.5, why
         [path] = server.transcript_files()
         last = transcript_entries(path)[-1]
         assert (last["type"], last["event"], last["reason"]) == ("session", "end", "server shutting down")
