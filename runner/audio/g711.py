@@ -27,7 +27,7 @@ def _encode_all() -> npt.NDArray[np.uint8]:
     exponent = np.floor(np.log2(magnitude)).astype(np.int32) - 7
     exponent = np.clip(exponent, 0, 7)
     mantissa = (magnitude >> (exponent + 3)) & 0x0F
-    code = ~(sign | (exponent << 4) | mantissa) & 0xFF
+    code: npt.NDArray[np.int64] = ~(sign | (exponent << 4) | mantissa) & 0xFF
     return code.astype(np.uint8)
 
 
@@ -49,7 +49,8 @@ def ulaw_encode(pcm: bytes | bytearray | memoryview) -> bytes:
     view = memoryview(pcm).cast("B")
     usable = len(view) - len(view) % 2
     samples = np.frombuffer(view[:usable], dtype="<u2")
-    return _ENCODE[samples].tobytes()
+    codes: npt.NDArray[np.uint8] = _ENCODE[samples]
+    return codes.tobytes()
 
 
 def ulaw_decode(ulaw: bytes | bytearray | memoryview) -> bytes:
