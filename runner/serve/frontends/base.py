@@ -20,16 +20,17 @@ Adding a provider is one module with a class satisfying `FrontEnd` and one entry
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from runner.audio.base import AudioSink, AudioSource
 from runner.conversation.text import TextInput
+from runner.serve.context import ServeContext
+from runner.serve.errors import CallerRefused
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
-
-    from runner.serve.context import ServeContext
 
 __all__ = ["FRONT_ENDS", "CallerIO", "CallerRefused", "FrontEnd", "ServeContext", "converse", "register"]
 
@@ -41,6 +42,9 @@ class CallerIO(Protocol):
     sink: AudioSink  # assistant audio to the caller (flush() = barge-in)
     text_input: TextInput | None  # typed text (browser), DTMF as text (twilio), or None
     vars: Mapping[str, str]  # template vars from the call (callSid, custom parameters)
+    # Set by the front end when the caller has gone (hung up, socket closed): the conversation then
+    # ends in order. (Cancelling the task that awaits `converse` does the same.)
+    closed: asyncio.Event
 
     def event(self, kind: str, **fields: Any) -> None:
         """Something the caller should see (see the module docstring); must not block or raise."""
@@ -53,17 +57,6 @@ class FrontEnd(Protocol):
     def routes(self, ctx: ServeContext) -> list[BaseRoute]:
         """The Starlette routes this front end serves (its endpoints check `ctx.authorized`)."""
         ...
-
-
-class CallerRefused(Exception):
-    """No conversation for this caller now: the server is full or draining (try another worker)."""
-
-    websocket_code = 1013  # "try again later"
-    http_status = 503
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 FRONT_ENDS: dict[str, type[FrontEnd]] = {}
