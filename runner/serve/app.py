@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 STATIC = Path(__file__).parent / "static"
 # The modules that register front ends (one per provider).
-FRONT_END_MODULES = ("runner.serve.frontends.browser",)
+FRONT_END_MODULES = ("runner.serve.frontends.browser", "runner.serve.frontends.twilio")
 
 type Endpoint = Callable[[Request], Awaitable[Response]]
 

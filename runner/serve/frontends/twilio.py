@@ -90,8 +90,7 @@ class TwilioSettings:
     """The front end's own settings, read from the server's settings or the environment."""
 
     def __init__(self, ctx: ServeContext) -> None:
-        token = getattr(ctx.settings, "twilio_auth_token", None) or os.environ.get(AUTH_TOKEN_ENV) or None
-        self.auth_token: str | None = token
+        self.auth_token = ctx.settings.twilio_auth_token or os.environ.get(AUTH_TOKEN_ENV) or None
 
 
 @register
