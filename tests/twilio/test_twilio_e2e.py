@@ -1,0 +1,162 @@
+"""Phone calls end to end: a real `agent-run serve` process with the emulator, and a simulated
+Twilio (tests/twilio/twilio_caller.py) speaking Media Streams to it over a real WebSocket.
+
+Two servers run for the module: one open on loopback (the orders scenario: a spoken question gets
+the tool call and the answer's audio; keypad digits reach the transcript as text), one with a
+Twilio auth token (unsigned requests are refused; a signed call is barged in on and gets `clear`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+
+import pytest
+from twilio_caller import REPO, SAMPLES, Heard, ServeProcess, TwilioCaller, rms, wav_as_ulaw
+from websockets.exceptions import InvalidStatus
+
+from runner.serve.frontends.twilio_signature import compute_signature
+
+pytestmark = pytest.mark.timeout(120)
+
+AUTH_TOKEN = "twilio-test-auth-token-0123456789"
+LONG_ANSWER = REPO / "tests" / "data" / "e2e" / "long_answer.scenario.yaml"
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServeProcess, ServeProcess]]:
+    with (ServeProcess(tmp_path_factory.mktemp("open"), SAMPLES / "orders.scenario.yaml") as open_server,
+          ServeProcess(tmp_path_factory.mktemp("signed"), LONG_ANSWER,
+                       env={"TWILIO_AUTH_TOKEN": AUTH_TOKEN}) as signed):
+        open_server.wait_ready()
+        signed.wait_ready()
+        yield open_server, signed
+
+
+def stream_url(server: ServeProcess) -> str:
+    return f"ws://127.0.0.1:{server.port}/twilio/stream"
+
+
+def test_voice_webhook_answers_connect_stream_with_parameters(servers: tuple[ServeProcess, ServeProcess]) -> None:
+    server = servers[0]
+    status, body = server.post("/twilio/voice?customer=Ada%20%22%3C%26%3E%22",
+                               {"CallSid": "CA1", "From": "+15551234567", "To": "+15557654321"})
+    assert status == 200, body
+    root = ET.fromstring(body.split("?>", 1)[1])
+    stream = root.find("Connect/Stream")
+    assert stream is not None
+    assert stream.get("url") == stream_url(server)
+    assert {p.get("name"): p.get("value") for p in stream.findall("Parameter")} == {
+        "customer": 'Ada "<&>"', "From": "+15551234567", "To": "+15557654321"}
+
+
+async def _orders_call(server: ServeProcess) -> Heard:
+    question = wav_as_ulaw(SAMPLES / "where_is_my_order.wav")
+    async with TwilioCaller(stream_url(server), parameters={"customer": "Ada"}) as caller:
+        speaking = asyncio.create_task(caller.speak(question, then_silence_s=20))
+        # The answer: "Let me check ...", the tool, "Your order 12345 is delivered." (~5 s of speech)
+        assert await caller.wait_for(lambda h: h.media_frames > 150, 25), caller.heard
+        frames = -1
+        while frames != caller.heard.media_frames:  # until the answer has finished arriving
+            frames = caller.heard.media_frames
+            await asyncio.sleep(1.0)
+        assert await caller.wait_for(lambda h: h.played_frames >= h.media_frames, 5)
+        await caller.press("4")
+        await caller.press("2")
+        await caller.press("#")
+        await asyncio.sleep(3.0)
+        await caller.hang_up()
+        await caller.wait_for(lambda h: h.close_code is not None, 10)
+        speaking.cancel()
+        return caller.heard
+
+
+def test_a_call_gets_the_tool_call_audio_and_keypad_text(servers: tuple[ServeProcess, ServeProcess]) -> None:
+    server = servers[0]
+    heard = asyncio.run(_orders_call(server))
+
+    assert heard.bad == []
+    assert heard.media_frames > 150  # more than 3 s of assistant speech, in 20 ms frames
+    assert rms(heard.audio) > 500  # speech, not silence
+    assert heard.marks and heard.marks == sorted(heard.marks, key=lambda n: int(n[1:]))
+    assert heard.clears == 0
+    assert heard.close_code == 1000
+
+    [entries] = server.transcripts_done(1)
+    tool_calls = [e for e in entries if e["type"] == "tool_call"]
+    assert tool_calls[0]["name"] == "trackOrderTool" and tool_calls[0]["input"] == {"orderId": "12345"}
+    said = [e["text"] for e in entries if e["type"] == "assistant"]
+    assert "Your order 12345 is delivered." in said
+    users = [e["text"] for e in entries if e["type"] == "user"]
+    assert "(keypad: 4 2 #)" in users
+    assert entries[-1]["reason"] == "caller hung up"
+    log = server.stderr()
+    ended = re.search(r"ended: ([\d.]+) s of assistant audio sent, ([\d.]+) s heard, ([\d.]+) s cut", log)
+    assert ended, log
+    sent, played, cut = map(float, ended.groups())
+    assert sent == pytest.approx(heard.media_frames * 0.02, abs=0.1)
+    assert cut == 0.0
+    # What the marks confirmed is what the caller's side played (a mark follows each second of speech
+    # and each answer's end; the hang-up came before the last answer had all played).
+    really_played = heard.played_frames * 0.02
+    assert really_played - 1.1 <= played <= really_played + 0.1
+
+
+def test_unsigned_requests_are_refused_without_leaking_the_token(
+        servers: tuple[ServeProcess, ServeProcess]) -> None:
+    server = servers[1]
+    form = {"CallSid": "CA1", "From": "+15551234567"}
+    assert server.post("/twilio/voice", form)[0] == 403
+    wrong = compute_signature("not-the-token", f"{server.base}/twilio/voice", form.items())
+    assert server.post("/twilio/voice", form, {"X-Twilio-Signature": wrong})[0] == 403
+    right = compute_signature(AUTH_TOKEN, f"{server.base}/twilio/voice", form.items())
+    tampered = {**form, "From": "+15550000000"}
+    assert server.post("/twilio/voice", tampered, {"X-Twilio-Signature": right})[0] == 403
+    status, body = server.post("/twilio/voice", form, {"X-Twilio-Signature": right})
+    assert status == 200 and "<Connect><Stream" in body
+
+    async def unsigned_stream() -> int:
+        with pytest.raises(InvalidStatus) as refused:
+            async with TwilioCaller(stream_url(server)):
+                pass
+        return refused.value.response.status_code
+
+    assert asyncio.run(unsigned_stream()) == 403
+    assert AUTH_TOKEN not in server.stderr() + server.stdout_path.read_text()
+
+
+async def _barge_in_call(server: ServeProcess) -> Heard:
+    first = wav_as_ulaw(SAMPLES / "thanks_bye.wav")
+    second = wav_as_ulaw(SAMPLES / "what_time_is_it.wav")
+    async with TwilioCaller(stream_url(server), auth_token=AUTH_TOKEN, call_sid="CA" + "7" * 32) as caller:
+        await caller.speak(first)
+        speaking = asyncio.create_task(caller.speak(b"", then_silence_s=30))
+        # The long answer (~6 s) starts: talk over it a second into it.
+        assert await caller.wait_for(lambda h: h.media_frames > 50, 20), caller.heard
+        speaking.cancel()
+        talking = asyncio.create_task(caller.speak(second, then_silence_s=20))
+        assert await caller.wait_for(lambda h: h.clears > 0, 15), caller.heard
+        await asyncio.sleep(3.0)
+        await caller.hang_up()
+        await caller.wait_for(lambda h: h.close_code is not None, 10)
+        talking.cancel()
+        return caller.heard
+
+
+def test_barge_in_sends_clear_and_counts_what_was_cut(servers: tuple[ServeProcess, ServeProcess]) -> None:
+    server = servers[1]
+    heard = asyncio.run(_barge_in_call(server))
+
+    assert heard.bad == []
+    assert heard.clears >= 1
+    [entries] = server.transcripts_done(1)
+    assert any(e["type"] == "user" for e in entries)
+    log = server.stderr()
+    ended = re.search(r"call CA7+ ended: ([\d.]+) s of assistant audio sent, ([\d.]+) s heard, "
+                      r"([\d.]+) s cut by (\d+) barge-ins", log)
+    assert ended, log
+    sent, played, cut, clears = map(float, ended.groups())
+    assert clears >= 1 and cut > 0.0
+    assert played < sent  # the caller did not hear all of the long answer
