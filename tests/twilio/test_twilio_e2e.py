@@ -39,7 +39,8 @@ def stream_url(server: ServeProcess) -> str:
     return f"ws://127.0.0.1:{server.port}/twilio/stream"
 
 
-def test_voice_webhook_answers_connect_stream_with_parameters(servers: tuple[ServeProcess, ServeProcess]) -> None:
+def test_voice_webhook_answers_connect_stream_with_parameters(
+        servers: tuple[ServeProcess, ServeProcess]) -> None:
     server = servers[0]
     status, body = server.post("/twilio/voice?customer=Ada%20%22%3C%26%3E%22",
                                {"CallSid": "CA1", "From": "+15551234567", "To": "+15557654321"})
