@@ -25,6 +25,9 @@ AUTH_TOKEN = "twilio-test-auth-token-0123456789"
 LONG_ANSWER = REPO / "tests" / "data" / "e2e" / "long_answer.scenario.yaml"
 
 
+SERVE_TOKEN = "serve-test-token-9876543210"
+
+
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServeProcess, ServeProcess]]:
     with (ServeProcess(tmp_path_factory.mktemp("open"), SAMPLES / "orders.scenario.yaml") as open_server,
@@ -33,6 +36,15 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServePro
         open_server.wait_ready()
         signed.wait_ready()
         yield open_server, signed
+
+
+@pytest.fixture(scope="module")
+def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """No Twilio auth token, but the server's own token (the webhook URL carries it)."""
+    with ServeProcess(tmp_path_factory.mktemp("token"), SAMPLES / "orders.scenario.yaml",
+                      env={"AGENT_RUN_SERVE_TOKEN": SERVE_TOKEN}) as server:
+        server.wait_ready()
+        yield server
 
 
 def stream_url(server: ServeProcess) -> str:
@@ -56,6 +68,9 @@ def test_voice_webhook_answers_connect_stream_with_parameters(
 async def _orders_call(server: ServeProcess) -> Heard:
     question = wav_as_ulaw(SAMPLES / "where_is_my_order.wav")
     async with TwilioCaller(stream_url(server), parameters={"customer": "Ada"}) as caller:
+        await caller.send_raw("this is not JSON")  # untrusted input: logged and skipped
+        await caller.send_raw(b"\x00\x01binary")
+        await caller.send_raw('{"event": "dtmf", "dtmf": {"digit": "99"}}')
         speaking = asyncio.create_task(caller.speak(question, then_silence_s=20))
         # The answer: "Let me check ...", the tool, "Your order 12345 is delivered." (~5 s of speech)
         assert await caller.wait_for(lambda h: h.media_frames > 150, 25), caller.heard
@@ -94,6 +109,8 @@ def test_a_call_gets_the_tool_call_audio_and_keypad_text(servers: tuple[ServePro
     assert "(keypad: 4 2 #)" in users
     assert entries[-1]["reason"] == "caller hung up"
     log = server.stderr()
+    assert "ignored a frame (frame is not JSON; 1 so far)" in log
+    assert "binary frame" in log and "digit is not one of" in log
     ended = re.search(r"ended: ([\d.]+) s of assistant audio sent, ([\d.]+) s heard, ([\d.]+) s cut", log)
     assert ended, log
     sent, played, cut = map(float, ended.groups())
@@ -161,3 +178,36 @@ def test_barge_in_sends_clear_and_counts_what_was_cut(servers: tuple[ServeProces
     sent, played, cut, clears = map(float, ended.groups())
     assert clears >= 1 and cut > 0.0
     assert played < sent  # the caller did not hear all of the long answer
+
+
+async def _call_with_token(server: ServeProcess, token: str) -> Heard:
+    async with TwilioCaller(stream_url(server), parameters={"token": token}) as caller:
+        speaking = asyncio.create_task(caller.speak(wav_as_ulaw(SAMPLES / "where_is_my_order.wav"),
+                                                    then_silence_s=20))
+        await caller.wait_for(lambda h: h.close_code is not None or h.media_frames > 20, 20)
+        await caller.hang_up()
+        await caller.wait_for(lambda h: h.close_code is not None, 10)
+        speaking.cancel()
+        return caller.heard
+
+
+def test_the_servers_token_guards_webhook_and_stream(token_server: ServeProcess) -> None:
+    server = token_server
+    form = {"CallSid": "CA1"}
+    assert server.post("/twilio/voice", form)[0] == 403
+    assert server.post("/twilio/voice?token=wrong", form)[0] == 403
+    status, body = server.post(f"/twilio/voice?token={SERVE_TOKEN}&customer=Ada", form)
+    assert status == 200
+    stream = ET.fromstring(body.split("?>", 1)[1]).find("Connect/Stream")
+    assert stream is not None
+    # The stream URL may not carry a query on Twilio: the token rides as a custom parameter.
+    assert {p.get("name"): p.get("value") for p in stream.findall("Parameter")} == {
+        "customer": "Ada", "token": SERVE_TOKEN}
+
+    refused = asyncio.run(_call_with_token(server, "wrong"))
+    assert refused.close_code == 1008 and refused.media_frames == 0
+    admitted = asyncio.run(_call_with_token(server, SERVE_TOKEN))
+    assert admitted.media_frames > 20
+    [entries] = server.transcripts_done(1)
+    assert any(e["type"] == "user" for e in entries)  # the call was heard
+    assert SERVE_TOKEN not in server.stderr()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import signal
 import socket
@@ -192,7 +193,14 @@ class TwilioCaller:
     async def _send(self, msg: dict[str, Any]) -> None:
         assert self._ws is not None
         self._seq += 1
-        await self._ws.send(json.dumps({**msg, "sequenceNumber": str(self._seq)}))
+        # Once the server ended the call, Twilio sends nothing more either.
+        with contextlib.suppress(ConnectionClosed):
+            await self._ws.send(json.dumps({**msg, "sequenceNumber": str(self._seq)}))
+
+    async def send_raw(self, frame: str | bytes) -> None:
+        """A frame as is (for sending what Twilio never would)."""
+        assert self._ws is not None
+        await self._ws.send(frame)
 
     async def speak(self, ulaw: bytes, *, then_silence_s: float = 0.0) -> None:
         """The caller's audio in 20 ms media frames, in real time, then silence (a phone line)."""
