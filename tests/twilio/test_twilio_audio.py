@@ -123,3 +123,17 @@ async def test_sink_flush_clears_at_once() -> None:
         assert ("clear" in [w for w, _ in link.calls])
         assert len(link.audio) <= sent_at_flush + 160 * 2  # at most a block in flight
         assert sink.statistics().flushes == 1
+
+
+@run
+async def test_an_8khz_agent_needs_no_resampling() -> None:
+    pcm = tone(300, 100, 8000)
+    async with TwilioSource(AudioFormat(8000), 20) as source:
+        source.feed(pcm)
+        assert b"".join([await source.read() for _ in range(5)]) == pcm  # bit exact
+    link = RecordingLink()
+    async with TwilioSink(AudioFormat(8000), link) as sink:
+        await sink.write(pcm)
+        assert await sink.wait_drained(2.0)
+        await asyncio.sleep(0.05)
+    assert bytes(link.audio) == pcm

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
@@ -63,6 +64,19 @@ def test_voice_webhook_answers_connect_stream_with_parameters(
     assert stream.get("url") == stream_url(server)
     assert {p.get("name"): p.get("value") for p in stream.findall("Parameter")} == {
         "customer": 'Ada "<&>"', "From": "+15551234567", "To": "+15557654321"}
+
+
+@pytest.fixture(scope="module")
+def narrowband_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """The orders agent at 8 kHz both ways: the telephone's own rate, G.711 only."""
+    tmp = tmp_path_factory.mktemp("8k")
+    agent = tmp / "orders_8k.yaml"
+    agent.write_text((REPO / "agents" / "orders.yaml").read_text()
+                     + "\naudio:\n  input_sample_rate: 8000\n  output_sample_rate: 8000\n")
+    shutil.copy(REPO / "agents" / "orders_tools.py", tmp / "orders_tools.py")
+    with ServeProcess(tmp, SAMPLES / "orders.scenario.yaml", agent=agent) as server:
+        server.wait_ready()
+        yield server
 
 
 async def _orders_call(server: ServeProcess) -> Heard:
@@ -120,6 +134,14 @@ def test_a_call_gets_the_tool_call_audio_and_keypad_text(servers: tuple[ServePro
     # and each answer's end; the hang-up came before the last answer had all played).
     really_played = heard.played_frames * 0.02
     assert really_played - 1.1 <= played <= really_played + 0.1
+
+
+def test_an_8khz_agent_takes_a_call(narrowband_server: ServeProcess) -> None:
+    heard = asyncio.run(_orders_call(narrowband_server))
+    assert heard.bad == [] and heard.media_frames > 150 and rms(heard.audio) > 500
+    [entries] = narrowband_server.transcripts_done(1)
+    assert "Your order 12345 is delivered." in [e["text"] for e in entries if e["type"] == "assistant"]
+    assert "(keypad: 4 2 #)" in [e["text"] for e in entries if e["type"] == "user"]
 
 
 def test_unsigned_requests_are_refused_without_leaking_the_token(

@@ -53,13 +53,14 @@ def free_port() -> int:
 class ServeProcess:
     """`agent-run serve AGENT --emulate SCENARIO --port P ARGS` in the background."""
 
-    def __init__(self, tmp: Path, scenario: Path, *args: str, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, tmp: Path, scenario: Path, *args: str, env: Mapping[str, str] | None = None,
+                 agent: Path = AGENT) -> None:
         self.port = free_port()
         self.transcripts = tmp / "transcripts"
         self.stdout_path, self.stderr_path = tmp / "serve.out", tmp / "serve.err"
         self._out, self._err = self.stdout_path.open("w"), self.stderr_path.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runner", "serve", str(AGENT), "--emulate", str(scenario),
+            [sys.executable, "-m", "runner", "serve", str(agent), "--emulate", str(scenario),
              "--port", str(self.port), "--transcripts", str(self.transcripts), "-v", *args],
             cwd=REPO, env=base_env(**(env or {})), stdin=subprocess.DEVNULL, stdout=self._out,
             stderr=self._err)
