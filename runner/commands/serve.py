@@ -22,8 +22,9 @@ examples:
 
 Endpoints: / (the page), /ws (one conversation per WebSocket; protocol in the README), /ping
 (AgentCore health: Healthy / HealthyBusy), /readyz (503 while full or draining), /metrics
-(Prometheus). Callers must present the token (?token=... or Authorization: Bearer) whenever one
-is set; a server on another address than loopback refuses to start without one (or --no-auth).
+(Prometheus), /twilio/voice and /twilio/stream (phone calls through Twilio Media Streams). Callers
+must present the token (?token=... or Authorization: Bearer) whenever one is set; a server on
+another address than loopback refuses to start without one (or --no-auth).
 
 SIGTERM, SIGINT or SIGHUP drain: new callers are refused, live conversations go on for up to
 --drain-timeout seconds, then each is ended in order with its transcript closed; exit status
