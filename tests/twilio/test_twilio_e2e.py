@@ -43,7 +43,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServePro
 def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     """No Twilio auth token, but the server's own token (the webhook URL carries it)."""
     with ServeProcess(tmp_path_factory.mktemp("token"), SAMPLES / "orders.scenario.yaml",
-                      env={"AGENT_RUN_SERVE_TOKEN": SERVE_TOKEN}) as server:
+                      "--max-conversations", "1", env={"AGENT_RUN_SERVE_TOKEN": SERVE_TOKEN}) as server:
         server.wait_ready()
         yield server
 
@@ -200,17 +200,22 @@ def test_barge_in_sends_clear_and_counts_what_was_cut(servers: tuple[ServeProces
     sent, played, cut, clears = map(float, ended.groups())
     assert clears >= 1 and cut > 0.0
     assert played < sent  # the caller did not hear all of the long answer
+    assert server.metric("agent_run_phone_barge_ins_total") == clears
+    assert server.metric('agent_run_phone_audio_seconds_total{what="cut"}') == pytest.approx(cut, abs=0.05)
 
 
-async def _call_with_token(server: ServeProcess, token: str) -> Heard:
+async def _call_with_token(server: ServeProcess, token: str) -> tuple[Heard, int]:
+    """A call presenting `token`, and the webhook's status for another call meanwhile."""
     async with TwilioCaller(stream_url(server), parameters={"token": token}) as caller:
         speaking = asyncio.create_task(caller.speak(wav_as_ulaw(SAMPLES / "where_is_my_order.wav"),
                                                     then_silence_s=20))
         await caller.wait_for(lambda h: h.close_code is not None or h.media_frames > 20, 20)
+        status, _ = await asyncio.to_thread(server.post, f"/twilio/voice?token={SERVE_TOKEN}",
+                                            {"CallSid": "CA2"})
         await caller.hang_up()
         await caller.wait_for(lambda h: h.close_code is not None, 10)
         speaking.cancel()
-        return caller.heard
+        return caller.heard, status
 
 
 def test_the_servers_token_guards_webhook_and_stream(token_server: ServeProcess) -> None:
@@ -226,10 +231,12 @@ def test_the_servers_token_guards_webhook_and_stream(token_server: ServeProcess)
     assert {p.get("name"): p.get("value") for p in stream.findall("Parameter")} == {
         "customer": "Ada", "token": SERVE_TOKEN}
 
-    refused = asyncio.run(_call_with_token(server, "wrong"))
+    refused, status = asyncio.run(_call_with_token(server, "wrong"))
     assert refused.close_code == 1008 and refused.media_frames == 0
-    admitted = asyncio.run(_call_with_token(server, SERVE_TOKEN))
+    assert status == 200  # the refused call held no slot
+    admitted, status = asyncio.run(_call_with_token(server, SERVE_TOKEN))
     assert admitted.media_frames > 20
+    assert status == 503  # --max-conversations 1: a second call is refused at the webhook
     [entries] = server.transcripts_done(1)
     assert any(e["type"] == "user" for e in entries)  # the call was heard
     assert SERVE_TOKEN not in server.stderr()

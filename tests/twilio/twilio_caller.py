@@ -93,6 +93,13 @@ class ServeProcess:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
 
+    def metric(self, name: str) -> float:
+        """The sum of every sample of `name` (all labels) in /metrics."""
+        with urllib.request.urlopen(self.base + "/metrics", timeout=5) as response:
+            text = response.read().decode()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith(name) and line[len(name)] in " {")
+
     def transcripts_done(self, n: int, timeout_s: float = 15.0) -> list[list[dict[str, Any]]]:
         """The first `n` transcript files, once each has its session end record."""
         deadline = time.monotonic() + timeout_s

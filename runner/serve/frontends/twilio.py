@@ -254,6 +254,8 @@ async def serve_stream(ctx: ServeContext, settings: TwilioSettings, websocket: W
     finally:
         call.send_digits()
         stats = protocol.stats
+        ctx.metrics.phone_call(sent_s=stats.sent_ms / 1000, heard_s=stats.heard_ms / 1000,
+                               cut_s=stats.cut_ms / 1000, barge_ins=stats.clears)
         log.info("call %s ended: %.1f s of assistant audio sent, %.1f s heard, %.1f s cut by %d barge-ins, "
                  "%d keypad digits", protocol.call_sid, stats.sent_ms / 1000, stats.heard_ms / 1000,
                  stats.cut_ms / 1000, stats.clears, stats.dtmf_digits)
