@@ -122,9 +122,10 @@ async def answer_call(ctx: ServeContext, settings: TwilioSettings, request: Requ
     elif not ctx.authorized(request):
         log.warning("refused %s from %s: no valid token", VOICE_PATH, _peer(request))
         return PlainTextResponse("forbidden", status_code=403)
-    reason = ctx.refusal()
-    if reason is not None:
-        return PlainTextResponse(reason, status_code=CallerRefused.http_status)
+    try:
+        ctx.check_admission()
+    except CallerRefused as exc:
+        return PlainTextResponse(exc.reason, status_code=exc.http_status)
     form = dict(params)
     parameters = {k: v for k, v in request.query_params.items() if k != TOKEN_PARAMETER}
     parameters.update({k: form[k] for k in FORWARDED_WEBHOOK_PARAMS if k in form})
@@ -235,6 +236,11 @@ async def serve_stream(ctx: ServeContext, settings: TwilioSettings, websocket: W
         log.warning("refused %s from %s: no valid token", STREAM_PATH, _peer(websocket))
         await _close(websocket, 1008, "forbidden")
         return
+    try:
+        ctx.check_admission()
+    except CallerRefused as exc:
+        await _close(websocket, exc.websocket_code, exc.reason)
+        return
     call = TwilioCall(ctx, protocol, started)
     log.info("call %s: stream %s started", started.call_sid, started.stream_sid)
     try:
@@ -259,7 +265,10 @@ async def serve_stream(ctx: ServeContext, settings: TwilioSettings, websocket: W
         log.info("call %s ended: %.1f s of assistant audio sent, %.1f s heard, %.1f s cut by %d barge-ins, "
                  "%d keypad digits", protocol.call_sid, stats.sent_ms / 1000, stats.heard_ms / 1000,
                  stats.cut_ms / 1000, stats.clears, stats.dtmf_digits)
-        await _close(websocket, 1000, "call ended")
+        if ctx.draining:
+            await _close(websocket, 1001, "server shutting down")
+        else:
+            await _close(websocket, 1000, "call ended")
 
 
 async def _wait_start(websocket: WebSocket, protocol: MediaStreamProtocol) -> Started | None:
