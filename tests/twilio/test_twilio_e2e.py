@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import signal
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
@@ -32,7 +33,7 @@ SERVE_TOKEN = "serve-test-token-9876543210"
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServeProcess, ServeProcess]]:
     with (ServeProcess(tmp_path_factory.mktemp("open"), SAMPLES / "orders.scenario.yaml") as open_server,
-          ServeProcess(tmp_path_factory.mktemp("signed"), LONG_ANSWER,
+          ServeProcess(tmp_path_factory.mktemp("signed"), LONG_ANSWER, "--drain-timeout", "2",
                        env={"TWILIO_AUTH_TOKEN": AUTH_TOKEN}) as signed):
         open_server.wait_ready()
         signed.wait_ready()
@@ -240,3 +241,31 @@ def test_the_servers_token_guards_webhook_and_stream(token_server: ServeProcess)
     [entries] = server.transcripts_done(1)
     assert any(e["type"] == "user" for e in entries)  # the call was heard
     assert SERVE_TOKEN not in server.stderr()
+
+
+async def _call_through_a_drain(server: ServeProcess) -> tuple[Heard, int]:
+    form = {"CallSid": "CA3"}
+    signature = compute_signature(AUTH_TOKEN, f"{server.base}/twilio/voice", form.items())
+    async with TwilioCaller(stream_url(server), auth_token=AUTH_TOKEN, call_sid="CA" + "3" * 32) as caller:
+        speaking = asyncio.create_task(caller.speak(wav_as_ulaw(SAMPLES / "thanks_bye.wav"),
+                                                    then_silence_s=30))
+        assert await caller.wait_for(lambda h: h.media_frames > 20, 20), caller.heard
+        server.proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.5)
+        status, _ = await asyncio.to_thread(server.post, "/twilio/voice", form,
+                                            {"X-Twilio-Signature": signature})
+        await caller.wait_for(lambda h: h.close_code is not None, 15)
+        speaking.cancel()
+        return caller.heard, status
+
+
+def test_sigterm_drains_a_live_call(servers: tuple[ServeProcess, ServeProcess]) -> None:
+    """Last in this module: it stops the signed server."""
+    server = servers[1]
+    before = len(list(server.transcripts.glob("*.jsonl")))
+    heard, status = asyncio.run(_call_through_a_drain(server))
+    assert status == 503  # draining: Twilio's next call goes elsewhere
+    assert heard.close_code == 1001  # the drain timeout (2 s) ended the call
+    assert server.proc.wait(timeout=20) == 143
+    entries = server.transcripts_done(before + 1)[-1]
+    assert entries[-1]["event"] == "end"
