@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runner.audio.g711 import ulaw_encode
 from runner.serve.frontends.twilio_protocol import (
@@ -13,6 +15,7 @@ from runner.serve.frontends.twilio_protocol import (
     CallerAudio,
     Connected,
     Dtmf,
+    Event,
     Malformed,
     MarkReached,
     MediaStreamProtocol,
@@ -208,3 +211,24 @@ def test_random_garbage_never_raises() -> None:
         for event in p.receive_text(text) + p.receive_text('{"event":"media","media":' + text + "}"):
             assert isinstance(event, Malformed | CallerAudio)
     assert FRAME_BYTES_PCM == 320
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=20)
+_EVENT = st.sampled_from(["connected", "start", "media", "dtmf", "mark", "stop", "clear", "other"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(frames=st.lists(st.fixed_dictionaries({"event": _EVENT}, optional={
+    "streamSid": _JSON, "start": _JSON, "media": _JSON, "dtmf": _JSON, "mark": _JSON}), max_size=8))
+def test_any_sequence_of_event_shaped_frames_never_raises(frames: list[dict[str, Any]]) -> None:
+    p = MediaStreamProtocol()
+    for msg in frames:
+        for event in p.receive_text(json.dumps(msg)):
+            assert isinstance(event, Event)
+        p.send_audio(tone(30), mark=True)
+        p.clear()
+        for text in p.data_to_send():
+            assert json.loads(text)["streamSid"] == p.stream_sid
