@@ -22,8 +22,9 @@ examples:
 
 Endpoints: / (the page), /ws (one conversation per WebSocket; protocol in the README), /ping
 (AgentCore health: Healthy / HealthyBusy), /readyz (503 while full or draining), /metrics
-(Prometheus). Callers must present the token (?token=... or Authorization: Bearer) whenever one
-is set; a server on another address than loopback refuses to start without one (or --no-auth).
+(Prometheus), /twilio/voice and /twilio/stream (phone calls through Twilio Media Streams). Callers
+must present the token (?token=... or Authorization: Bearer) whenever one is set; a server on
+another address than loopback refuses to start without one (or --no-auth).
 
 SIGTERM, SIGINT or SIGHUP drain: new callers are refused, live conversations go on for up to
 --drain-timeout seconds, then each is ended in order with its transcript closed; exit status
@@ -48,6 +49,10 @@ def add_parser(sub: Any) -> None:
                      "environment keeps it out of the process list)")
     net.add_argument("--no-auth", action="store_true",
                      help="serve callers on a non-loopback address without a token (behind your own auth)")
+    net.add_argument("--twilio-auth-token", metavar="TOKEN",
+                     help="check X-Twilio-Signature on /twilio/voice and /twilio/stream with the "
+                     "account's auth token (default: $TWILIO_AUTH_TOKEN, which keeps it out of the "
+                     "process list)")
     cap = p.add_argument_group("capacity")
     cap.add_argument("--max-conversations", type=_positive_int, default=20, metavar="N",
                      help="live conversations at most; past it new callers are refused (default 20)")
@@ -72,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, token=token, max_conversations=args.max_conversations,
         drain_timeout_s=args.drain_timeout, transcripts=None if stdout or not args.transcripts
         else Path(args.transcripts), stdout_transcripts=stdout, emulate=args.emulate is not None,
-        scenario=Path(args.emulate) if args.emulate else None, var_overrides=tuple(overrides.items()))
+        scenario=Path(args.emulate) if args.emulate else None, var_overrides=tuple(overrides.items()),
+        twilio_auth_token=args.twilio_auth_token or os.environ.get("TWILIO_AUTH_TOKEN") or None)
     if args.verbose:
         import logging
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")

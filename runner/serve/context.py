@@ -39,6 +39,7 @@ class ServeSettings:
     emulate: bool = False
     scenario: Path | None = None
     var_overrides: tuple[tuple[str, str], ...] = ()  # --var, applied under each call's own vars
+    twilio_auth_token: str | None = None  # Twilio requests must carry a valid X-Twilio-Signature
 
 
 class ServeContext:

@@ -49,6 +49,17 @@ class Metrics:
                                        ["tool"], buckets=_LATENCY_BUCKETS, registry=r)
         self.stream_setup = Histogram("agent_run_stream_setup_seconds", "Stream request to acceptance",
                                       buckets=_LATENCY_BUCKETS, registry=r)
+        # Phone calls (Twilio): assistant audio sent, heard (confirmed by marks), cut by barge-ins.
+        self.phone_audio = Counter("agent_run_phone_audio_seconds", "Assistant audio on phone calls",
+                                   ["what"], registry=r)
+        self.phone_barge_ins = Counter("agent_run_phone_barge_ins", "Barge-ins (clear) on phone calls",
+                                       registry=r)
+
+    def phone_call(self, *, sent_s: float, heard_s: float, cut_s: float, barge_ins: int) -> None:
+        """Count what one phone call's caller was sent, heard, and had cut (at the call's end)."""
+        for what, seconds in (("sent", sent_s), ("heard", heard_s), ("cut", cut_s)):
+            self.phone_audio.labels(what=what).inc(seconds)
+        self.phone_barge_ins.inc(barge_ins)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
