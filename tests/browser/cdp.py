@@ -73,11 +73,14 @@ class Browser:
         from_browser_r, from_browser_w = os.pipe()
         # The browser reads commands on fd 3 and writes answers on fd 4.
         wrapper = ["bash", "-c", f'exec 3<&{to_browser_r} 4>&{from_browser_w}; exec "$@"', "chromium"]
-        with open(self.stderr_path, "wb") as stderr:
+        stderr = os.open(self.stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
             self._proc = await asyncio.create_subprocess_exec(
                 *wrapper, *self.command_line(), stdin=asyncio.subprocess.DEVNULL,
                 stdout=stderr, stderr=stderr, pass_fds=(to_browser_r, from_browser_w),
                 start_new_session=True)
+        finally:
+            os.close(stderr)
         os.close(to_browser_r)
         os.close(from_browser_w)
         loop = asyncio.get_running_loop()
@@ -89,7 +92,7 @@ class Browser:
         self._writer = asyncio.StreamWriter(transport, protocol, None, loop)
         self._reader_task = asyncio.create_task(self._read(reader))
         try:
-            version = await self.send("Browser.getVersion", timeout=30)
+            version = await self.send("Browser.getVersion", wait_s=30)
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
@@ -102,7 +105,7 @@ class Browser:
             return
         if proc.returncode is None:
             with contextlib.suppress(Exception):
-                await self.send("Browser.close", timeout=5)
+                await self.send("Browser.close", wait_s=5)
             try:
                 await asyncio.wait_for(proc.wait(), 10)
             except TimeoutError:
@@ -142,7 +145,7 @@ class Browser:
             return ""
 
     async def send(self, method: str, params: dict[str, Any] | None = None, *, session: str | None = None,
-                   timeout: float = 10) -> dict[str, Any]:
+                   wait_s: float = 10) -> dict[str, Any]:
         """Send one command and return its result (CdpError when the browser answers an error)."""
         assert self._writer is not None, "the browser is not running"
         self._next_id += 1
@@ -154,9 +157,9 @@ class Browser:
         self._writer.write(json.dumps(message).encode() + b"\0")
         await self._writer.drain()
         try:
-            answer = await asyncio.wait_for(future, timeout)
+            answer = await asyncio.wait_for(future, wait_s)
         except TimeoutError:
-            raise CdpError(f"{method}: no answer from Chromium within {timeout} s") from None
+            raise CdpError(f"{method}: no answer from Chromium within {wait_s} s") from None
         finally:
             self._waiting.pop(message["id"], None)
         if "error" in answer:
@@ -168,7 +171,8 @@ class Browser:
     async def page(self, url: str) -> AsyncIterator[Page]:
         """A new tab, navigated to `url` and loaded; closed afterwards."""
         target = (await self.send("Target.createTarget", {"url": "about:blank"}))["targetId"]
-        session = (await self.send("Target.attachToTarget", {"targetId": target, "flatten": True}))["sessionId"]
+        attached = await self.send("Target.attachToTarget", {"targetId": target, "flatten": True})
+        session = attached["sessionId"]
         page = Page(self, session)
         self._sessions[session] = page
         try:
@@ -202,41 +206,42 @@ class Page:
         elif method == "Page.loadEventFired":
             self._loaded.set()
 
-    async def call(self, method: str, params: dict[str, Any] | None = None, timeout: float = 10) -> dict[str, Any]:
-        return await self.browser.send(method, params, session=self.session, timeout=timeout)
+    async def call(self, method: str, params: dict[str, Any] | None = None,
+                   wait_s: float = 10) -> dict[str, Any]:
+        return await self.browser.send(method, params, session=self.session, wait_s=wait_s)
 
-    async def navigate(self, url: str, timeout: float = 20) -> None:
+    async def navigate(self, url: str, wait_s: float = 20) -> None:
         self._loaded.clear()
-        answer = await self.call("Page.navigate", {"url": url}, timeout=timeout)
+        answer = await self.call("Page.navigate", {"url": url}, wait_s=wait_s)
         if answer.get("errorText"):
             raise CdpError(f"navigating to {url}: {answer['errorText']}")
         try:
-            await asyncio.wait_for(self._loaded.wait(), timeout)
+            await asyncio.wait_for(self._loaded.wait(), wait_s)
         except TimeoutError:
-            raise CdpError(f"{url} did not finish loading within {timeout} s") from None
+            raise CdpError(f"{url} did not finish loading within {wait_s} s") from None
 
     async def evaluate(self, expression: str, *, await_promise: bool = False, user_gesture: bool = False,
-                       timeout: float = 10) -> Any:
+                       wait_s: float = 10) -> Any:
         """The JSON value of `expression` in the page (CdpError with the page's message if it threw)."""
         answer = await self.call("Runtime.evaluate", {
             "expression": expression, "returnByValue": True, "awaitPromise": await_promise,
-            "userGesture": user_gesture}, timeout=timeout)
+            "userGesture": user_gesture}, wait_s=wait_s)
         if "exceptionDetails" in answer:
             details = answer["exceptionDetails"]
             described = details.get("exception", {}).get("description") or details.get("text")
             raise CdpError(f"{expression[:80]!r} threw: {described}")
         return answer["result"].get("value")
 
-    async def wait_for(self, expression: str, what: str, timeout: float = 20, interval: float = 0.1) -> Any:
+    async def wait_for(self, expression: str, what: str, wait_s: float = 20, interval: float = 0.1) -> Any:
         """Poll `expression` until it is truthy; its value, or AssertionError naming `what`."""
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = asyncio.get_running_loop().time() + wait_s
         value: Any = None
         while asyncio.get_running_loop().time() < deadline:
             value = await self.evaluate(expression)
             if value:
                 return value
             await asyncio.sleep(interval)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}; last value {value!r}; "
+        raise AssertionError(f"timed out after {wait_s} s waiting for {what}; last value {value!r}; "
                              f"page console: {self.log[-20:]}")
 
     async def click(self, selector: str) -> None:

@@ -32,8 +32,9 @@ def mic_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
     getUserMedia on): 1.5 s of silence first, because the page sends audio only once the server is
     ready, and 2 s after, so the agent hears the end of the question. 16-bit mono at 48 kHz."""
     out = tmp_path_factory.mktemp("mic") / "where_is_my_order.wav"
-    subprocess.run(["sox", str(ROOT / "samples" / "where_is_my_order.wav"), "-b", "16", "-c", "1", "-r", "48000",
-                    str(out), "pad", "1.5", "2"], check=True, capture_output=True, timeout=30)
+    subprocess.run(["sox", str(ROOT / "samples" / "where_is_my_order.wav"),
+                    "-b", "16", "-c", "1", "-r", "48000", str(out), "pad", "1.5", "2"],
+                   check=True, capture_output=True, timeout=30)
     return out
 
 

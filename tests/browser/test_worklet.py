@@ -60,7 +60,7 @@ def test_resampler_keeps_the_passband_and_filters_out_what_would_alias(
         # one second of input gives one second of output, less the filter's half-width
         assert abs(got["samples"] - fout) < fout * 0.01, (fin, fout, got)
         if f < 0.45 * min(fin, fout):
-            assert abs(got["level"]) < 0.1, f"{f} Hz, {fin} -> {fout} Hz: passband level {got['level']:.2f} dB"
+            assert abs(got["level"]) < 0.1, f"{f} Hz, {fin} -> {fout} Hz: passband at {got['level']:.2f} dB"
         else:
             assert got["level"] < -60, f"{f} Hz, {fin} -> {fout} Hz: aliased at {got['level']:.1f} dB"
 
@@ -83,7 +83,7 @@ CAPTURE = """(async () => {
   await new Promise((ok) => setTimeout(ok, 3000));
   got.seconds = ctx.currentTime - got.start;
   await ctx.close();
-  return {samples: got.samples, peak: got.peak, blocks: [...got.blocks], seconds: got.seconds, rate: ctx.sampleRate};
+  return {samples: got.samples, peak: got.peak, blocks: [...got.blocks], seconds: got.seconds};
 })()"""
 
 
@@ -92,7 +92,7 @@ def test_capture_turns_the_microphone_into_pcm_at_the_servers_rate(
     result: dict[str, Any] = {}
 
     async def body(page: Page) -> None:
-        result.update(await page.evaluate(CAPTURE, await_promise=True, user_gesture=True, timeout=30))
+        result.update(await page.evaluate(CAPTURE, await_promise=True, user_gesture=True, wait_s=30))
 
     run_page(chromium, tmp_path, static_url + "index.html", body, fake_audio=mic_wav)
     assert result["blocks"] == [320], result  # 20 ms blocks at 16 kHz
@@ -109,7 +109,8 @@ PLAYBACK = """(async (flushAfterMs) => {
   await ctx.audioWorklet.addModule("pcm-worklet.js");
   const player = new AudioWorkletNode(ctx, "agent-run-playback", {numberOfInputs: 0, outputChannelCount: [1],
     processorOptions: {inRate: 24000, reportMs: 20}});
-  const rec = new AudioWorkletNode(ctx, "agent-run-capture", {processorOptions: {outRate: 24000, blockMs: 10}});
+  const rec = new AudioWorkletNode(ctx, "agent-run-capture",
+    {processorOptions: {outRate: 24000, blockMs: 10}});
   const heard = [];
   let stats = null;
   rec.port.onmessage = (e) => heard.push(...new Int16Array(e.data));
@@ -119,7 +120,9 @@ PLAYBACK = """(async (flushAfterMs) => {
   const total = 48000;
   for (let start = 0; start < total; start += 480) {
     const pcm = new Int16Array(480);
-    for (let i = 0; i < 480; i++) pcm[i] = Math.round(12000 * Math.sin(2 * Math.PI * 440 * (start + i) / 24000));
+    for (let i = 0; i < 480; i++) {
+      pcm[i] = Math.round(12000 * Math.sin(2 * Math.PI * 440 * (start + i) / 24000));
+    }
     player.port.postMessage(pcm.buffer, [pcm.buffer]);
   }
   let playedAtFlush = null;
@@ -134,8 +137,9 @@ PLAYBACK = """(async (flushAfterMs) => {
   // where sound starts and ends, and the longest silence in between
   let first = -1, last = -1, gap = 0, run = 0;
   for (let i = 0; i < heard.length; i++) {
-    if (Math.abs(heard[i]) > 2) { if (first < 0) first = i; else gap = Math.max(gap, run); last = i; run = 0; }
-    else run++;
+    if (Math.abs(heard[i]) <= 2) { run++; continue; }
+    if (first < 0) first = i; else gap = Math.max(gap, run);
+    last = i; run = 0;
   }
   return {first, last, gap, stats, playedAtFlush, sent: total};
 })"""
@@ -147,8 +151,9 @@ def test_playback_is_gap_free_and_a_flush_silences_it_at_once(
     cut: dict[str, Any] = {}
 
     async def body(page: Page) -> None:
-        whole.update(await page.evaluate(f"{PLAYBACK}(null)", await_promise=True, user_gesture=True, timeout=30))
-        cut.update(await page.evaluate(f"{PLAYBACK}(500)", await_promise=True, user_gesture=True, timeout=30))
+        for flush_after, into in (("null", whole), ("500", cut)):
+            script = f"{PLAYBACK}({flush_after})"
+            into.update(await page.evaluate(script, await_promise=True, user_gesture=True, wait_s=30))
 
     run_page(chromium, tmp_path, static_url + "index.html", body)
     # all of it, played back to back: the longest quiet run is a zero crossing, not a gap
