@@ -15,7 +15,7 @@ from runner import __version__
 from runner.error_handler import error_handler, interrupted_code
 from runner.signals import install_early
 
-COMMANDS: tuple[str, ...] = ("run", "check", "test", "render", "emulate", "devices", "doctor")
+COMMANDS: tuple[str, ...] = ("run", "check", "test", "render", "serve", "emulate", "devices", "doctor")
 
 DESCRIPTION = """\
 Run declarative Amazon Nova Sonic voice agents from a YAML file.
@@ -25,6 +25,7 @@ Run declarative Amazon Nova Sonic voice agents from a YAML file.
   agent-run check agents/*.yaml                    validate agent files (no network)
   agent-run test agents/                           run the agents' conversation tests (*.test.yaml)
   agent-run render agents/orders.yaml              print the events that open a session
+  agent-run serve agents/orders.yaml --emulate     serve it to callers: open http://127.0.0.1:8080/
   agent-run emulate --scenario s.yaml              serve a local Nova Sonic emulator
   agent-run devices                                list audio devices
   agent-run doctor [AGENT.yaml]                    check Python, SDK, AWS settings, audio, espeak-ng

@@ -89,7 +89,7 @@ async def run_agent(agent: AgentConfig, options: RunOptions, console: Console,
         console.warning(retired)  # `check` says it too; a run must not fail without a reason shown
     async with contextlib.AsyncExitStack() as stack:
         recording = stack.enter_context(_recording(agent, options)) if options.record else None
-        connector = await stack.enter_async_context(_connect(agent, options, console, observer))
+        connector = await stack.enter_async_context(connect(agent, options, console, observer))
         if recording is not None:
             connector = RecordingConnector(connector, recording)
         source = await stack.enter_async_context(_source(agent, options))
@@ -99,15 +99,10 @@ async def run_agent(agent: AgentConfig, options: RunOptions, console: Console,
         if recording is not None:
             recording.follow(transcript, copy=options.transcript is not None)
         text_input = await stack.enter_async_context(_text_input(options, console)) if options.text else None
-        conversation = Conversation(
-            connector=connector, model_id=agent.model.id, new_session=_session_factory(agent),
-            source=source, sink=sink, policy=POLICIES[agent.policy](),
-            tools={t.name: t for t in agent.tools}, transcript=transcript, console=console,
-            options=ConversationOptions(idle_exit_s=_idle_exit(options),
-                                        max_duration_s=options.max_duration_s,
-                                        rotate_after_s=agent.session.rotate_after_s),
-            input_finished=_finished_probe(source), labels={"agent": agent.name, "policy": agent.policy},
-            text_input=text_input, taps=options.taps)
+        conversation = new_conversation(
+            agent, connector, source=source, sink=sink, transcript=transcript, console=console,
+            text_input=text_input, taps=options.taps, idle_exit_s=_idle_exit(options),
+            max_duration_s=options.max_duration_s)
         console.info(f"{agent.name}: {agent.model.id} via {connector.info.endpoint} "
                      f"(voice {agent.voice}, policy {agent.policy}); Ctrl-C to stop")
         if isinstance(text_input, StdinTextInput) and text_input.interrupts:
@@ -130,6 +125,25 @@ async def run_agent(agent: AgentConfig, options: RunOptions, console: Console,
             print(f"agent-run: error: {outcome.reason}", file=sys.stderr)
         return outcome.code
     raise AssertionError("unreachable")  # pragma: no cover  (mypy: AsyncExitStack may swallow)
+
+
+def new_conversation(agent: AgentConfig, connector: Connector, *, source: AudioSource, sink: AudioSink,
+                     transcript: Transcript, console: Console, text_input: TextInput | None = None,
+                     taps: tuple[EventTap, ...] = (), idle_exit_s: float | None = None,
+                     max_duration_s: float | None = None) -> Conversation:
+    """One conversation of `agent` over `connector` with the caller's parts (entered by the caller).
+
+    `run_agent` builds its parts from the command line; `agent-run serve` gives one per connected
+    caller (runner.serve.conversations), sharing one connector.
+    """
+    return Conversation(
+        connector=connector, model_id=agent.model.id, new_session=_session_factory(agent),
+        source=source, sink=sink, policy=POLICIES[agent.policy](),
+        tools={t.name: t for t in agent.tools}, transcript=transcript, console=console,
+        options=ConversationOptions(idle_exit_s=idle_exit_s, max_duration_s=max_duration_s,
+                                    rotate_after_s=agent.session.rotate_after_s),
+        input_finished=_finished_probe(source), labels={"agent": agent.name, "policy": agent.policy},
+        text_input=text_input, taps=taps)
 
 
 def _recording(agent: AgentConfig, options: RunOptions) -> Recording:
@@ -174,7 +188,7 @@ def _explain_greeting(agent: AgentConfig, console: Console) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _connect(agent: AgentConfig, options: RunOptions, console: Console,
+async def connect(agent: AgentConfig, options: RunOptions, console: Console,
                    observer: RunObserver | None) -> AsyncIterator[Connector]:
     check_sdk_files()  # before the import: importing the SDK already reads SSL_CERT_FILE
     from runner.transports.bedrock import open_connector  # the SDK import costs ~0.6 s
