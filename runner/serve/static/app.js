@@ -230,7 +230,7 @@
     return url.href;
   }
 
-  function closeMessage(code, reason, opened) {
+  function closeMessage(code, reason) {
     const why = reason ? `: ${reason}` : "";
     if (code === 1013) return `The server is full: every conversation slot is taken${why}. Try again in a moment.`;
     if (code === 1008 || code === 4401 || code === 4403 || code === 3000 || code === 3003) {
@@ -239,13 +239,25 @@
     if (code === 1001) return `The server is shutting down${why}. Start again to reach another server.`;
     if (code === 1011) return `The conversation failed on the server${why}.`;
     if (code === 1000) return reason ? `The conversation ended${why}.` : "";
-    if (!opened) {
-      return (
-        "Could not connect to the agent. The server may be down, or it refused the connection: " +
-        "if it needs a token, open the page with the address it printed (…/?token=…)."
-      );
-    }
     return `The connection was lost (code ${code}${why}).`;
+  }
+
+  // A WebSocket refused before it opened tells the page nothing (code 1006). The server refuses a
+  // missing or wrong token that way (HTTP 403), so ask whether the server is up at all: if it
+  // answers /readyz, the token is what it refused.
+  async function refusedMessage() {
+    const hasToken = new URLSearchParams(location.search).has("token");
+    try {
+      const probe = new AbortController();
+      const timer = setTimeout(() => probe.abort(), 5000);
+      await fetch(new URL("readyz", document.baseURI), { cache: "no-store", signal: probe.signal });
+      clearTimeout(timer);
+    } catch {
+      return "Could not reach the server: it may be down or restarting. Try again in a moment.";
+    }
+    return hasToken
+      ? "The server refused the token in this page's address (…/?token=…): it is wrong or out of date."
+      : "The server requires a token: open the page with the address that includes it (…/?token=…).";
   }
 
   function connect() {
@@ -281,10 +293,17 @@
       ws = null;
       stats.closeCode = e.code;
       stats.closeReason = e.reason;
-      const message = ended ? "" : closeMessage(e.code, e.reason, opened);
-      setConnection(message && e.code !== 1000 ? "failed" : "closed", opened ? "Disconnected" : "Not connected");
-      if (message) notify(message);
       finish();
+      if (ended) {
+        setConnection("closed", "Disconnected");
+      } else if (!opened) {
+        setConnection("failed", "Not connected");
+        refusedMessage().then(notify);
+      } else {
+        const message = closeMessage(e.code, e.reason);
+        setConnection(message && e.code !== 1000 ? "failed" : "closed", "Disconnected");
+        if (message) notify(message);
+      }
     };
   }
 

@@ -157,12 +157,14 @@ if (typeof AudioWorkletProcessor !== "undefined" && typeof registerProcessor ===
 
   // Assistant PCM (Int16 at processorOptions.inRate, posted as ArrayBuffers) -> the context's rate.
   // Queued audio plays back to back with no gap; {type: "flush"} drops everything queued, so the
-  // sound stops at the next render quantum (128 frames). Statistics go back to the page about every
+  // sound stops at the next render quantum (128 frames). The server sends audio at the pace it
+  // plays, so after silence playback starts once `prebufferMs` is queued (or has waited that long):
+  // network jitter then does not break up the voice. Statistics go back to the page about every
   // `reportMs` and after each flush.
   class PlaybackProcessor extends AudioWorkletProcessor {
     constructor(options) {
       super();
-      const { inRate, maxQueueSeconds = 600, reportMs = 100 } = options.processorOptions;
+      const { inRate, maxQueueSeconds = 600, reportMs = 100, prebufferMs = 60 } = options.processorOptions;
       this.inRate = inRate;
       this.resampler = new Resampler(inRate, sampleRate);
       this.queue = []; // Float32Arrays at the context rate
@@ -171,6 +173,8 @@ if (typeof AudioWorkletProcessor !== "undefined" && typeof registerProcessor ===
       this.maxQueued = maxQueueSeconds * sampleRate;
       this.reportFrames = Math.round((reportMs / 1000) * sampleRate);
       this.sinceReport = 0;
+      this.prebuffer = Math.round((prebufferMs / 1000) * sampleRate);
+      this.waited = 0; // frames rendered silent while audio was queued but not yet playing
       this.stats = { received: 0, played: 0, dropped: 0, flushes: 0, underruns: 0 };
       this.playing = false;
       this.port.onmessage = (e) => this.onMessage(e.data);
@@ -197,6 +201,7 @@ if (typeof AudioWorkletProcessor !== "undefined" && typeof registerProcessor ===
         this.queued = 0;
         this.resampler.reset();
         this.playing = false;
+        this.waited = 0;
         this.stats.flushes += 1;
         this.report();
       }
@@ -220,6 +225,14 @@ if (typeof AudioWorkletProcessor !== "undefined" && typeof registerProcessor ===
     process(_inputs, outputs) {
       const out = outputs[0][0];
       let i = 0;
+      if (!this.playing && this.queued > 0 && this.queued < this.prebuffer && this.waited < this.prebuffer) {
+        this.waited += out.length;
+        i = out.length; // stay silent a little longer (filled with zeros below)
+        out.fill(0);
+        this.tick(out.length);
+        return true;
+      }
+      this.waited = 0;
       while (i < out.length && this.queue.length > 0) {
         const chunk = this.queue[0];
         const n = Math.min(out.length - i, chunk.length - this.head);
@@ -241,10 +254,13 @@ if (typeof AudioWorkletProcessor !== "undefined" && typeof registerProcessor ===
         if (this.playing) this.stats.underruns += 1;
         this.playing = false;
       }
-      for (let c = 1; c < outputs[0].length; c++) outputs[0][c].set(out);
-      this.sinceReport += out.length;
-      if (this.sinceReport >= this.reportFrames) this.report();
+      this.tick(out.length);
       return true;
+    }
+
+    tick(frames) {
+      this.sinceReport += frames;
+      if (this.sinceReport >= this.reportFrames) this.report();
     }
   }
 
