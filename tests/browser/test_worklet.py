@@ -96,8 +96,10 @@ def test_capture_turns_the_microphone_into_pcm_at_the_servers_rate(
 
     run_page(chromium, tmp_path, static_url + "index.html", body, fake_audio=mic_wav)
     assert result["blocks"] == [320], result  # 20 ms blocks at 16 kHz
-    # real time: 16000 samples per second of the audio clock, within a block or two
-    assert abs(result["samples"] - 16000 * result["seconds"]) < 2 * 320 + 16000 * 0.02, result
+    # real time: 16000 samples per second of the audio clock (not the context's 44.1 or 48 kHz);
+    # the margin is for messages still in flight when the main thread, on a busy machine, counts
+    expected = 16000 * result["seconds"]
+    assert abs(result["samples"] - expected) < 2 * 320 + expected * 0.05, result
     assert result["peak"] > 1000, f"the WAV microphone was not heard: {result}"
 
 
@@ -166,6 +168,6 @@ def test_playback_is_gap_free_and_a_flush_silences_it_at_once(
     assert cut["stats"]["flushes"] == 1, cut
     assert cut["stats"]["queuedMs"] == 0, cut
     assert cut["stats"]["played"] == cut["playedAtFlush"], cut
-    assert 0.3 * 24000 < cut["playedAtFlush"] < 0.9 * 24000, cut
+    assert 0 < cut["playedAtFlush"] < cut["sent"] - 0.5 * 24000, cut  # cut well before the end
     heard = cut["last"] - cut["first"]
     assert heard <= cut["playedAtFlush"] + 128, cut

@@ -159,10 +159,10 @@
       }
       stats.mic = "unavailable";
       if (name === "NotFoundError" || name === "OverconstrainedError") {
-        throw new Error("No microphone was found. Connect one, then start again.");
+        throw new Error(`No microphone was found. Connect one, then start again.`);
       }
       if (name === "NotReadableError") {
-        throw new Error("The microphone is in use by another program or could not be opened.");
+        throw new Error(`The microphone is in use by another program or could not be opened.`);
       }
       throw new Error(`The microphone could not be opened (${name || err}).`);
     }
@@ -357,7 +357,11 @@
     }
     ui.form.hidden = !msg.text;
     setTextEnabled(Boolean(msg.text));
-    startPlayback(msg.output_rate).catch((err) => notify(`Audio playback failed: ${err.message || err}`));
+    const socket = ws;
+    const failed = (what) => (err) => {
+      if (ws === socket) notify(`${what}${err.message || err}`); // else the call ended meanwhile
+    };
+    startPlayback(msg.output_rate).catch(failed("Audio playback failed: "));
     micPromise.then(
       (stream) => {
         if (!ws) return;
@@ -365,10 +369,10 @@
         return startCapture(stream, msg.input_rate);
       },
       (err) => {
-        const hint = msg.text ? " You can still type below." : "";
-        notify(`${err.message}${hint}`);
+        if (ws !== socket) return;
+        notify(`${err.message}${msg.text ? " You can still type below." : ""}`);
       },
-    ).catch((err) => notify(`Microphone capture failed: ${err.message || err}`));
+    ).catch(failed("Microphone capture failed: "));
   }
 
   function onTranscript(role, text) {
@@ -400,8 +404,12 @@
     const AudioCtx = window.AudioContext || window.webkitAudioContext;
     ctx = new AudioCtx({ latencyHint: "interactive" });
     ctx.resume().catch(() => {});
+    const mine = ctx;
     worklet = ctx.audioWorklet.addModule(workletUrl());
-    worklet.catch((err) => notify(`The page's audio code did not load: ${err.message || err}`));
+    worklet.catch((err) => {
+      // Closing the context (the call ended meanwhile) also fails the load: nothing to report then.
+      if (ctx === mine) notify(`The page's audio code did not load: ${err.message || err}`);
+    });
     micPromise = askMicrophone();
     micPromise.catch(() => {}); // reported once the server is ready (text may still work)
     connect();
