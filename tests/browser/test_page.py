@@ -132,7 +132,7 @@ def test_the_page_talks_with_the_agent_by_voice_and_by_typing(
     run(body)
 
 
-def test_a_refused_microphone_is_named_and_typing_still_works(
+def test_a_refused_microphone_is_named_and_typing_still_works_and_barges_in(
         chromium: str, serve: Serve, tmp_path: Path) -> None:
     url = serve()
 
@@ -151,6 +151,16 @@ def test_a_refused_microphone_is_named_and_typing_still_works(
         await say_typed(page, "Where is my order 12345?")
         await page.wait_for(ANSWERED, "the answer to the typed question", wait_s=40)
         assert "trackOrderTool" in await transcript(page)
+        # Typing over the answer is a barge-in: the server says `interrupted`, the page drops what
+        # it had queued (the worklet test times the cut) and marks the answer as cut short.
+        # The answer's text comes as it starts to be spoken: its audio is still arriving.
+        heard = await page.evaluate("window.agentRun.receivedSamples")
+        await page.wait_for(f"window.agentRun.receivedSamples > {heard} + 4800", "the answer to be playing")
+        await say_typed(page, "What time is it?")
+        await page.wait_for("window.agentRun.flushes >= 1", "the page to be told to stop playing", wait_s=20)
+        assert await page.evaluate("document.querySelectorAll('#transcript li.interrupted').length") == 1
+        await page.wait_for("document.getElementById('transcript').innerText.includes('Pacific time')",
+                            "the answer to the second typed line", wait_s=40)
 
     run(body)
 

@@ -44,12 +44,11 @@
 
   let ws = null;
   let ctx = null;
-  let micStream = null;
   let capture = null;
   let player = null;
   let pendingAudio = [];
   let worklet = null; // promise: the worklet module loaded into ctx
-  let lastAssistant = null; // <li> of the assistant's current answer
+  let lastAssistant = null; // <li> of the answer last spoken (marked if a barge-in cuts it)
   const typedPending = []; // typed lines not yet echoed by the server
   let ended = false; // the user pressed "End" (a close is then expected)
 
@@ -203,10 +202,10 @@
       capture.disconnect();
       capture = null;
     }
-    if (micStream) {
-      for (const track of micStream.getTracks()) track.stop();
-      micStream = null;
-    }
+    // Release the microphone even if it was granted only after the call ended.
+    micPromise.then((stream) => {
+      for (const track of stream.getTracks()) track.stop();
+    }, () => {});
     if (player) {
       player.disconnect();
       player = null;
@@ -318,7 +317,6 @@
       case "tool_call": {
         stats.toolCalls.push({ name: msg.name, input: msg.input });
         addEntry("tool call", "Tool", `${msg.name}(${describeInput(msg.input)})`);
-        lastAssistant = null;
         break;
       }
       case "tool_result": {
@@ -364,8 +362,7 @@
     startPlayback(msg.output_rate).catch(failed("Audio playback failed: "));
     micPromise.then(
       (stream) => {
-        if (!ws) return;
-        micStream = stream;
+        if (ws !== socket) return;
         return startCapture(stream, msg.input_rate);
       },
       (err) => {
@@ -384,7 +381,6 @@
         return;
       }
       addEntry("user", "You", text);
-      lastAssistant = null;
     } else {
       lastAssistant = addEntry("assistant", "Agent", text);
     }
@@ -440,7 +436,6 @@
     ws.send(JSON.stringify({ type: "text", text }));
     typedPending.push(text);
     addEntry("user typed", "You", text);
-    lastAssistant = null;
     ui.text.value = "";
     ui.text.focus();
   });
