@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
+import re
+import signal
 import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +21,9 @@ from cdp import find_chromium
 
 ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "runner" / "serve" / "static"
+SERVING = re.compile(r"serving \S+ on (http://\S+/)")
+
+type Serve = Callable[..., str]
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +64,37 @@ def static_url() -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(10)
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Serve]:
+    """`serve(*args)` starts the orders agent's server on a free port and returns its URL; it is
+    stopped (SIGTERM, then killed if it lingers) at teardown."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str) -> str:
+        log = tmp_path / f"serve{len(started)}.stderr"
+        with log.open("wb") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "runner", "serve", "agents/orders.yaml",
+                 "--emulate", "samples/orders.scenario.yaml", "--port", "0", *args],
+                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        started.append(proc)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if found := SERVING.search(log.read_text(errors="replace")):
+                return found.group(1)
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"agent-run serve did not start: {log.read_text(errors='replace')}")
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)

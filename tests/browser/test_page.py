@@ -7,58 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-import pytest
 from cdp import Browser, Page
 
-ROOT = Path(__file__).resolve().parents[2]
-SERVING = re.compile(r"serving \S+ on (http://\S+/)")
 ANSWERED = r"/Your order 12345 is \w+/.test(document.getElementById('transcript').innerText)"
-
-type Serve = Callable[..., str]
-
-
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Serve]:
-    """`serve(*args)` starts the orders agent's server on a free port and returns its URL; it is
-    stopped (SIGTERM, then killed if it lingers) at teardown."""
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(*args: str) -> str:
-        log = tmp_path / f"serve{len(started)}.stderr"
-        with log.open("wb") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "runner", "serve", "agents/orders.yaml",
-                 "--emulate", "samples/orders.scenario.yaml", "--port", "0", *args],
-                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
-        started.append(proc)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if found := SERVING.search(log.read_text(errors="replace")):
-                return found.group(1)
-            if proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise AssertionError(f"agent-run serve did not start: {log.read_text(errors='replace')}")
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 def run(body: Callable[[AsyncExitStack], Awaitable[None]], seconds: float = 100) -> None:
@@ -89,7 +45,7 @@ async def say_typed(page: Page, text: str) -> None:
 
 
 def test_the_page_talks_with_the_agent_by_voice_and_by_typing(
-        chromium: str, mic_wav: Path, serve: Serve, tmp_path: Path) -> None:
+        chromium: str, mic_wav: Path, serve: Callable[..., str], tmp_path: Path) -> None:
     url = serve()
 
     async def body(stack: AsyncExitStack) -> None:
@@ -133,7 +89,7 @@ def test_the_page_talks_with_the_agent_by_voice_and_by_typing(
 
 
 def test_a_refused_microphone_is_named_and_typing_still_works_and_barges_in(
-        chromium: str, serve: Serve, tmp_path: Path) -> None:
+        chromium: str, serve: Callable[..., str], tmp_path: Path) -> None:
     url = serve()
 
     async def body(stack: AsyncExitStack) -> None:
@@ -166,7 +122,7 @@ def test_a_refused_microphone_is_named_and_typing_still_works_and_barges_in(
 
 
 def test_a_full_server_and_a_wrong_token_get_clear_messages(
-        chromium: str, serve: Serve, tmp_path: Path) -> None:
+        chromium: str, serve: Callable[..., str], tmp_path: Path) -> None:
     url = serve("--max-conversations", "1", "--token", "s3cret-token")
 
     async def body(stack: AsyncExitStack) -> None:
