@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +21,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from runner.serve import frontends
 from runner.serve.frontends.base import FRONT_ENDS
 from runner.serve.metrics import CONTENT_TYPE
 
@@ -29,15 +31,13 @@ if TYPE_CHECKING:
     from runner.serve.context import ServeContext
 
 STATIC = Path(__file__).parent / "static"
-# The modules that register front ends (one per provider).
-FRONT_END_MODULES = ("runner.serve.frontends.browser",)
 
 type Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def build_app(ctx: ServeContext) -> Starlette:
-    for module in FRONT_END_MODULES:
-        importlib.import_module(module)
+    for module in pkgutil.iter_modules(frontends.__path__):  # each registers its front end
+        importlib.import_module(f"{frontends.__name__}.{module.name}")
     routes: list[BaseRoute] = [
         Route("/ping", _ping(ctx), methods=["GET"]),
         Route("/readyz", _readyz(ctx), methods=["GET"]),

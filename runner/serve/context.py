@@ -84,10 +84,6 @@ class ServeContext:
     def busy(self) -> bool:
         return self._admitted > 0
 
-    @property
-    def ready(self) -> bool:
-        return self.connector is not None and self.refusal() is None
-
     def check_admission(self) -> None:
         """Raise CallerRefused (counted) when a new caller would be refused now.
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -259,3 +260,16 @@ def test_a_line_typed_over_the_assistant_interrupts_its_playback(server: ServePr
     # The page drops what it buffered on `interrupted`: it comes before the new line's transcript.
     kinds = [m["type"] for m in log.messages]
     assert kinds.index("interrupted") < len(kinds) - 1 - kinds[::-1].index("transcript")
+
+
+def test_a_taken_port_is_one_clear_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "runner", "serve", str(AGENT), "--port", str(port)],
+                              cwd=REPO, env=base_env(), capture_output=True, text=True, timeout=30,
+                              check=False)
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
+    assert "Traceback" not in done.stderr

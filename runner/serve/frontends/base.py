@@ -1,21 +1,26 @@
 """The interface between the server and its front ends (browser `/ws`, Twilio, ...).
 
-A front end owns a transport: it accepts a connection (after `ctx.authorized(conn)`), turns it
-into a `CallerIO` (an AudioSource of the caller's speech, an AudioSink for the assistant's, typed
-text, template vars, and `event()` for what the caller should see), and awaits
-`converse(ctx, caller)`, which runs one Conversation for it. Capacity, metrics, the transcript and
-drain are handled inside `converse`: when the server is full or draining it raises
-`CallerRefused` before anything starts, and the front end refuses the caller its own way
-(WebSocket close 1013 with the reason, HTTP 503).
+A front end owns a transport. Its endpoint checks `ctx.authorized(conn)` (the token), calls
+`ctx.check_admission()` before greeting the caller (raises CallerRefused when full or draining),
+turns the connection into a `CallerIO` (an AudioSource of the caller's speech at
+`ctx.agent.audio.input_sample_rate`, an AudioSink for the assistant's at `output_sample_rate`,
+typed text when `ctx.accepts_text`, template vars, `closed`, and `event()` for what the caller
+should see) and awaits `converse(ctx, caller)`, which runs one Conversation for it. Capacity,
+metrics, the transcript and drain are handled inside `converse`; it too raises CallerRefused
+before anything starts if the last slot went meanwhile. The front end refuses the caller its own
+way (WebSocket close 1013 with the reason, HTTP 503) and, once `converse` returns, hangs up
+(close 1001 when `ctx.draining`).
 
 Events a caller gets through `CallerIO.event(kind, **fields)` (front ends translate them):
 - "transcript": role="user"|"assistant", text=...
 - "tool_call": name=..., input={...};  "tool_result": name=..., ok=bool
-- "interrupted": playback must stop at once (the sink was flushed too)
 - "state": state="listening"|"thinking"|"speaking"
 - "error": message=...  (the conversation ended with an error)
+Barge-in is not an event: the conversation calls `sink.flush()`, and the front end's sink tells
+its transport (the browser's `{"type": "interrupted"}`, Twilio's `clear`).
 
-Adding a provider is one module with a class satisfying `FrontEnd` and one entry in FRONT_ENDS.
+Adding a provider is one module in this package with a class satisfying `FrontEnd`, decorated
+with `@register` (the app imports every module here and serves every registered front end).
 """
 
 from __future__ import annotations
