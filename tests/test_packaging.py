@@ -65,3 +65,13 @@ def test_schema_policy_values_are_the_policy_registry() -> None:
 def test_audio_registries_offer_the_documented_kinds() -> None:
     assert sorted(SOURCES) == ["mic", "null", "wav"]
     assert sorted(SINKS) == ["null", "speaker", "wav"]
+
+
+def test_wheel_contains_the_served_page(wheel: Path) -> None:
+    """`agent-run serve` serves / from the installed package: the page's files are in the wheel."""
+    archive = zipfile.ZipFile(wheel)
+    static = ROOT / "runner/serve/static"
+    files = sorted(p.name for p in static.iterdir() if p.is_file())
+    assert {"index.html", "app.js", "pcm-worklet.js", "style.css"} <= set(files)
+    for name in files:
+        assert archive.read(f"runner/serve/static/{name}") == (static / name).read_bytes(), name
