@@ -86,6 +86,8 @@ def test_dockerfile_basics() -> None:
     assert re.search(r"^ARG PYTHON=python:3\.12-slim$", text, re.M)
     user = re.findall(r"^USER (\S+)$", text, re.M)
     assert user and user[-1] not in ("root", "0")
+    pod = _docs()["Deployment"]["spec"]["template"]["spec"]
+    assert str(pod["securityContext"]["runAsUser"]) == user[-1] and pod["securityContext"]["runAsNonRoot"]
     assert re.search(r"^HEALTHCHECK .*\n.*127\.0\.0\.1:8080/ping", text, re.M)
     for source in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M):
         for path in source.split():
