@@ -39,6 +39,8 @@ from runner.emulator.vad import VadSettings
 log = logging.getLogger("runner.emulator")
 
 INBOX_SIZE = 64
+# NovaHandler.sessions keeps the records of this many most recent streams (tests read them).
+MAX_SESSIONS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +62,8 @@ class NovaConfig:
 class NovaHandler:
     """Plays Nova Sonic from a scenario for every stream the wire layer accepts.
 
-    `sessions` holds one SessionRecord per handled stream, in arrival order.
+    `sessions` holds one SessionRecord per handled stream, in arrival order (the newest
+    MAX_SESSIONS of them).
     """
 
     def __init__(self, config: NovaConfig | None = None, *,
@@ -96,6 +99,9 @@ class NovaHandler:
                       settings=self._settings, now=self._clock(), new_id=self._new_id,
                       request_id=stream.request.request_id)
         self.sessions.append(brain.record)
+        # A long-lived emulator (`agent-run emulate` behind a load test) serves any number of
+        # streams: keep the newest records only, or each stream's record stays for good.
+        del self.sessions[:-MAX_SESSIONS]
         events = StreamLog(log, stream.request.request_id[:8])
         inbox: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=INBOX_SIZE)
         try:
@@ -115,9 +121,9 @@ class NovaHandler:
     def _warm_up(self) -> None:
         """Load the speech model in a worker thread as soon as someone speaks: it is ready (about
         a second later) by the time the utterance ends, and a session without speech never pays
-        for it. warm_up never raises; asyncio.run joins the thread at exit."""
+        for it. warm_up never raises; the interpreter joins the recognition thread at exit."""
         self._warming = True
-        asyncio.get_running_loop().run_in_executor(None, self.transcriber.warm_up)
+        asr.warm_up_in_background(self.transcriber)
 
     async def _run(self, stream: EmulatorStream, brain: Brain,
                    inbox: asyncio.Queue[bytes | None], events: StreamLog) -> None:
