@@ -19,13 +19,18 @@ Where the emulator runs (--mode):
 After each conversation: gc.collect(), then RSS (/proc/self/status VmRSS), Python objects tracked
 by gc, threads and open fds (and the emulator child's RSS in external mode). "Retained per
 conversation" is the least-squares slope after --warmup conversations (allocator pools, caches
-and the first-use imports settle in the first few). --types prints the object types whose count
-grew most between the warm-up and the end; --tracemalloc also takes snapshots and prints the
+and the first-use imports settle in the first few); RSS spikes for a conversation and falls back,
+so the "floor" growth (lowest RSS of the last 5 against the lowest of #2-#6) is what stays.
+--types prints the object types whose count grew most between the warm-up and the end; --tracemalloc also takes snapshots and prints the
 top growth grouped by traceback (tracemalloc's own tables inflate RSS, so RSS figures of such a
 run are not comparable). --json prints one JSON object (used by tests/serve_memory).
 
     .venv/bin/python bench/bench_memory.py [--quick] [-n 200] [--mode per-run|shared|external|all]
-        [--wav] [--types] [--tracemalloc]
+        [--wav] [--types] [--tracemalloc] [--glibc-arenas]
+
+Like a server, the bench caps glibc's malloc arenas first (runner.allocator); --glibc-arenas
+measures glibc's defaults instead (RSS then grows in steps while threads take turns at large
+buffers: see runner/allocator.py).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from typing import Any
 
 from _common import SAMPLES
 
+from runner.allocator import limit_malloc_arenas
 from runner.config.loader import load_agent
 from runner.config.model import AgentConfig
 from runner.console import Console
@@ -71,6 +77,7 @@ settings:
 """
 CONVERSATION_TIMEOUT_S = 30.0
 MODES = ("per-run", "shared", "external")
+WINDOW = 5
 
 
 def rss_mb(pid: int | str = "self") -> float:
@@ -214,6 +221,11 @@ async def measure(mode: str, n: int, *, wav: bool, warmup: int, types: bool, tra
     for key in ("rss_mb", "objects", "emulator_rss_mb", "traced_mb"):
         if after and key in after[0]:
             result[f"{key}_per_conversation"] = slope([r[key] for r in after])
+    # RSS spikes for a conversation or two and falls back (freed memory the allocator returns):
+    # what is retained raises the floor, so compare the lowest RSS of the last WINDOW conversations
+    # with the lowest of the first WINDOW after #1 (which pays the first-use imports and loads).
+    result["rss_floor_growth_mb"] = (min(r["rss_mb"] for r in rows[-WINDOW:])
+                                     - min(r["rss_mb"] for r in rows[1:1 + WINDOW]))
     if base_types is not None:
         grown = type_counts()
         grown.subtract(base_types)
@@ -231,10 +243,12 @@ def report(result: dict[str, Any]) -> None:
     rows = result["rows"]
     w = result["warmup"]
     seconds = sorted(r["seconds"] for r in rows)
-    print(f"\n{result['mode']} ({result['input']} input): {result['conversations']} conversations in "
-          f"{result['wall_s']:.0f} s (median {seconds[len(seconds) // 2]:.2f} s each)")
+    arenas = "malloc arenas capped" if result["malloc_arenas_capped"] else "glibc's default malloc arenas"
+    print(f"\n{result['mode']} ({result['input']} input, {arenas}): {result['conversations']} "
+          f"conversations in {result['wall_s']:.0f} s (median {seconds[len(seconds) // 2]:.2f} s each)")
     print(f"  RSS after #1 {rows[0]['rss_mb']:.1f} MB, after warm-up #{w} {rows[w - 1]['rss_mb']:.1f} MB, "
           f"after #{len(rows)} {rows[-1]['rss_mb']:.1f} MB")
+    print(f"  RSS floor (lowest of 5) from #2-#6 to the last 5: {result['rss_floor_growth_mb']:+.1f} MB")
     print(f"  retained per conversation after warm-up: RSS {result['rss_mb_per_conversation'] * 1e3:.1f} kB, "
           f"gc objects {result['objects_per_conversation']:.1f}")
     if "emulator_rss_mb_per_conversation" in result:
@@ -263,7 +277,12 @@ def main() -> None:
     parser.add_argument("--tracemalloc", action="store_true", help="top traced growth by traceback")
     parser.add_argument("--json", action="store_true", help="one JSON object per mode on stdout")
     parser.add_argument("--progress", action="store_true", help="a line per conversation on stderr")
+    parser.add_argument("--glibc-arenas", action="store_true",
+                        help="leave glibc's malloc arenas at their default (8 per core) instead of the "
+                             "cap `agent-run emulate` and servers set (runner.allocator)")
     args = parser.parse_args()
+    # First, before any thread starts, as a long-lived agent-run process does.
+    capped = False if args.glibc_arenas else limit_malloc_arenas()
     n = 40 if args.quick else args.conversations
     if n <= args.warmup + 1:
         parser.error(f"need more than {args.warmup + 1} conversations")
@@ -275,6 +294,7 @@ def main() -> None:
         for mode in MODES if args.mode == "all" else (args.mode,):
             result = asyncio.run(measure(mode, n, wav=args.wav, warmup=args.warmup, types=args.types,
                                          traced=args.tracemalloc, scenario=scenario, progress=args.progress))
+            result["malloc_arenas_capped"] = capped
             if args.json:
                 print(json.dumps(result), flush=True)
             else:

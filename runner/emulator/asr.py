@@ -31,7 +31,6 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -156,13 +155,12 @@ def create(name: str | None = None) -> Transcriber:
 
 async def transcribe_async(transcriber: Transcriber, pcm: bytes, sample_rate: int,
                            timeout_s: float = TIMEOUT_S) -> str | None:
-    """`transcriber.transcribe` in the recognition thread, at most `timeout_s`; a failure or a
-    timeout is logged and heard as nothing (the emulator goes on as without recognition)."""
+    """`transcriber.transcribe` in a worker thread, at most `timeout_s`; a failure or a timeout
+    is logged and heard as nothing (the emulator goes on as without recognition)."""
     started = time.monotonic()
     try:
-        text = await asyncio.wait_for(
-            asyncio.get_running_loop().run_in_executor(_worker(), transcriber.transcribe, pcm, sample_rate),
-            timeout_s)
+        text = await asyncio.wait_for(asyncio.to_thread(transcriber.transcribe, pcm, sample_rate),
+                                      timeout_s)
     except TimeoutError:
         # The thread cannot be stopped; it finishes in the background and its result is dropped.
         log.warning("speech recognition took over %g s; this utterance is not transcribed", timeout_s)
@@ -212,27 +210,6 @@ def _sha256(path: Path) -> str:
 # at a time (see the module docstring).
 _lock = threading.Lock()
 _models: dict[Path, Any] = {}
-_executor: ThreadPoolExecutor | None = None
-
-
-def warm_up_in_background(transcriber: Transcriber) -> None:
-    """Start `transcriber.warm_up` in the recognition thread (called from the event loop)."""
-    asyncio.get_running_loop().run_in_executor(_worker(), transcriber.warm_up)
-
-
-def _worker() -> ThreadPoolExecutor:
-    """The one thread every recognition (and warm-up) of the process runs in.
-
-    Recognition is serialised by `_lock` anyway, but running it in whichever thread of the
-    loop's default pool is free made each of those threads (up to 6) keep its own glibc arena
-    holding CTranslate2's freed working buffers, ~8 MB each: a process that served conversations
-    one after another grew by ~2 MB per conversation for its first ~30 (bench/bench_memory.py
-    --wav). One dedicated thread keeps those buffers in one arena, reused by every utterance.
-    """
-    global _executor
-    if _executor is None:
-        _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-run-asr")
-    return _executor
 
 
 def _model(model_dir: Path) -> Any:

@@ -121,9 +121,9 @@ class NovaHandler:
     def _warm_up(self) -> None:
         """Load the speech model in a worker thread as soon as someone speaks: it is ready (about
         a second later) by the time the utterance ends, and a session without speech never pays
-        for it. warm_up never raises; the interpreter joins the recognition thread at exit."""
+        for it. warm_up never raises; asyncio.run joins the thread at exit."""
         self._warming = True
-        asr.warm_up_in_background(self.transcriber)
+        asyncio.get_running_loop().run_in_executor(None, self.transcriber.warm_up)
 
     async def _run(self, stream: EmulatorStream, brain: Brain,
                    inbox: asyncio.Queue[bytes | None], events: StreamLog) -> None:
