@@ -18,12 +18,13 @@ Where the emulator runs (--mode):
 
 After each conversation: gc.collect(), then RSS (/proc/self/status VmRSS), Python objects tracked
 by gc, threads and open fds (and the emulator child's RSS in external mode). "Retained per
-conversation" is the least-squares slope after --warmup conversations (allocator pools, caches
-and the first-use imports settle in the first few); RSS spikes for a conversation and falls back,
-so the "floor" growth (lowest RSS of the last 5 against the lowest of #2-#6) is what stays.
---types prints the object types whose count grew most between the warm-up and the end; --tracemalloc also takes snapshots and prints the
-top growth grouped by traceback (tracemalloc's own tables inflate RSS, so RSS figures of such a
-run are not comparable). --json prints one JSON object (used by tests/serve_memory).
+conversation" is the least-squares slope after --warmup conversations (allocator pools, caches and
+the first-use imports settle in the first few); RSS spikes for a conversation and falls back, so
+the "floor" growth (lowest RSS of the last 5 against the lowest of #2-#6) is what stays. --types
+prints the object types whose count grew most between the warm-up and the end; --tracemalloc also
+takes snapshots and prints the top growth grouped by traceback (tracemalloc's own tables inflate
+RSS, so RSS figures of such a run are not comparable). --json prints one JSON object (used by
+tests/serve_memory).
 
     .venv/bin/python bench/bench_memory.py [--quick] [-n 200] [--mode per-run|shared|external|all]
         [--wav] [--types] [--tracemalloc] [--glibc-arenas]
