@@ -39,8 +39,9 @@ from runner.emulator.vad import VadSettings
 log = logging.getLogger("runner.emulator")
 
 INBOX_SIZE = 64
-# NovaHandler.sessions keeps the records of this many most recent streams (tests read them).
-MAX_SESSIONS = 1000
+# NovaHandler.sessions keeps the records of this many most recent streams (tests read them; an
+# 8-minute stream's record holds ~15 000 input event names, ~120 kB).
+MAX_SESSIONS = 256
 
 
 @dataclass(frozen=True, slots=True)
