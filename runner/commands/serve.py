@@ -65,9 +65,13 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from runner.allocator import limit_malloc_arenas
     from runner.serve.auth import check_bind
     from runner.serve.context import ServeContext, ServeSettings
 
+    # Many conversations, one after another, over threads (tools, the SDK's, Whisper's): keep the
+    # C allocator's footprint flat (runner.allocator), before any thread starts.
+    limit_malloc_arenas()
     token = args.token or os.environ.get(_token_env()) or None
     check_bind(args.host, token, no_auth=args.no_auth)
     overrides = var_overrides(args)
