@@ -32,7 +32,7 @@ The last line names the largest N whose loop lag p99 stayed under --lag-limit-ms
 caller served and no gap. On a shared 2-core machine, the worker, the emulator and the callers
 compete for the same two cores: the figures are a floor for a dedicated worker core.
 
-    .venv/bin/python bench/bench_serve.py [--quick] [--ramp 1,5,10,20,30] [--step-s 10]
+    .venv/bin/python bench/bench_serve.py [--quick] [--ramp 1,5,10,20,30] [--step-s 10] [--pin]
 """
 
 from __future__ import annotations
@@ -349,7 +349,8 @@ def print_table(steps: list[Step], args: argparse.Namespace) -> None:
     print(f"largest N held (loop lag p99 ≤ {args.lag_limit_ms:g} ms, every caller live, no gap, no error): "
           f"{best}" + ("" if best else " (none)"))
     print(f"machine: {os.cpu_count()} cores shared by the worker, the emulator and the callers; "
-          f"load average before the ramp {args.load:.2f}")
+          f"load average before the ramp {args.load:.2f}"
+          + ("; --pin: the worker alone on one core, emulator and callers on the other" if args.pin else ""))
 
 
 def main() -> int:
@@ -367,12 +368,21 @@ def main() -> int:
     p.add_argument("--lag-limit-ms", type=float, default=20.0, help="loop lag p99 limit (default 20)")
     p.add_argument("--jitter-ms", type=float, default=60.0,
                    help="the caller's playback buffer: later audio counts as a gap (default 60)")
+    p.add_argument("--pin", action="store_true",
+                   help="run the worker on core 0 and everything else of the bench (emulator, callers) on "
+                        "core 1, so the worker does not compete with its own load (other programs still may)")
     p.add_argument("--quick", action="store_true", help="ramp 1,5,10 with 6 s steps (under 60 s)")
     args = p.parse_args()
     if args.quick:
         args.ramp, args.step_s, args.warmup_s = "1,5,10", 6.0, 3.0
     ramp = [int(x) for x in args.ramp.split(",")]
     args.load = os.getloadavg()[0]
+    cores = sorted(os.sched_getaffinity(0))
+    if args.pin and len(cores) < 2:
+        raise SystemExit("bench_serve: --pin needs two cores")
+    worker_cores = {cores[0]} if args.pin else set(cores)
+    if args.pin:
+        os.sched_setaffinity(0, set(cores[1:]))  # the emulator and the callers inherit it
     sys.path.insert(0, str(ROOT))
     from tests.e2e.e2e_helpers import base_env
     from tests.emulate_process import EmulateProcess, exported
@@ -393,7 +403,7 @@ def main() -> int:
                     [sys.executable, "-m", "runner", "serve", str(AGENT), "--port", str(port),
                      "--max-conversations", str(max(ramp) + 10)],
                     cwd=ROOT, env={**env, **emu_env}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                    stderr=err)
+                    stderr=err, preexec_fn=lambda: os.sched_setaffinity(0, worker_cores))
                 try:
                     wait_for(lambda: worker.poll() is not None or http_ok(base + "/readyz"), 30, "the worker")
                     if worker.poll() is not None:
