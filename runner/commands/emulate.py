@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from runner.allocator import limit_malloc_arenas
 from runner.commands.argtypes import port, seconds
 from runner.emulator.local import local_emulator
 from runner.errors import RunnerError
@@ -98,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
         args.emulate_parser.error("--ignore only applies with --replay")
     if args.time_limit is not None and args.replay is not None:
         args.emulate_parser.error("--time-limit does not apply with --replay (streams end as recorded)")
+    # A long-lived server of any number of streams, Whisper among its threads: keep the C
+    # allocator's footprint flat (runner.allocator), before any thread starts.
+    limit_malloc_arenas()
     # A broken scenario (ConfigError) or an address that cannot be bound (ListenError) ends the
     # command with its message and exit 1, before anything is printed.
     return asyncio.run(_serve(args))

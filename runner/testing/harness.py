@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import io
 import os
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -254,20 +255,23 @@ async def run_case(agent: AgentConfig, case: Case, *, target: Target = "emulator
 
 
 def _prepare_inputs(agent: AgentConfig, case: Case) -> dict[int, bytes]:
-    """The PCM of every spoken turn, made before the conversation starts (espeak-ng, WAV files)."""
-    from runner.emulator.speech import espeak_available, espeak_wav, resample
+    """The PCM of every spoken turn, made before the conversation starts (a voice, WAV files)."""
+    from runner.emulator.speech import resample
+    from runner.testing.voices import chosen_voice
 
     rate = agent.audio.input_sample_rate
     pcm: dict[int, bytes] = {}
     for index, turn in enumerate(case.turns):
         if isinstance(turn.input, SpeechInput):
-            if not espeak_available():
-                raise RunnerError(f"{turn.where}: `say:` needs espeak-ng to synthesize speech "
-                                  "(not installed; apt-get install espeak-ng)")
+            voice = chosen_voice()
+            if (missing := voice.available()) is not None:
+                raise RunnerError(f"{turn.where}: `say:` needs {voice.name} to synthesize speech "
+                                  f"(not installed; {missing})")
             try:
-                raw, raw_rate = espeak_wav(turn.input.text)
-            except OSError as exc:
-                raise RunnerError(f"{turn.where}: cannot synthesize speech: {exc}") from None
+                raw, raw_rate = voice.speak(turn.input.text)
+            except (OSError, subprocess.SubprocessError) as exc:
+                raise RunnerError(f"{turn.where}: cannot synthesize speech with {voice.name}: "
+                                  f"{exc}") from None
             pcm[index] = resample(raw, raw_rate, rate)
         elif isinstance(turn.input, AudioInput):
             pcm[index] = read_wav(turn.input.path, rate)
