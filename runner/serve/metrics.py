@@ -5,11 +5,14 @@ process (tests) never share counters. What is measured:
 - live conversations (gauge), conversations started/refused (counters), turns, tool calls and
   tool errors, stream rotations and reconnects, conversation errors;
 - latency histograms: the user's end of speech (or typed line) to the first assistant audio,
-  tool duration, and stream setup (request sent to the service's acceptance).
+  tool duration, and stream setup (request sent to the service's acceptance);
+- the event loop's lag: how late a periodic wake-up runs (`watch_loop`), the figure that shows a
+  worker with too many conversations before callers hear gaps.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +26,8 @@ if TYPE_CHECKING:
     from runner.transports.base import ConnectionInfo, Connector, Stream
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+_LOOP_LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0)
+LOOP_LAG_PERIOD_S = 0.05
 _LATENCY_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 
 
@@ -49,6 +54,9 @@ class Metrics:
                                        ["tool"], buckets=_LATENCY_BUCKETS, registry=r)
         self.stream_setup = Histogram("agent_run_stream_setup_seconds", "Stream request to acceptance",
                                       buckets=_LATENCY_BUCKETS, registry=r)
+        self.loop_lag = Histogram("agent_run_event_loop_lag_seconds", "How late the event loop runs a "
+                                  f"wake-up due every {LOOP_LAG_PERIOD_S} s", buckets=_LOOP_LAG_BUCKETS,
+                                  registry=r)
         # Phone calls (Twilio): assistant audio sent, heard (confirmed by marks), cut by barge-ins.
         self.phone_audio = Counter("agent_run_phone_audio_seconds", "Assistant audio on phone calls",
                                    ["what"], registry=r)
@@ -60,6 +68,13 @@ class Metrics:
         for what, seconds in (("sent", sent_s), ("heard", heard_s), ("cut", cut_s)):
             self.phone_audio.labels(what=what).inc(seconds)
         self.phone_barge_ins.inc(barge_ins)
+
+    async def watch_loop(self, period_s: float = LOOP_LAG_PERIOD_S) -> None:
+        """Observe the event loop's lag every `period_s` until cancelled (a task of the server)."""
+        while True:
+            due = time.monotonic() + period_s
+            await asyncio.sleep(period_s)
+            self.loop_lag.observe(max(0.0, time.monotonic() - due))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

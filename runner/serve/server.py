@@ -65,8 +65,12 @@ async def serve(ctx: ServeContext, app: Starlette, sock: socket.socket, console:
                             ws="websockets-sansio", timeout_graceful_shutdown=int(STOP_WAIT_S))
     server = _Server(config)
     drain = _Drain(ctx, server, console)
-    with drain.signals():
-        await server.serve(sockets=[sock])
+    watch = asyncio.get_running_loop().create_task(ctx.metrics.watch_loop(), name="loop lag")
+    try:
+        with drain.signals():
+            await server.serve(sockets=[sock])
+    finally:
+        watch.cancel()
     return drain.code
 
 
