@@ -8,7 +8,7 @@ gc). The bench caps glibc's malloc arenas first, as `agent-run emulate` does (ru
 without the cap (`--glibc-arenas`), threads taking turns at Whisper's and awscrt's buffers each
 kept them in an arena of their own and the floor of RSS rose by 12-40 MB over the first 20
 conversations (~2 MB per conversation), while Python objects stayed flat. The bound is generous
-for a noisy shared machine, and well below that.
+for a noisy shared machine and below that (see MAX_GROWTH_MB).
 """
 
 from __future__ import annotations
@@ -22,7 +22,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 CONVERSATIONS = 18  # ~3.3 s each
 WARMUP = 5
-MAX_GROWTH_MB = 8.0  # RSS floor, from conversations 2-6 to the last 5
+# RSS floor, from conversations 2-6 to the last 5. Measured with the cap: about 0 on the development
+# machine, but 15.4 MB once in a fresh-clone CI run, where RSS swung by 15 MB between conversations
+# (Whisper's working buffers mapped and unmapped) and the last five all fell on the high side; without
+# the cap, +39 MB. This bound catches the uncapped arenas, not a slow leak: see bench_memory.py for that.
+MAX_GROWTH_MB = 24.0
 MAX_OBJECTS_PER_CONVERSATION = 60.0  # Python objects tracked by gc (slope); ~12 today, bounded caches
 
 
