@@ -32,7 +32,9 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "twilio"))
-from twilio_caller import SAMPLES, ServeProcess, TwilioCaller, free_port, wav_as_ulaw
+from twilio_caller import SAMPLES, ServeProcess, TwilioCaller, wav_as_ulaw
+
+from tests.serve.serve_helpers import free_port
 
 pytestmark = [
     pytest.mark.timeout(120),

@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.request
 import wave
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,15 +38,17 @@ def free_port() -> int:
 class ServeProcess:
     """`agent-run serve AGENT --emulate SCENARIO --port P ARGS` in the background."""
 
-    def __init__(self, tmp: Path, *args: str, agent: Path = AGENT) -> None:
+    def __init__(self, tmp: Path, *args: str, agent: Path = AGENT, scenario: Path = SCENARIO,
+                 env: Mapping[str, str] | None = None) -> None:
         self.port = free_port()
         self.transcripts = tmp / "transcripts"
         self.stdout_path, self.stderr_path = tmp / "serve.out", tmp / "serve.err"
         self._out, self._err = self.stdout_path.open("w"), self.stderr_path.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runner", "serve", str(agent), "--emulate", str(SCENARIO),
+            [sys.executable, "-m", "runner", "serve", str(agent), "--emulate", str(scenario),
              "--port", str(self.port), "--transcripts", str(self.transcripts), *args],
-            cwd=REPO, env=base_env(), stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err)
+            cwd=REPO, env=base_env(**(env or {})), stdin=subprocess.DEVNULL, stdout=self._out,
+            stderr=self._err)
 
     @property
     def base(self) -> str:

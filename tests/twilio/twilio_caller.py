@@ -14,10 +14,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -35,7 +31,7 @@ from websockets.exceptions import ConnectionClosed
 from runner.audio.g711 import ulaw_decode, ulaw_encode
 from runner.audio.resample import Resampler
 from runner.serve.frontends.twilio_signature import compute_signature
-from tests.e2e.e2e_helpers import base_env
+from tests.serve import serve_helpers
 
 REPO = Path(__file__).resolve().parents[2]
 AGENT = REPO / "agents" / "orders.yaml"
@@ -44,43 +40,13 @@ FRAME_S = 0.02
 FRAME_ULAW = 160
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ServeProcess:
-    """`agent-run serve AGENT --emulate SCENARIO --port P ARGS` in the background."""
+class ServeProcess(serve_helpers.ServeProcess):
+    """`agent-run serve AGENT --emulate SCENARIO --port P -v ARGS` in the background, with Twilio's
+    webhook (a form POST) and a wait for finished calls' transcripts."""
 
     def __init__(self, tmp: Path, scenario: Path, *args: str, env: Mapping[str, str] | None = None,
                  agent: Path = AGENT) -> None:
-        self.port = free_port()
-        self.transcripts = tmp / "transcripts"
-        self.stdout_path, self.stderr_path = tmp / "serve.out", tmp / "serve.err"
-        self._out, self._err = self.stdout_path.open("w"), self.stderr_path.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runner", "serve", str(agent), "--emulate", str(scenario),
-             "--port", str(self.port), "--transcripts", str(self.transcripts), "-v", *args],
-            cwd=REPO, env=base_env(**(env or {})), stdin=subprocess.DEVNULL, stdout=self._out,
-            stderr=self._err)
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def wait_ready(self, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"serve exited {self.proc.returncode}:\n{self.stderr()}"
-            try:
-                with urllib.request.urlopen(self.base + "/readyz", timeout=5) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"serve not ready in {timeout_s} s:\n{self.stderr()}")
+        super().__init__(tmp, "-v", *args, agent=agent, scenario=scenario, env=env)
 
     def post(self, path: str, form: Mapping[str, str], headers: Mapping[str, str] | None = None
              ) -> tuple[int, str]:
@@ -93,47 +59,18 @@ class ServeProcess:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
 
-    def metric(self, name: str) -> float:
-        """The sum of every sample of `name` (all labels) in /metrics."""
-        with urllib.request.urlopen(self.base + "/metrics", timeout=5) as response:
-            text = response.read().decode()
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith(name) and line[len(name)] in " {")
-
     def transcripts_done(self, n: int, timeout_s: float = 15.0) -> list[list[dict[str, Any]]]:
         """The first `n` transcript files, once each has its session end record."""
         deadline = time.monotonic() + timeout_s
         while True:
-            files = sorted(self.transcripts.glob("*.jsonl")) if self.transcripts.is_dir() else []
             entries = [[json.loads(line) for line in f.read_text().splitlines() if line.strip()]
-                       for f in files]
+                       for f in self.transcript_files()]
             if len(entries) >= n and all(e and e[-1].get("event") == "end" for e in entries[:n]):
                 return entries[:n]
             if time.monotonic() > deadline:
                 raise AssertionError(f"{n} complete transcripts not written in {timeout_s} s: {entries}\n"
                                      f"{self.stderr()}")
             time.sleep(0.1)
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text()
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self._out.close()
-        self._err.close()
-        return self.proc.returncode
-
-    def __enter__(self) -> ServeProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def wav_as_ulaw(path: Path) -> bytes:
