@@ -35,3 +35,14 @@ def port(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"must be a port number from 0 to 65535 (0: any free port), got {text!r}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of 1 or more (a count of conversations, cases, repeats)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
+    return value

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from runner.commands.argtypes import port, seconds
+from runner.commands.argtypes import port, positive_int, seconds
 from runner.config.loader import load_agent
 from runner.config.overrides import add_var_option, var_overrides
 from runner.console import Console
@@ -54,7 +54,7 @@ def add_parser(sub: Any) -> None:
                      "account's auth token (default: $TWILIO_AUTH_TOKEN, which keeps it out of the "
                      "process list)")
     cap = p.add_argument_group("capacity")
-    cap.add_argument("--max-conversations", type=_positive_int, default=20, metavar="N",
+    cap.add_argument("--max-conversations", type=positive_int, default=20, metavar="N",
                      help="live conversations at most; past it new callers are refused (default 20)")
     cap.add_argument("--drain-timeout", type=seconds(allow_zero=True), default=30.0, metavar="SECONDS",
                      help="on SIGTERM, how long live conversations may go on (default 30)")
@@ -119,11 +119,3 @@ def _token_env() -> str:
     return TOKEN_ENV
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
-    return value

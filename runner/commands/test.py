@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runner.commands.argtypes import positive_int
 from runner.config.report import Problem
 
 if TYPE_CHECKING:
@@ -38,16 +39,6 @@ exit status: 0 every case passed, 1 some case failed, 2 a test file or its agent
 """
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return value
-
-
 def _rate(text: str) -> float:
     try:
         value = float(text)
@@ -70,10 +61,10 @@ def add_parser(sub: Any) -> None:
                    help="emulator (default: offline, each case its own emulator playing the file's "
                         "model side) or bedrock (real Nova Sonic with your AWS credentials; the model "
                         "side is ignored)")
-    p.add_argument("--parallel", type=_positive_int, default=4, metavar="N",
+    p.add_argument("--parallel", type=positive_int, default=4, metavar="N",
                    help="run up to N cases at once, in this process, each with its own conversation and "
                         "emulator (default 4; 1 runs them one after another)")
-    p.add_argument("--repeat", type=_positive_int, default=1, metavar="N",
+    p.add_argument("--repeat", type=positive_int, default=1, metavar="N",
                    help="run each case N times (real models vary; default 1)")
     p.add_argument("--pass-rate", type=_rate, default=1.0, metavar="R",
                    help="with --repeat: the share of runs that must pass, above 0 and at most 1 (default 1)")
