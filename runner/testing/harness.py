@@ -39,6 +39,7 @@ from runner.config.model import AgentConfig, ToolConfig
 from runner.config.setup import session_setup
 from runner.console import Console
 from runner.conversation import Conversation, ConversationOptions, QueueTextInput
+from runner.conversation.control import options_for as call_control_options
 from runner.errors import RunnerError, ToolError
 from runner.models import is_nova2
 from runner.policies import POLICIES
@@ -242,7 +243,8 @@ async def run_case(agent: AgentConfig, case: Case, *, target: Target = "emulator
                 tools=mocked_tools(agent.tools, case.mocks),
                 transcript=transcript, console=console,
                 options=ConversationOptions(rotate_after_s=agent.session.rotate_after_s),
-                labels={"agent": agent.name, "policy": agent.policy}, text_input=typing, taps=(tap,))
+                labels={"agent": agent.name, "policy": agent.policy}, text_input=typing, taps=(tap,),
+                call_control=call_control_options(agent.session))
             driver = _Driver(agent, case, conversation, source, sink, tap, transcript, typing, clock,
                              pcm_inputs)
             marks, error = await driver.run()
