@@ -23,10 +23,11 @@ from typing import Any
 from runner.errors import RunnerError
 from runner.files import open_for_writing
 
-TRANSCRIPT_TYPES: tuple[str, ...] = ("greeting", "user", "assistant", "tool_call", "tool_result", "interrupted",
-                                     "usage", "session")
-# Call control (runner.conversation.control): a nudge, goodbye or closing line said, and why the call ended.
-TRANSCRIPT_TYPES += ("call_control", "call_ended")
+TRANSCRIPT_TYPES = ("greeting", "user", "assistant", "tool_call", "tool_result", "interrupted", "usage",
+                    "session",
+                    # call control (runner.conversation.control): a nudge, goodbye or closing line
+                    # said, and why the call ended
+                    "call_control", "call_ended")
 
 
 class Transcript:
