@@ -147,7 +147,7 @@ class CallClock:
             return self._closing_step(now, activity)
         limit = self.options.max_duration_s
         if limit is not None and now - self._started_at >= limit:
-            return self._close("max_duration", now, Say(self.options.closing_line, "closing"))
+            return self._close("max_duration", now, Say(self.options.closing_line, "closing"), activity)
         inactivity = self.options.inactivity
         if inactivity is None:
             return []
@@ -159,13 +159,13 @@ class CallClock:
             self._phase, self._nudged_at = "nudged", now
             return [Say(inactivity.nudge, "nudge")] if self.options.speaks_text else []
         if self._phase == "nudged" and now - max(quiet_since, self._nudged_at) >= inactivity.end_after_s:
-            return self._close("inactivity", now, Say(inactivity.goodbye, "goodbye"))
+            return self._close("inactivity", now, Say(inactivity.goodbye, "goodbye"), activity)
         return []
 
-    def _close(self, reason: EndReason, now: float, say: Say) -> list[Action]:
-        if not self.options.speaks_text:
+    def _close(self, reason: EndReason, now: float, say: Say, activity: Activity) -> list[Action]:
+        if not self.options.speaks_text:  # nothing to say: end once what plays has played
             self._begin_closing(reason, now, 0.0)
-            return []
+            return self._closing_step(now, activity)
         self._begin_closing(reason, now, ANSWER_SETTLE_S)
         return [say]
 
