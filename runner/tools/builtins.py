@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import base64
 import inspect
+import ipaddress
 import json
 import math
 import operator
@@ -21,7 +22,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from runner.config.model import TransferSpec
@@ -221,6 +222,9 @@ async def _twilio_redirect(call_account: str, call_sid: str, account: str, token
     from runner import httpclient
 
     base = os.environ.get(TWILIO_API_ENV, TWILIO_API).rstrip("/")
+    parts = urlsplit(base)
+    if parts.scheme != "https" and not (parts.scheme == "http" and _loopback(parts.hostname or "")):
+        raise ToolError(f"{TWILIO_API_ENV} must be an https:// URL (http:// only to this machine)")
     path = f"/2010-04-01/Accounts/{quote(call_account, safe='')}/Calls/{quote(call_sid, safe='')}.json"
     auth = base64.b64encode(f"{account}:{token}".encode()).decode()
     try:
@@ -232,6 +236,13 @@ async def _twilio_redirect(call_account: str, call_sid: str, account: str, token
     if not response.ok:
         raise ToolError(f"Twilio refused the transfer: HTTP {response.status} "
                         f"{_twilio_message(response.body)}")
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _twilio_message(body: bytes) -> str:
