@@ -241,3 +241,20 @@ def test_a_destination_outside_the_allow_list_is_refused_without_a_request(serve
     assert len(errors) == 1 and "not allowed" in errors[0], entries
     assert not kinds(entries, "call_ended"), entries  # the call went on until the caller hung up
     assert result.closed_at is None
+
+
+def test_end_call_closes_a_browser_connection_normally_after_the_goodbye(server: ServeProcess) -> None:
+    from tests.serve.serve_helpers import CallLog, open_ws, receive_until
+
+    async def browser_call() -> CallLog:
+        log = CallLog()
+        async with open_ws(server.ws_url) as ws:
+            await receive_until(ws, log, lambda log: bool(log.of("ready")), 10)
+            await ws.send(json.dumps({"type": "text", "text": "(keypad: 1)"}))
+            await receive_until(ws, log, lambda log: False, 30)  # until the server closes
+        return log
+
+    log = asyncio.run(browser_call())
+    assert log.close_code == 1000, log
+    assert log.said("assistant") == ["Thank you for calling the hotel.", "Goodbye!"], log
+    assert log.audio_bytes > 24000, log  # both answers' audio came before the close
