@@ -253,7 +253,8 @@ async def serve_stream(ctx: ServeContext, settings: TwilioSettings, websocket: W
             writer = tg.create_task(_write(websocket, call), name="twilio-writer")
             try:
                 await converse(ctx, call)
-                await _heard_to_the_end(call)
+                if not ctx.draining:  # a drain has its own deadline
+                    await _heard_to_the_end(call)
             except CallerRefused as exc:
                 await _close(websocket, CallerRefused.websocket_code, exc.reason)
             finally:
