@@ -49,7 +49,7 @@ from runner.protocol.sandbox import TemplateLimitError, render_bounded
 from runner.protocol.templates import make_environment
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-# Repeating these cannot apply a change twice (RFC 9110 §9.2.2), so only they may be retried.
+# Repeating these cannot apply a change twice (RFC 9110, section 9.2.2), so only they may be retried.
 IDEMPOTENT = ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
 # Statuses that say "try again later"; anything else is an answer.
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -569,7 +569,7 @@ class _Request:
                                    template=self.template, arguments=self.context.arguments)
         except ToolError as exc:
             raise ToolError(_scrub(str(exc), self.context.secrets)) from None
-        if isinstance(value, str):  # a template's text: JSON object text is passed on as such
+        if self.template is not None:  # a template's text: JSON object text is passed on as such
             return _scrub(value, self.context.secrets)
         payload = value if isinstance(value, dict) else {"result": value}
         return _scrub(json.dumps(payload, ensure_ascii=False), self.context.secrets)
