@@ -42,6 +42,7 @@ from typing import Any, Literal
 import jinja2
 
 from runner.config.model import DEFAULT_MAX_RESPONSE_BYTES, AgentConfig, HttpToolSpec, VarValue
+from runner.config.schema import non_json_path
 from runner.config.secrets import ENV_REF, env_refs, malformed_env_refs, redact
 from runner.errors import ToolError
 from runner.httpclient import HttpError, HttpResponse, request, where
@@ -401,6 +402,11 @@ def check_http(raw: Mapping[str, Any], *, input_schema: Any, variables: Mapping[
             problems += _template_problems(("headers", name), value, arguments, variables, environ)[1]
     body = raw.get("body")
     if "body" in raw:
+        not_json = non_json_path(body)
+        if not_json is not None:  # it is sent as JSON: a YAML date or !!binary has no JSON form
+            problems.append(HttpProblem(("body", *not_json), "this value has no JSON form; quote it to make "
+                                                             "it text"))
+            body = None
         if method not in ("POST", "PUT", "PATCH", "DELETE"):
             problems.append(HttpProblem(("body",), f"a {method} request has no body (body is for POST, PUT, "
                                                    f"PATCH and DELETE)"))
