@@ -169,6 +169,14 @@ def test_a_run_refuses_to_start_without_the_variable(setup: tuple[LocalHttpServe
     assert time.monotonic() - started < 30
 
 
+def test_serve_refuses_to_start_without_the_variable(setup: tuple[LocalHttpServer, Path, Path]) -> None:
+    _, agent, scenario = setup
+    done = cli("serve", agent, "--emulate", scenario, "--port", "0", env=base_env())
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert "environment variable(s) not set: ORDERS_TOKEN" in done.stderr
+
+
 def test_render_never_shows_the_secret(setup: tuple[LocalHttpServer, Path, Path]) -> None:
     agent = setup[1]
     done = cli("render", agent, env=base_env(ORDERS_TOKEN=SECRET))
