@@ -532,7 +532,8 @@ class _Request:
         spec, context = self.spec, self.context
         url = render_text(parse_template(spec.url), context, url=True)
         _check_scheme(url, spec.allow_http)
-        headers = {"Accept": "application/json"}
+        given = {name.lower() for name, _ in spec.headers}
+        headers = {} if "accept" in given else {"Accept": "application/json"}
         for name, value in spec.headers:
             text = render_text(parse_template(value), context)
             if any(c in text for c in "\r\n\0"):
