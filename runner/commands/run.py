@@ -45,6 +45,9 @@ Ctrl-C, SIGTERM and SIGHUP end the session in order within two seconds, whatever
 exit status 130, 143 and 129. An output that cannot be written (a full disk) stops the run with an
 error and exit 1, the WAV kept valid; if stdout is closed, the run goes on without printing.
 --output, --transcript and --input must name different files.
+
+A run refuses to start (exit 2) while an environment variable that an HTTP tool references
+(${env:NAME}) is unset; `agent-run check` warns about each.
 """
 
 

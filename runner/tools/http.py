@@ -42,6 +42,7 @@ from typing import Any, Literal
 import jinja2
 
 from runner.config.model import DEFAULT_MAX_RESPONSE_BYTES, AgentConfig, HttpToolSpec, VarValue
+from runner.config.schema import non_json_path
 from runner.config.secrets import ENV_REF, env_refs, malformed_env_refs, redact
 from runner.errors import ToolError
 from runner.httpclient import HttpError, HttpResponse, request, where
@@ -49,7 +50,7 @@ from runner.protocol.sandbox import TemplateLimitError, render_bounded
 from runner.protocol.templates import make_environment
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-# Repeating these cannot apply a change twice (RFC 9110 §9.2.2), so only they may be retried.
+# Repeating these cannot apply a change twice (RFC 9110, section 9.2.2), so only they may be retried.
 IDEMPOTENT = ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
 # Statuses that say "try again later"; anything else is an answer.
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -401,6 +402,11 @@ def check_http(raw: Mapping[str, Any], *, input_schema: Any, variables: Mapping[
             problems += _template_problems(("headers", name), value, arguments, variables, environ)[1]
     body = raw.get("body")
     if "body" in raw:
+        not_json = non_json_path(body)
+        if not_json is not None:  # it is sent as JSON: a YAML date or !!binary has no JSON form
+            problems.append(HttpProblem(("body", *not_json), "this value has no JSON form; quote it to make "
+                                                             "it text"))
+            body = None
         if method not in ("POST", "PUT", "PATCH", "DELETE"):
             problems.append(HttpProblem(("body",), f"a {method} request has no body (body is for POST, PUT, "
                                                    f"PATCH and DELETE)"))
@@ -526,7 +532,8 @@ class _Request:
         spec, context = self.spec, self.context
         url = render_text(parse_template(spec.url), context, url=True)
         _check_scheme(url, spec.allow_http)
-        headers = {"Accept": "application/json"}
+        given = {name.lower() for name, _ in spec.headers}
+        headers = {} if "accept" in given else {"Accept": "application/json"}
         for name, value in spec.headers:
             text = render_text(parse_template(value), context)
             if any(c in text for c in "\r\n\0"):
@@ -569,7 +576,7 @@ class _Request:
                                    template=self.template, arguments=self.context.arguments)
         except ToolError as exc:
             raise ToolError(_scrub(str(exc), self.context.secrets)) from None
-        if isinstance(value, str):  # a template's text: JSON object text is passed on as such
+        if self.template is not None:  # a template's text: JSON object text is passed on as such
             return _scrub(value, self.context.secrets)
         payload = value if isinstance(value, dict) else {"result": value}
         return _scrub(json.dumps(payload, ensure_ascii=False), self.context.secrets)

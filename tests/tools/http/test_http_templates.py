@@ -4,6 +4,7 @@ the `http:` block checks (runner/tools/http.py)."""
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -218,6 +219,7 @@ def test_missing_env_variable_is_a_warning_naming_it() -> None:
     ({"url": "https://x/", "method": "POST", "retries": 1}, ("retries",), "only for idempotent methods"),
     ({"url": "https://x/", "result": {"template": "{% if %}"}}, ("result", "template"), "syntax error"),
     ({"url": "https://x/", "ca_file": "missing.pem"}, ("ca_file",), "is not a file"),
+    ({"url": "https://x/", "method": "PUT", "body": {"d": [date(2026, 1, 1)]}}, ("body", "d", 0), "no JSON"),
 ])
 def test_block_errors(raw: dict[str, Any], where: tuple[str | int, ...], words: str) -> None:
     spec, problems = check(raw)

@@ -199,3 +199,16 @@ def test_https_trusts_ssl_cert_file(tls_server: LocalHttpServer, monkeypatch: py
 def test_an_unreadable_ca_file_is_an_error_result(tls_server: LocalHttpServer, tmp_path: Any) -> None:
     spec = replace(HttpToolSpec("GET", tls_server.url + "/order/1"), ca_file=tmp_path / "gone.pem")
     assert "cannot use ca_file" in error(call(spec))
+
+
+def test_a_secret_in_the_path_is_redacted_from_error_messages(server: LocalHttpServer) -> None:
+    # Webhook URLs often carry their token in the path; the error names the path, not the token.
+    message = error(call(HttpToolSpec("GET", server.url + "/status/404/${env:TOKEN}")))
+    assert message.startswith(f"HTTP 404 Not Found from GET {server.url}/status/404/${{env:TOKEN}}: ")
+
+
+def test_accept_defaults_to_json_unless_given(server: LocalHttpServer) -> None:
+    default = result(call(HttpToolSpec("GET", server.url + "/echo/a")))
+    assert default["headers"]["accept"] == "application/json"
+    echoed = result(call(HttpToolSpec("GET", server.url + "/echo/b", headers=(("accept", "text/csv"),))))
+    assert echoed["headers"]["accept"] == "text/csv"
