@@ -167,7 +167,14 @@ def render_text(template: TextTemplate, context: Context, *, url: bool = False) 
             out.append(piece)
             continue
         text = as_text(context.value(piece))
-        out.append(urllib.parse.quote(text, safe="") if url and piece.kind == "argument" else text)
+        if url and piece.kind == "argument":
+            # Encoding leaves '.' as it is, and the URL library (then the server) resolves a path
+            # segment of "." or ".." even written %2E: it would walk the path up to another endpoint.
+            if text in (".", ".."):
+                raise ToolError(f"argument {piece.name} cannot be {text!r} in the URL "
+                                f"(it would change the path)")
+            text = urllib.parse.quote(text, safe="")
+        out.append(text)
     return "".join(out)
 
 
@@ -310,7 +317,7 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
-def _url_problems(url: str, template: TextTemplate, allow_http: bool) -> Iterator[str]:
+def _url_problems(template: TextTemplate, allow_http: bool) -> Iterator[str]:
     # The text before the first argument (references standing in as "R") must already have
     # reached the path: a placeholder in the host would let the model choose where to send.
     head = ""
@@ -395,7 +402,7 @@ def check_http(raw: Mapping[str, Any], *, input_schema: Any, variables: Mapping[
         problems += found
         if template is not None:
             allow_http = raw.get("allow_http") is True
-            problems += [HttpProblem(("url",), m) for m in _url_problems(url, template, allow_http)]
+            problems += [HttpProblem(("url",), m) for m in _url_problems(template, allow_http)]
     headers: dict[str, Any] = _mapping(raw.get("headers"))
     for name, value in headers.items():
         if isinstance(value, str):
