@@ -48,6 +48,7 @@ from runner.errors import ToolError
 from runner.httpclient import HttpError, HttpResponse, request, where
 from runner.protocol.sandbox import TemplateLimitError, render_bounded
 from runner.protocol.templates import make_environment
+from runner.tools.invoke import safe_text
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 # Repeating these cannot apply a change twice (RFC 9110, section 9.2.2), so only they may be retried.
@@ -583,6 +584,8 @@ class _Request:
                                    template=self.template, arguments=self.context.arguments)
         except ToolError as exc:
             raise ToolError(_scrub(str(exc), self.context.secrets)) from None
+        except Exception as exc:  # anything unforeseen (the client refusing a header...): scrubbed too
+            raise ToolError(_scrub(f"{type(exc).__name__}: {safe_text(exc)}", self.context.secrets)) from None
         if self.template is not None:  # a template's text: JSON object text is passed on as such
             return _scrub(value, self.context.secrets)
         payload = value if isinstance(value, dict) else {"result": value}
