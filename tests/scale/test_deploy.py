@@ -149,7 +149,9 @@ def test_the_deployed_command_serves_the_probes_and_drains(
             pass
         assert time.monotonic() < deadline, "not ready in 30 s"
         time.sleep(0.1)
-    assert _get(base + "/ping") == (200, json.dumps({"status": "Healthy"}, separators=(",", ":")))
+    status, ping = _get(base + "/ping")
+    assert status == 200 and json.loads(ping)["status"] == "Healthy"
+    assert abs(json.loads(ping)["time_of_last_update"] - time.time()) < 60  # AgentCore: Unix seconds
     status, metrics = _get(base + "/metrics")
     hpa = _docs()["HorizontalPodAutoscaler"]["spec"]["metrics"][0]["pods"]["metric"]["name"]
     assert status == 200 and re.search(rf"^{hpa} 0\.0$", metrics, re.M), metrics
