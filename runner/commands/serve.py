@@ -27,7 +27,8 @@ examples:
 
 Several agents: each is served under its file's `name:` (names must differ); callers pick one with
 ?agent=NAME (/ws, /twilio/voice) or "agent" (/invocations); the first file's is the default.
---max-conversations is the worker's, across its agents.
+--max-conversations is the worker's, across its agents. Give the agent files before the options
+(--emulate takes an optional SCENARIO after it).
 
 Endpoints: / (the page), /ws (one conversation per WebSocket; protocol in the README; an unknown
 ?agent= is closed with 4404), /agents (the agents served, JSON), /invocations (AgentCore: POST
@@ -47,7 +48,7 @@ SIGTERM, SIGINT or SIGHUP drain: new callers are refused, live conversations go 
 def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "serve", help="serve the agent to callers: a browser page and a WebSocket, many calls at once",
-        description="Serve a voice agent over HTTP/WebSocket: one conversation per connected caller.",
+        description="Serve voice agents over HTTP/WebSocket: one conversation per connected caller.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("agents", type=Path, nargs="+", metavar="AGENT.yaml",
                    help="the agent YAML file(s); the first is the default agent")
