@@ -182,3 +182,21 @@ def test_ping_reports_when_its_status_last_changed(server: ServeProcess) -> None
     server.wait_idle()
     _, after = server.get_json("/ping")
     assert after["time_of_last_update"] >= during["time_of_last_update"]
+
+
+def test_a_stream_reader_going_away_ends_the_conversation(server: ServeProcess) -> None:
+    import http.client
+
+    server.wait_idle()
+    before = set(server.transcript_files())
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    body = json.dumps({"prompt": "Where is my order 12345?", "agent": "slow"})
+    connection.request("POST", "/invocations", body=body, headers={"Accept": "text/event-stream"})
+    response = connection.getresponse()
+    assert response.status == 200
+    assert response.readline().startswith(b"event: entry")  # the session started: the tool now hangs
+    connection.close()
+    assert server.wait_idle(timeout_s=8) < 8
+    [path] = set(server.transcript_files()) - before
+    last = transcript_entries(path)[-1]
+    assert (last["event"], last["reason"]) == ("end", "caller gone")  # not the invocation timeout

@@ -10,8 +10,8 @@ for what the caller should see, and the transcript hooks) and awaits `converse(c
 agent)`, which runs one Conversation for it. Capacity,
 metrics, the transcript and drain are handled inside `converse`; it too raises CallerRefused
 before anything starts if the last slot went meanwhile. The front end refuses the caller its own
-way (WebSocket close 1013 with the reason, HTTP 503) and, once `converse` returns, hangs up
-(close 1001 when `ctx.draining`).
+way (WebSocket close 1013 with the reason, HTTP 503; an unknown agent 4404 / 404) and, once
+`converse` returns, hangs up (close 1001 when the server's drain ended the call).
 
 Events a caller gets through `CallerIO.event(kind, **fields)` (front ends translate them):
 - "transcript": role="user"|"assistant", text=...
@@ -64,7 +64,8 @@ class CallerIO(Protocol):
 
     def transcript_open(self, write: TranscriptWrite | None) -> None:
         """The conversation's transcript opened (`write(kind, **fields)` adds an entry, e.g. Twilio's
-        `heard`), or (None) is about to get its end record: write what is left now, then no more."""
+        `heard`; entries go in only while the conversation runs, before its end record), or (None)
+        the conversation has ended: write nothing more."""
         ...
 
     def entry(self, entry: dict[str, Any]) -> None:

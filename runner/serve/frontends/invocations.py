@@ -214,6 +214,7 @@ async def _answer(ctx: ServeContext, caller: InvocationCaller,
 async def _events(ctx: ServeContext, caller: InvocationCaller, agent: AgentConfig) -> AsyncIterator[str]:
     async with _running(ctx, caller, agent) as run:
         outcome = asyncio.ensure_future(_outcome(ctx, caller, run))
+        entry: asyncio.Future[dict[str, Any]] | None = None
         try:
             while not outcome.done() or not caller.entries.empty():
                 entry = asyncio.ensure_future(caller.entries.get())
@@ -224,7 +225,9 @@ async def _events(ctx: ServeContext, caller: InvocationCaller, agent: AgentConfi
                     entry.cancel()
             status, result = outcome.result()
             yield _sse("result", {**result, "status": status})
-        finally:
+        finally:  # also when the client went away mid-stream: nothing is left waiting
+            if entry is not None:
+                entry.cancel()
             outcome.cancel()
 
 

@@ -196,9 +196,9 @@ class TwilioCall:
             log.warning("call %s: %s", self.protocol.call_sid, fields.get("message", ""))
 
     def transcript_open(self, write: TranscriptWrite | None) -> None:
-        if write is None:  # the conversation is ending: an answer still playing is closed now
-            self.protocol.finish()
-            self.record_playouts()
+        # None: the conversation has ended (its end record is written): nothing more goes in. An
+        # answer still playing when the server ended the call gets no entry; one playing when the
+        # caller hung up got its entry in `_read`, before the conversation was told to end.
         self._write_transcript = write
 
     def entry(self, entry: dict[str, Any]) -> None:
