@@ -126,8 +126,9 @@ def _load_agents(paths: list[Path], overrides: dict[str, str]) -> list[AgentConf
         return [load_agent(paths[0], overrides)]
     agents = []
     for path in paths:
-        declared = load_agent(path).vars
-        agents.append(load_agent(path, {k: v for k, v in overrides.items() if k in declared}))
+        agent = load_agent(path)
+        mine = {k: v for k, v in overrides.items() if k in agent.vars}
+        agents.append(load_agent(path, mine) if mine else agent)
     unused = {k: v for k, v in overrides.items() if not any(k in a.vars for a in agents)}
     if unused:
         load_agent(paths[0], unused)  # raises, naming the variable and what is declared

@@ -160,3 +160,11 @@ def test_a_var_no_agent_declares_is_an_error() -> None:
     done = _serve(str(AGENT), str(CONCIERGE), "--var", "nosuch=1")
     assert done.returncode == 1, done.stderr
     assert "--var nosuch: no such variable" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_var_applies_to_every_agent_that_declares_it() -> None:
+    from runner.commands.serve import _load_agents
+
+    orders, concierge = _load_agents([AGENT, CONCIERGE], {"city": "Lyon"})
+    assert concierge.vars["city"] == "Lyon" and "Lyon" in concierge.system_prompt
+    assert "city" not in orders.vars
