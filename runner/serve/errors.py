@@ -25,3 +25,8 @@ class UnknownAgent(Exception):
     def __init__(self, name: str, served: Iterable[str]) -> None:
         self.reason = f"unknown agent {name[:64]!r}: this server serves {', '.join(served)}"
         super().__init__(self.reason)
+
+
+def close_reason(text: str) -> str:
+    """`text` cut to what a WebSocket close frame carries (123 bytes of UTF-8)."""
+    return text.encode()[:123].decode(errors="ignore")

@@ -33,6 +33,7 @@ from runner.audio.base import AudioFormat, AudioSink, AudioSource, SourceStatist
 from runner.audio.pacing import PacedSource
 from runner.audio.playback import PacedSink
 from runner.conversation.text import QueueTextInput, TextInput
+from runner.serve.errors import close_reason
 from runner.serve.frontends.base import CallerRefused, TranscriptWrite, UnknownAgent, converse, register
 
 if TYPE_CHECKING:
@@ -49,11 +50,6 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_TRY_AGAIN = 1013
 _DONE = object()
-
-
-def close_reason(text: str) -> str:
-    """`text` cut to what a close frame carries (123 bytes of UTF-8)."""
-    return text.encode()[:123].decode(errors="ignore")
 
 
 class WebSocketSource(PacedSource):

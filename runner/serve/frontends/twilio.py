@@ -46,6 +46,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from runner.audio.base import AudioFormat, AudioSink, AudioSource
 from runner.conversation.text import QueueTextInput, TextInput
+from runner.serve.errors import close_reason
 from runner.serve.frontends.base import CallerRefused, TranscriptWrite, UnknownAgent, converse, register
 from runner.serve.frontends.twilio_audio import TwilioSink, TwilioSource
 from runner.serve.frontends.twilio_protocol import (
@@ -403,4 +404,4 @@ async def _write(websocket: WebSocket, call: TwilioCall) -> None:
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
     if websocket.application_state is WebSocketState.CONNECTED:
         with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
-            await websocket.close(code=code, reason=reason)
+            await websocket.close(code=code, reason=close_reason(reason))
