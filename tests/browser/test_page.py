@@ -155,9 +155,11 @@ def test_a_server_of_several_agents_offers_a_choice(
     url = serve(more_agents=("agents/concierge.yaml",))
 
     async def body(stack: AsyncExitStack) -> None:
-        browser = await stack.enter_async_context(Browser(chromium, tmp_path, fake_audio=None,
-                                                          args=["--use-fake-ui-for-media-stream",
-                                                                "--use-fake-device-for-media-stream"]))
+        # No microphone (refused): the fake device's beeps would talk over the greeting awaited below.
+        browser = await stack.enter_async_context(Browser(chromium, tmp_path,
+                                                          args=["--use-fake-device-for-media-stream"]))
+        await browser.send("Browser.setPermission", {"permission": {"name": "microphone"},
+                                                     "setting": "denied", "origin": url.rstrip("/")})
         page = await stack.enter_async_context(browser.page(url + "?agent=concierge"))
         await page.wait_for("!document.getElementById('agent-choice').hidden", "the agent selector")
         options = await page.evaluate(
