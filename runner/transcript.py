@@ -24,7 +24,7 @@ from runner.errors import RunnerError
 from runner.files import open_for_writing
 
 TRANSCRIPT_TYPES = ("greeting", "user", "assistant", "tool_call", "tool_result", "interrupted", "usage",
-                    "session")
+                    "session", "heard")  # heard: a phone caller's playout of an answer (runner.serve)
 
 
 class Transcript:

@@ -61,7 +61,9 @@ def listen(host: str, port: int) -> socket.socket:
 
 async def serve(ctx: ServeContext, app: Starlette, sock: socket.socket, console: Console) -> int:
     """Serve until drained after a stop signal; returns the exit status."""
+    # proxy_headers off: runner.serve.forwarded applies X-Forwarded-* itself, for trusted proxies only.
     config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False,  # URLs hold tokens
+                            proxy_headers=False,
                             ws="websockets-sansio", timeout_graceful_shutdown=int(STOP_WAIT_S))
     server = _Server(config)
     drain = _Drain(ctx, server, console)
