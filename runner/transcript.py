@@ -1,9 +1,11 @@
 """The conversation transcript: JSON Lines written as things happen.
 
 Each line is one JSON object with a `type` among: greeting, user, assistant, tool_call,
-tool_result, interrupted, usage, session. Lines are flushed as they are written so a crash loses
-nothing already said. Audio never goes into the transcript; secrets never do either (only what the
-model heard and said, tool inputs/outputs, and counters).
+tool_result, interrupted, usage, session, turn (one per turn: its latency figures in ms, tokens and
+estimated cost; runner.telemetry.turns) and summary (the run's p50/p95 per figure and totals).
+Lines are flushed as they are written so a crash loses nothing already said. Audio never goes into
+the transcript; secrets never do either (only what the model heard and said, tool inputs/outputs,
+and counters).
 
 A write that fails (a full disk) never raises into the conversation: the file is cut back to its
 last whole line (so it stays valid JSON Lines), nothing more is written to it, and `failure` says
@@ -24,7 +26,7 @@ from runner.errors import RunnerError
 from runner.files import open_for_writing
 
 TRANSCRIPT_TYPES = ("greeting", "user", "assistant", "tool_call", "tool_result", "interrupted", "usage",
-                    "session")
+                    "session", "turn", "summary")
 
 
 class Transcript:
@@ -39,6 +41,11 @@ class Transcript:
         self._good_size = 0  # bytes of whole lines in the file
         self.entries: list[dict[str, Any]] = []
         self.failure: str | None = None
+        self._listeners: list[Callable[[dict[str, Any]], None]] = []
+
+    def listen(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """Call `listener` with every entry after it is written (the turn meter reads tool durations)."""
+        self._listeners.append(listener)
 
     def __enter__(self) -> Transcript:
         if self._path is not None:
@@ -72,6 +79,8 @@ class Transcript:
                 self._good_size += len(line)
             except OSError as exc:
                 self._failed(exc)
+        for listener in self._listeners:
+            listener(entry)
         return entry
 
     def _failed(self, exc: OSError) -> None:
