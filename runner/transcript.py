@@ -42,10 +42,15 @@ class Transcript:
         self.entries: list[dict[str, Any]] = []
         self.failure: str | None = None
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._before: list[Callable[[str, dict[str, Any]], None]] = []
 
-    def listen(self, listener: Callable[[dict[str, Any]], None]) -> None:
-        """Call `listener` with every entry after it is written (the turn meter reads tool durations)."""
+    def listen(self, listener: Callable[[dict[str, Any]], None], *,
+               before: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+        """Call `listener` with every entry after it is written, and `before` (kind, fields) before
+        (the turn meter reads tool durations, and writes the last turn before the last session end)."""
         self._listeners.append(listener)
+        if before is not None:
+            self._before.append(before)
 
     def __enter__(self) -> Transcript:
         if self._path is not None:
@@ -68,6 +73,8 @@ class Transcript:
     def write(self, kind: str, **fields: Any) -> dict[str, Any]:
         if kind not in TRANSCRIPT_TYPES:
             raise ValueError(f"unknown transcript entry type {kind!r}")
+        for before in self._before:
+            before(kind, fields)
         entry = {"type": kind, "ts": round(self._clock(), 3), **fields}
         self.entries.append(entry)
         if self._fd is not None:

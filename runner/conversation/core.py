@@ -68,7 +68,8 @@ class Conversation:
         self.meter = TurnMeter(
             model_id=model_id, prices=prices if prices is not None else price_table(), transcript=transcript,
             console=console, sink=sink, clock=clock, run_started=lambda: self._run_started, spawn=live.spawn,
-            voice=lambda: live.session.setup.voice_id if live.session is not None else None)
+            voice=lambda: live.session.setup.voice_id if live.session is not None else None,
+            stopping=lambda: live.stopping)
         connector = MeteredConnector(connector, self.meter)
         self._taps = taps_ = Taps(taps, clock, meter=self.meter)
         self._record = ConversationRecord(transcript, console)
@@ -147,7 +148,9 @@ class Conversation:
         while task is not None and task.cancelling() > cancelling_before:
             task.uncancel()
         self._record.write_usage()
-        self.meter.finish(error=None if failure is None else str(failure))
+        stop = self._live.stop
+        self.meter.finish(error=str(failure) if failure is not None
+                          else stop.reason if stop is not None and stop.error else None)
         if failure is not None:
             raise failure
         assert self._live.stop is not None

@@ -47,7 +47,8 @@ class TurnMeter:
                  sink: AudioSink, clock: Callable[[], float], run_started: Callable[[], float],
                  spawn: Callable[[Coroutine[Any, Any, None], str], object],
                  export: TelemetryExport | None = None,
-                 voice: Callable[[], str | None] = lambda: None) -> None:
+                 voice: Callable[[], str | None] = lambda: None,
+                 stopping: Callable[[], bool] = lambda: False) -> None:
         self._transcript = transcript
         self._console = console
         self._sink = sink
@@ -56,6 +57,7 @@ class TurnMeter:
         self._spawn = spawn
         self.export = export
         self._voice = voice
+        self._stopping = stopping
         self.tracker = TurnTracker(model_id=model_id, prices=prices, on_turn=self._turn_finished)
         # Bytes of assistant audio handed to the player, and dropped by flushes: the position of
         # an answer's first byte among what the sink will play.
@@ -64,7 +66,7 @@ class TurnMeter:
         self._flushes = 0
         self._await_play: int | None = None  # the turn whose first audio is about to be queued
         self.summary: Summary | None = None
-        transcript.listen(self._transcript_entry)
+        transcript.listen(self._transcript_entry, before=self._before_entry)
 
     # -- fed by the conversation -----------------------------------------------------------------
 
@@ -105,16 +107,22 @@ class TurnMeter:
     def tick(self, now: float) -> None:
         self.tracker.tick(now)
 
-    def finish(self, *, error: str | None = None) -> Summary:
-        """The run ended: the open turn and the summary are reported (once)."""
+    def write_summary(self) -> Summary:
+        """The open turn and the summary go to the transcript and the console (once)."""
         if self.summary is None:
             self.summary = summary = self.tracker.finish(self._clock())
-            self._transcript.write("summary", **summary.entry())
-            if summary.turns:
+            if summary.turns:  # a run that never got to a turn (an unreachable endpoint) has none
+                self._transcript.write("summary", **summary.entry())
                 self._console.turn_summary(summary_lines(summary))
-            if self.export is not None:
-                self.export.conversation_finished(summary, error=error)
         return self.summary
+
+    def finish(self, *, error: str | None = None) -> Summary:
+        """The run ended: the summary is written if it was not yet, and the trace ends (once)."""
+        summary = self.write_summary()
+        export, self.export = self.export, None
+        if export is not None:
+            export.conversation_finished(summary, error=error)
+        return summary
 
     # -- streams (the connector wrapper reports them) --------------------------------------------
 
@@ -141,6 +149,12 @@ class TurnMeter:
                 self.tracker.played(self._clock(), turn)
                 return
             await asyncio.sleep(PLAY_POLL_S)
+
+    def _before_entry(self, kind: str, fields: dict[str, Any]) -> None:
+        # A transcript ends with its session end: when the run is stopping, the last turn and the
+        # summary are written just before it (its final usageEvent has been counted by then).
+        if kind == "session" and fields.get("event") == "end" and self._stopping() and self.summary is None:
+            self.write_summary()
 
     def _transcript_entry(self, entry: dict[str, Any]) -> None:
         # Tool durations are measured where the tool runs (runner.tools.invoke); its transcript

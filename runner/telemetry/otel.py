@@ -131,15 +131,17 @@ def _shutdown_locked(timeout_s: float) -> None:
     providers = _providers
     if providers is None:
         return
-    millis = int(timeout_s * 1000)
-    for provider in (providers.tracer, providers.meter):
-        if provider is None:
-            continue
-        provider.force_flush(millis)
-        # shutdown() has no time limit of its own; a stuck exporter must not hold the exit.
-        stopper = threading.Thread(target=provider.shutdown, name="otel-shutdown", daemon=True)
+    if providers.tracer is not None:
+        providers.tracer.force_flush(int(timeout_s * 1000))
+    # shutdown() has no time limit of its own, and a stuck exporter must not hold the exit. The
+    # meter provider's shutdown exports the metrics once more (a force_flush first would send them
+    # twice).
+    stoppers = [threading.Thread(target=provider.shutdown, name="otel-shutdown", daemon=True)
+                for provider in (providers.tracer, providers.meter) if provider is not None]
+    for stopper in stoppers:
         stopper.start()
-        stopper.join(timeout_s / 2)
+    for stopper in stoppers:
+        stopper.join(timeout_s)
 
 
 class ConversationTrace:
@@ -233,8 +235,9 @@ class ConversationTrace:
             span.set_attribute("agent_run.cost_usd", round(record.cost_usd, 6))
         context = trace.set_span_in_context(span)
         for tool in record.tools:
-            attributes = {"gen_ai.tool.name": tool.name, "agent_run.tool.ok": tool.ok,
-                          "agent_run.tool.duration_ms": round(tool.duration_ms, 1)}
+            attributes: dict[str, str | bool | float] = {
+                "gen_ai.tool.name": tool.name, "agent_run.tool.ok": tool.ok,
+                "agent_run.tool.duration_ms": round(tool.duration_ms, 1)}
             child = self._tracer.start_span(f"tool {tool.name}", context=context,
                                             start_time=self._ns(tool.started_at), attributes=attributes)
             if tool.error is not None:
