@@ -69,7 +69,11 @@ class Conversation:
             model_id=model_id, prices=prices if prices is not None else price_table(), transcript=transcript,
             console=console, sink=sink, clock=clock, run_started=lambda: self._run_started, spawn=live.spawn,
             voice=lambda: live.session.setup.voice_id if live.session is not None else None,
-            stopping=lambda: live.stopping)
+            stopping=lambda: live.stopping,
+            # The handover gate already measures every microphone chunk's level: its last loud
+            # chunk is the user's end of speech as the runner can know it (measuring again here
+            # would cost as much CPU as the gate does).
+            last_loud=lambda: handover._last_speech)
         connector = MeteredConnector(connector, self.meter)
         self._taps = taps_ = Taps(taps, clock, meter=self.meter)
         self._record = ConversationRecord(transcript, console)

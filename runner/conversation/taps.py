@@ -84,13 +84,11 @@ class Taps:
 
     def audio(self, chunk: bytes) -> None:
         """One chunk of the user's audio went to the model: report the edges of speech."""
-        if not self._taps and self._meter is None:
+        if not self._taps:
             return
         now = self._clock()
         if chunk_dbfs(chunk) >= SPEECH_DBFS:
             self._last_loud = now
-            if self._meter is not None:
-                self._meter.tracker.mic_loud(now)
             if not self._speaking:
                 self._speaking = True
                 self._each(lambda tap: tap.sent("audio", now, speaking=True))

@@ -48,7 +48,8 @@ class TurnMeter:
                  spawn: Callable[[Coroutine[Any, Any, None], str], object],
                  export: TelemetryExport | None = None,
                  voice: Callable[[], str | None] = lambda: None,
-                 stopping: Callable[[], bool] = lambda: False) -> None:
+                 stopping: Callable[[], bool] = lambda: False,
+                 last_loud: Callable[[], float | None] = lambda: None) -> None:
         self._transcript = transcript
         self._console = console
         self._sink = sink
@@ -58,6 +59,7 @@ class TurnMeter:
         self.export = export
         self._voice = voice
         self._stopping = stopping
+        self._last_loud = last_loud
         self.tracker = TurnTracker(model_id=model_id, prices=prices, on_turn=self._turn_finished)
         # Bytes of assistant audio handed to the player, and dropped by flushes: the position of
         # an answer's first byte among what the sink will play.
@@ -87,6 +89,9 @@ class TurnMeter:
     def heard(self, kind: str, at: float) -> None:
         """A text block completed (record.Heard): the user's transcript starts a turn."""
         if kind == "user":
+            loud = self._last_loud()
+            if loud is not None:
+                self.tracker.mic_loud(loud)
             self.tracker.user_heard(at)
         elif kind == "greeting":
             self.tracker.greeting_heard(at)
