@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -24,6 +25,8 @@ from typing import Any
 
 from runner.errors import RunnerError
 from runner.files import open_for_writing
+
+log = logging.getLogger(__name__)
 
 TRANSCRIPT_TYPES = ("greeting", "user", "assistant", "tool_call", "tool_result", "interrupted", "usage",
                     "session", "turn", "summary")
@@ -74,7 +77,7 @@ class Transcript:
         if kind not in TRANSCRIPT_TYPES:
             raise ValueError(f"unknown transcript entry type {kind!r}")
         for before in self._before:
-            before(kind, fields)
+            _call(before, kind, fields)
         entry = {"type": kind, "ts": round(self._clock(), 3), **fields}
         self.entries.append(entry)
         if self._fd is not None:
@@ -87,7 +90,7 @@ class Transcript:
             except OSError as exc:
                 self._failed(exc)
         for listener in self._listeners:
-            listener(entry)
+            _call(listener, entry)
         return entry
 
     def _failed(self, exc: OSError) -> None:
@@ -99,6 +102,13 @@ class Transcript:
             if os.fstat(fd).st_size > self._good_size:
                 os.ftruncate(fd, self._good_size)
         os.close(fd)
+
+
+def _call(listener: Callable[..., None], *args: Any) -> None:
+    try:
+        listener(*args)
+    except Exception:  # a listener measures the conversation: it must never break what it measures
+        log.exception("transcript listener %r failed", listener)
 
 
 def _jsonl(entry: dict[str, Any]) -> bytes:

@@ -6,13 +6,15 @@ over TLS against the in-process emulator); the module starts them all before wai
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import ORDERS, ORDERS_SCENARIO, SAMPLES, Finished, Run, base_env, types
+from e2e_helpers import ORDERS, ORDERS_SCENARIO, REPO, SAMPLES, Finished, Run, base_env, read_jsonl, types
 
 from runner.telemetry.prices import BUILTIN_PRICES
 
@@ -198,3 +200,17 @@ def test_a_run_exports_its_trace_and_metrics_over_otlp_http(runs: dict[str, Any]
     assert histogram.sum == pytest.approx(turn["speech_end_to_first_audio_ms"], abs=0.1)
     tokens = sum(p.as_int or p.as_double for p in metrics["agent_run.tokens"])
     assert tokens == turn["tokens"]["total"]
+
+
+def test_without_otel_variables_opentelemetry_is_not_even_imported(tmp_path: Path) -> None:
+    env = {k: v for k, v in base_env().items() if not k.startswith("OTEL_")}
+    script = ("import sys\nfrom runner.cli import main\ncode = main(sys.argv[1:])\n"
+              "imported = any(m.startswith('opentelemetry') for m in sys.modules)\n"
+              "print('otel imported:', imported, file=sys.stderr)\n"
+              "sys.exit(code)\n")
+    args = [str(a) for a in orders_args(tmp_path)]
+    proc = subprocess.run([sys.executable, "-c", script, *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=90)
+    assert proc.returncode == 0, proc.stderr
+    assert "otel imported: False" in proc.stderr, proc.stderr
+    assert [e for e in read_jsonl(tmp_path / "t.jsonl") if e["type"] == "turn"], "the run had no turn"
