@@ -80,9 +80,7 @@ class TurnMeter:
             case UsageEvent(delta=delta):
                 self.tracker.usage(delta)
             case ContentEnd(stop_reason="END_TURN"):
-                self.tracker.answer_ended(at, interrupted=False)
-            case ContentEnd(stop_reason="INTERRUPTED"):
-                self.tracker.answer_ended(at, interrupted=True)
+                self.tracker.answer_ended(at)
             case _:
                 pass
 
@@ -110,7 +108,9 @@ class TurnMeter:
         self._flushes += 1
 
     def tick(self, now: float) -> None:
-        self.tracker.tick(now)
+        # Still playing: queued audio not yet dropped or played (the sink counts what it played).
+        playing = self._handed - self._dropped > self._sink.statistics().bytes_played
+        self.tracker.tick(now, playing=playing)
 
     def write_summary(self) -> Summary:
         """The open turn and the summary go to the transcript and the console (once)."""
@@ -162,8 +162,12 @@ class TurnMeter:
             self.write_summary()
 
     def _transcript_entry(self, entry: dict[str, Any]) -> None:
-        # Tool durations are measured where the tool runs (runner.tools.invoke); its transcript
-        # entry is where they are reported, so they are taken from there.
+        # Tool durations are measured where the tool runs (runner.tools.invoke) and interruptions
+        # decided by the policy (events.py); their transcript entries report them, so they are
+        # taken from there.
+        if entry["type"] == "interrupted":  # the policy's barge-in, whichever signal it came from
+            self.tracker.interrupted()
+            return
         if entry["type"] != "tool_result":
             return
         duration = float(entry.get("duration_ms", 0.0))

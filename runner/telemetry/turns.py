@@ -2,8 +2,9 @@
 
 A turn starts when the user's input reaches the model: a USER transcript of speech arrives, a
 typed line is sent, or (Nova 2) the greeting's echo arrives. It ends when the next one starts, or
-when the run ends, or TURN_CLOSE_S after the answer's END_TURN (the last usageEvent of a turn
-comes after END_TURN, so the turn waits for it).
+when the run ends, or once its answer has played and TURN_CLOSE_S have passed since its END_TURN
+(the last usageEvent of a turn comes after END_TURN, and the service sends an answer faster than it
+plays: a barge-in can still cut it until it has played).
 
 What the runner can know of the user's end of speech is the time of the last loud microphone
 chunk it sent before the USER transcript arrived (the service decides where speech ends and does
@@ -223,15 +224,15 @@ class TurnTracker:
         else:
             self._unassigned = add_tokens(self._unassigned, delta)
 
-    def answer_ended(self, at: float, *, interrupted: bool) -> None:
-        """END_TURN (the answer is complete) or INTERRUPTED (a barge-in cut it)."""
-        turn = self._turn
-        if turn is None:
-            return
-        if interrupted:
-            turn.interrupted = True
-        else:
-            turn.answered_at = at
+    def answer_ended(self, at: float) -> None:
+        """END_TURN: the service has sent the whole answer."""
+        if self._turn is not None:
+            self._turn.answered_at = at
+
+    def interrupted(self) -> None:
+        """A barge-in cut the open turn's answer (the transcript's `interrupted`)."""
+        if self._turn is not None:
+            self._turn.interrupted = True
 
     def stream_opened(self, index: int, at: float) -> None:
         self._streams.append(StreamTiming(index, at, None))
@@ -250,11 +251,11 @@ class TurnTracker:
             return None
         return self._replace_stream(timing, closed_at=at, error=timing.error or error)
 
-    def tick(self, now: float) -> None:
-        """Time passes: a turn answered TURN_CLOSE_S ago is reported."""
+    def tick(self, now: float, *, playing: bool = False) -> None:
+        """Time passes: a turn answered TURN_CLOSE_S ago whose answer has played is reported."""
         turn = self._turn
         answered = None if turn is None else turn.answered_at
-        if answered is not None and now - answered >= self._close_after_s:
+        if answered is not None and not playing and now - answered >= self._close_after_s:
             self._close(now)
 
     def finish(self, now: float) -> Summary:

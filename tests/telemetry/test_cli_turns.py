@@ -14,7 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import ORDERS, ORDERS_SCENARIO, REPO, SAMPLES, Finished, Run, base_env, read_jsonl, types
+from e2e_helpers import (
+    DATA,
+    ORDERS,
+    ORDERS_SCENARIO,
+    REPO,
+    SAMPLES,
+    Finished,
+    Run,
+    base_env,
+    read_jsonl,
+    sample,
+    silence,
+    types,
+    write_wav,
+)
 
 from runner.telemetry.prices import BUILTIN_PRICES
 
@@ -66,6 +80,13 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             started["traced"] = Run(orders_args(traced), transcript=traced / "t.jsonl",
                                     env=base_env(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
                                                  OTEL_METRIC_EXPORT_INTERVAL="600000"))
+        # tests/e2e/test_barge_in.py's input: a question, then an utterance ~2 s into the long answer.
+        barge = tmp_path_factory.mktemp("barge_in")
+        talk_over = write_wav(barge / "talk_over.wav", [sample("thanks_bye.wav"), silence(2.8),
+                                                        sample("what_time_is_it.wav")])
+        started["barge_in"] = Run([DATA / "chat.yaml", "--emulate", DATA / "long_answer.scenario.yaml",
+                                   "--input", talk_over, "--mute", "--transcript", barge / "t.jsonl",
+                                   "--idle-exit", "3", "--time-limit", "40"], transcript=barge / "t.jsonl")
         for name, run in started.items():
             found[name] = run.finish(timeout_s=90)
         yield found
@@ -214,3 +235,18 @@ def test_without_otel_variables_opentelemetry_is_not_even_imported(tmp_path: Pat
     assert proc.returncode == 0, proc.stderr
     assert "otel imported: False" in proc.stderr, proc.stderr
     assert [e for e in read_jsonl(tmp_path / "t.jsonl") if e["type"] == "turn"], "the run had no turn"
+
+
+def test_a_barge_in_marks_the_interrupted_turn_and_measures_the_next(runs: dict[str, Any]) -> None:
+    done: Finished = runs["barge_in"]
+    assert done.returncode == 0, done.describe()
+    turns = done.entries("turn")
+    assert [t["trigger"] for t in turns] == ["speech", "speech"], done.describe()
+    first, second = turns
+    assert first.get("interrupted") is True and "interrupted" not in second, turns
+    assert first["speech_end_to_first_played_ms"] >= first["speech_end_to_first_audio_ms"] > 0
+    # The second utterance's own end of speech (the scenario's speech_end_ms is 400): not the first's.
+    assert 300 < second["speech_end_to_first_audio_ms"] < MARGIN_S * 1000, turns
+    assert second["at_s"] > first["at_s"] + 2
+    [summary] = done.entries("summary")
+    assert summary["turns"] == 2 and summary["figures"]["speech_end_to_first_audio_ms"]["n"] == 2

@@ -29,7 +29,7 @@ def test_a_spoken_turn_measures_from_the_last_loud_chunk_before_its_transcript()
     assert not t.assistant_audio(3.95)  # only the first audio of the answer counts
     t.played(3.98, turn_number=1)
     t.tool_finished(ToolTiming("lookup", 120.0, True, 3.5))
-    t.answer_ended(5.0, interrupted=False)
+    t.answer_ended(5.0)
     t.usage(TokenCounts(output_speech=100, output_text=20))  # the last usageEvent comes after END_TURN
     t.tick(5.5)
     assert done == []  # still waiting for late usage
@@ -80,7 +80,7 @@ def test_a_transcript_without_new_speech_has_no_end_of_speech() -> None:
 def test_greeting_turn_has_no_end_of_speech_and_audio_after_end_turn_is_not_first_audio() -> None:
     t, done = tracker()
     t.greeting_heard(1.0)
-    t.answer_ended(1.5, interrupted=False)
+    t.answer_ended(1.5)
     assert not t.assistant_audio(1.6)
     t.finish(1.7)
     assert done[0].trigger == "greeting" and done[0].first_audio_at is None
@@ -91,7 +91,7 @@ def test_interrupted_turn_stays_open_until_the_next_input() -> None:
     t.mic_loud(1.0)
     t.user_heard(1.5)
     t.assistant_audio(2.0)
-    t.answer_ended(2.5, interrupted=True)
+    t.interrupted()
     t.tick(10.0)
     assert done == []  # an interruption does not end the turn by itself
     t.mic_loud(3.0)
@@ -167,3 +167,15 @@ def test_an_unpriced_model_has_tokens_but_no_cost() -> None:
 def test_a_cross_region_profile_is_priced_as_its_model() -> None:
     table = PriceTable({NOVA2: Prices(1.0, 2.0, 3.0, 4.0)}, "test")
     assert table.cost("us.amazon.nova-2-sonic-v1:0", TokenCounts(1000, 1000, 1000, 1000)) == 10.0
+
+
+def test_a_turn_whose_answer_still_plays_stays_open() -> None:
+    t, done = tracker()
+    t.text_sent(1.0)
+    t.assistant_audio(1.2)
+    t.answer_ended(1.5)  # sent faster than it plays
+    t.tick(5.0, playing=True)
+    assert done == []  # a barge-in may still cut it
+    t.interrupted()
+    t.tick(6.0, playing=False)
+    assert [d.interrupted for d in done] == [True]
