@@ -23,6 +23,9 @@ from runner.errors import RunnerError, TransportError
 from runner.models import is_nova2
 from runner.policies.base import ConversationPolicy
 from runner.protocol.handover import HandoverGate
+from runner.telemetry import start_export
+from runner.telemetry.meter import MeteredConnector, TurnMeter
+from runner.telemetry.prices import PriceTable, price_table
 from runner.transcript import Transcript
 from runner.transports.base import Connector
 
@@ -46,7 +49,7 @@ class Conversation:
                  labels: Mapping[str, str] | None = None,
                  text_input: TextInput | None = None, taps: Sequence[EventTap] = (),
                  clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time, prices: PriceTable | None = None) -> None:
         self.model_id = model_id
         self.source = source
         self.sink = sink
@@ -60,7 +63,19 @@ class Conversation:
         self._live = live = Live(clock)
         self._run_started = clock()
         handover = HandoverGate()
-        self._taps = taps_ = Taps(taps, clock)
+        self._labels = dict(labels or {})
+        # Per-turn latency, tokens and cost (runner.telemetry): prices from AGENT_RUN_PRICES or built in.
+        self.meter = TurnMeter(
+            model_id=model_id, prices=prices if prices is not None else price_table(), transcript=transcript,
+            console=console, sink=sink, clock=clock, run_started=lambda: self._run_started, spawn=live.spawn,
+            voice=lambda: live.session.setup.voice_id if live.session is not None else None,
+            stopping=lambda: live.stopping,
+            # The handover gate already measures every microphone chunk's level: its last loud
+            # chunk is the user's end of speech as the runner can know it (measuring again here
+            # would cost as much CPU as the gate does).
+            last_loud=lambda: handover._last_speech)
+        connector = MeteredConnector(connector, self.meter)
+        self._taps = taps_ = Taps(taps, clock, meter=self.meter)
         self._record = ConversationRecord(transcript, console)
         self._player = Player(sink, live)
         self._mic = Microphone(source, policy, self._player, handover, live, on_sent=taps_.audio)
@@ -113,6 +128,9 @@ class Conversation:
         """
         failure: RunnerError | None = None
         self._run_started = self._live.clock()
+        if self.meter.export is None:
+            self.meter.export = start_export(model_id=self.model_id, labels=self._labels,
+                                             clock=self._live.clock)
         task = asyncio.current_task()
         cancelling_before = task.cancelling() if task is not None else 0
         try:
@@ -134,6 +152,9 @@ class Conversation:
         while task is not None and task.cancelling() > cancelling_before:
             task.uncancel()
         self._record.write_usage()
+        stop = self._live.stop
+        self.meter.finish(error=str(failure) if failure is not None
+                          else stop.reason if stop is not None and stop.error else None)
         if failure is not None:
             raise failure
         assert self._live.stop is not None
@@ -142,6 +163,7 @@ class Conversation:
     # -- when to stop --------------------------------------------------------------------------
 
     def _tick(self, now: float) -> None:
+        self.meter.tick(now)
         self._check_outputs()
         limit = self.options.max_duration_s
         if limit is not None and now - self._run_started >= limit:
