@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from runner.engine import RunOptions, run_agent, text_mode_refusal
 from runner.models import is_nova2
 from runner.telemetry import shutdown as telemetry_shutdown
 from runner.telemetry.prices import price_table
+from runner.tools.http import missing_env_refusal
 
 EPILOG = """\
 examples:
@@ -52,6 +54,9 @@ transcript's `turn` entries and, with -v, a line per turn; the run ends with a s
 per figure, total tokens and cost). Prices: a built-in table, or AGENT_RUN_PRICES=FILE (YAML or
 JSON, USD per 1,000 tokens per model id). OpenTelemetry traces and metrics (the `otel` extra) are
 exported over OTLP/HTTP only when OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_TRACES_EXPORTER=otlp) is set.
+
+A run refuses to start (exit 2) while an environment variable that an HTTP tool references
+(${env:NAME}) is unset; `agent-run check` warns about each.
 """
 
 
@@ -110,6 +115,10 @@ def run(args: argparse.Namespace) -> int:
         args.run_parser.error("--time-limit only applies with --emulate (the emulator's stream limit)")
     _check_modes(args)
     agent = load_agent(args.agent, var_overrides(args))
+    refusal = missing_env_refusal(agent)  # HTTP tools' ${env:NAME} secrets: refuse before anything starts
+    if refusal is not None:
+        print(f"agent-run: error: {refusal}", file=sys.stderr)
+        return 2
     if args.text and not is_nova2(agent.model.id):
         args.run_parser.error(text_mode_refusal(agent))
     options = RunOptions(

@@ -15,6 +15,9 @@ from runner.commands.argtypes import port, positive_int, seconds
 from runner.config.loader import load_agent
 from runner.config.overrides import parse_var, var_overrides
 from runner.console import Console
+from runner.telemetry import shutdown as telemetry_shutdown
+from runner.telemetry.prices import price_table
+from runner.tools.http import missing_env_refusal
 
 if TYPE_CHECKING:
     from runner.config.model import AgentConfig
@@ -104,6 +107,11 @@ def run(args: argparse.Namespace) -> int:
     agents = _load_agents(args.agents, overrides)
     if (clash := _name_clash(agents)) is not None:
         args.run_parser.error(clash)  # exit 2, like any mistake on the command line
+    for agent in agents:  # HTTP tools' ${env:NAME} secrets: refuse before serving anyone
+        if (refusal := missing_env_refusal(agent)) is not None:
+            print(f"agent-run: error: {refusal}", file=sys.stderr)
+            return 2
+    price_table()  # a bad AGENT_RUN_PRICES file is an error at start, not in every conversation
     stdout = args.transcripts == "-"
     settings = ServeSettings(
         host=args.host, port=args.port, token=token, max_conversations=args.max_conversations,
@@ -117,7 +125,10 @@ def run(args: argparse.Namespace) -> int:
         import logging
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     console = Console(stream=sys.stderr)  # stdout may carry the transcripts
-    return asyncio.run(_serve(ServeContext(agents, settings), console))
+    try:
+        return asyncio.run(_serve(ServeContext(agents, settings), console))
+    finally:
+        telemetry_shutdown()  # OpenTelemetry (when configured): export what is left, bounded
 
 
 def _load_agents(paths: list[Path], overrides: dict[str, str]) -> list[AgentConfig]:
