@@ -39,9 +39,10 @@ def _load_sdk() -> None:
     import mcp.client.stdio
 
     # The SDK waits 2 s for a server to exit after its stdin closes, then 2 s after SIGTERM: a run
-    # with a stuck server would take over 4 s to stop. These keep the whole close near 1 s.
-    mcp.client.stdio.PROCESS_TERMINATION_TIMEOUT = 0.5
-    mcp.client.stdio.FORCE_KILL_TIMEOUT = 0.4
+    # with a server busy in a call would take over 2 s to stop. These keep the whole close near 0.5 s
+    # (SIGTERM is itself a polite request: a server may still clean up on it).
+    mcp.client.stdio.PROCESS_TERMINATION_TIMEOUT = 0.25
+    mcp.client.stdio.FORCE_KILL_TIMEOUT = 0.25
 
 
 # How many `tools/list` pages a server may answer with (a misbehaving server could page forever).

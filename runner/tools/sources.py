@@ -67,31 +67,33 @@ async def open_servers(servers: tuple[McpServerConfig, ...], *, where: str,
     stopped): a run needs all of them. Every wait is bounded by the servers' startup_timeout_s.
     """
     holders = [_Holder(s, where, environ) for s in servers]
-    async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(h.run(), name=f"mcp:{h.server.name}") for h in holders]
-        try:
-            futures = [h.ready for h in holders]
-            until = asyncio.FIRST_EXCEPTION if fail_fast else asyncio.ALL_COMPLETED
-            await asyncio.wait(futures, return_when=until)
-            outcomes: list[McpConnection | McpStartError] = []
-            for future in futures:
-                error = future.exception() if future.done() else None
-                if error is not None and fail_fast:
-                    raise error
-                outcomes.append(future.result() if error is None else _start_error(error, where))
-            yield outcomes
-        finally:
-            for holder in holders:
+    # Plain tasks, not a TaskGroup: a TaskGroup held across the `yield` would wrap whatever the run
+    # raises (a TransportError, a KeyboardInterrupt) in an ExceptionGroup. `finally` always reaps them.
+    tasks = [asyncio.create_task(h.run(), name=f"mcp:{h.server.name}") for h in holders]
+    try:
+        futures = [h.ready for h in holders]
+        until = asyncio.FIRST_EXCEPTION if fail_fast else asyncio.ALL_COMPLETED
+        await asyncio.wait(futures, return_when=until)
+        failed = [f.exception() for f in futures if f.done() and f.exception() is not None]
+        if fail_fast and failed:
+            raise _start_error(failed[0], where)
+        yield [f.result() if f.exception() is None else _start_error(f.exception(), where) for f in futures]
+    finally:
+        for holder, task in zip(holders, tasks, strict=True):
+            if holder.ready.done():
                 holder.stop.set()
-            _, pending = await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_S)
-            for task in pending:  # still starting, or a close the SDK could not finish in time
+            else:  # still starting (another server failed, or the run is being stopped): abandoned
                 task.cancel()
-            for holder in holders:  # read, so that asyncio does not report them as lost
-                if holder.ready.done() and not holder.ready.cancelled():
-                    holder.ready.exception()
+        _, pending = await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_S)
+        for task in pending:  # still starting, or a close the SDK could not finish in time
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for holder in holders:  # read, so that asyncio does not report them as never retrieved
+            if holder.ready.done() and not holder.ready.cancelled():
+                holder.ready.exception()
 
 
-def _start_error(error: BaseException, where: str) -> McpStartError:
+def _start_error(error: BaseException | None, where: str) -> McpStartError:
     return error if isinstance(error, McpStartError) else McpStartError(where, f"{type(error).__name__}")
 
 

@@ -1,6 +1,7 @@
 """An MCP server for the tests, written with the SDK (MCPServer, mcp 2's FastMCP).
 
-`python demo_server.py stdio` serves over stdin/stdout; `python demo_server.py http PORT TOKEN` serves
+`python demo_server.py stdio [PID_FILE]` serves over stdin/stdout (writing its process id to PID_FILE,
+so a test can check it is gone after the run); `python demo_server.py http PORT TOKEN` serves
 streamable HTTP on 127.0.0.1:PORT/mcp and refuses (401) any request without `Authorization: Bearer TOKEN`.
 Its tools cover what the runner must survive: a slow tool, one that kills the server mid-call, and
 one that reports an environment variable (to check what the runner passes to a stdio server).
@@ -75,4 +76,7 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["http"]:
         _http(int(sys.argv[2]), sys.argv[3])
     else:
+        if len(sys.argv) > 2:
+            with open(sys.argv[2], "w") as pid_file:
+                pid_file.write(str(os.getpid()))
         server.run("stdio")
