@@ -164,3 +164,31 @@ def test_check_connect_succeeds_when_every_server_starts(tmp_path: Path) -> None
                           env=run_env(), capture_output=True, text=True, timeout=90)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "  offered   get_current_time: " in done.stdout
+
+
+def test_agent_run_test_cases_call_mcp_tools(tmp_path: Path) -> None:
+    """`agent-run test`: a case whose model side calls an MCP tool, and an expectation on the call."""
+    write_agent(tmp_path, {"demo": demo_stdio(tools=["lookup_order"])})
+    tests = tmp_path / "agent.test.yaml"
+    tests.write_text("""
+version: 1
+agent: agent.yaml
+model:
+  turns:
+    - assistant:
+        - tool: lookup_order
+          input: {order_id: "A7"}
+        - say: "Order {{ tool_result.order_id }} is {{ tool_result.status }}."
+cases:
+  - name: looks an order up through the MCP server
+    targets: [emulator]
+    turns:
+      - user: Where is order A7?
+        expect:
+          - tool_called: {name: lookup_order, args: {order_id: "A7"}}
+          - says: order A7 is shipped
+""")
+    done = subprocess.run([sys.executable, "-m", "runner", "test", str(tests)], cwd=REPO, env=run_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout, done.stdout
