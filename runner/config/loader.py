@@ -51,7 +51,7 @@ from runner.config.schema import (
     schema_problems,
     schema_references,
 )
-from runner.config.secrets import env_refs
+from runner.config.secrets import env_refs, malformed_env_refs
 from runner.config.signature import signature_problems
 from runner.config.templates import load_event_templates
 from runner.errors import ConfigError
@@ -314,7 +314,7 @@ def _check_mcp_server(check: _Check, name: Any, server: Any) -> McpServerConfig 
     if isinstance(headers, dict):
         for header, value in headers.items():
             if isinstance(value, str):
-                _warn_unset(check, (*at, "headers", header), f"{label}.headers.{header}", env_refs(value))
+                _check_refs(check, (*at, "headers", header), f"{label}.headers.{header}", value)
     allowed = server.get("tools")
     timeout = server.get("timeout_s", DEFAULT_TIMEOUT_S)
     startup = server.get("startup_timeout_s", DEFAULT_MCP_STARTUP_TIMEOUT_S)
@@ -336,15 +336,25 @@ def _mcp_env(check: _Check, at: yaml.Path, label: str, env: Any) -> tuple[tuple[
         return ()
     if isinstance(env, list):
         pairs = [(n, f"${{env:{n}}}") for n in env if isinstance(n, str)]
-        for i, (n, _) in enumerate(pairs):
-            _warn_unset(check, (*at, "env", i), f"{label}.env", [n])
+        for i, name in enumerate(env):
+            if isinstance(name, str):
+                _warn_unset(check, (*at, "env", i), f"{label}.env", [name])
     elif isinstance(env, dict):
         pairs = [(str(k), v) for k, v in env.items() if isinstance(v, str)]
         for n, value in pairs:
-            _warn_unset(check, (*at, "env", n), f"{label}.env.{n}", env_refs(value))
+            _check_refs(check, (*at, "env", n), f"{label}.env.{n}", value)
     else:
         return None
     return tuple(pairs)
+
+
+def _check_refs(check: _Check, path: yaml.Path, label: str, value: str) -> None:
+    """A value's `${env:NAME}` references: malformed ones are errors (they would be sent as they
+    are), unset variables warnings."""
+    for bad in malformed_env_refs(value):
+        check.add(path, f"{label}: {bad!r} is not a valid reference: write ${{env:NAME}} (NAME: letters, "
+                        f"digits and '_', not starting with a digit)")
+    _warn_unset(check, path, label, env_refs(value))
 
 
 def _warn_unset(check: _Check, path: yaml.Path, label: str, names: list[str]) -> None:

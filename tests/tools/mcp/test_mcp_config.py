@@ -65,6 +65,9 @@ def test_no_mcp_servers_is_an_empty_tuple(tmp_path: Path) -> None:
     ({"bad name": {"command": "x"}}, "is not a valid name"),
     ({"s": {"command": "x", "env": {"1X": "v"}}}, "is not a valid name"),
     ({"s": {"command": "x", "timeout_s": 0}}, "must be greater than 0"),
+    ({"s": {"url": "https://h/mcp", "headers": {"A": "Bearer ${ENV:TOKEN}"}}},
+     "mcp_servers.s.headers.A: '${ENV:TOKEN}' is not a valid reference"),
+    ({"s": {"command": "x", "env": {"K": "${env:1X}"}}}, "mcp_servers.s.env.K: '${env:1X}' is not a valid"),
 ])
 def test_mistakes_are_errors(tmp_path: Path, servers: object, expected: str) -> None:
     found = messages(agent(tmp_path, servers))
