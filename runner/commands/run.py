@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from runner.config.overrides import add_var_option, var_overrides
 from runner.console import Console
 from runner.engine import RunOptions, run_agent, text_mode_refusal
 from runner.models import is_nova2
+from runner.tools.http import missing_env_refusal
 
 EPILOG = """\
 examples:
@@ -43,6 +45,9 @@ Ctrl-C, SIGTERM and SIGHUP end the session in order within two seconds, whatever
 exit status 130, 143 and 129. An output that cannot be written (a full disk) stops the run with an
 error and exit 1, the WAV kept valid; if stdout is closed, the run goes on without printing.
 --output, --transcript and --input must name different files.
+
+A run refuses to start (exit 2) while an environment variable that an HTTP tool references
+(${env:NAME}) is unset; `agent-run check` warns about each.
 """
 
 
@@ -101,6 +106,10 @@ def run(args: argparse.Namespace) -> int:
         args.run_parser.error("--time-limit only applies with --emulate (the emulator's stream limit)")
     _check_modes(args)
     agent = load_agent(args.agent, var_overrides(args))
+    refusal = missing_env_refusal(agent)  # HTTP tools' ${env:NAME} secrets: refuse before anything starts
+    if refusal is not None:
+        print(f"agent-run: error: {refusal}", file=sys.stderr)
+        return 2
     if args.text and not is_nova2(agent.model.id):
         args.run_parser.error(text_mode_refusal(agent))
     options = RunOptions(

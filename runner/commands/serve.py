@@ -14,6 +14,7 @@ from runner.commands.argtypes import port, positive_int, seconds
 from runner.config.loader import load_agent
 from runner.config.overrides import add_var_option, var_overrides
 from runner.console import Console
+from runner.tools.http import missing_env_refusal
 
 EPILOG = """\
 examples:
@@ -76,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
     check_bind(args.host, token, no_auth=args.no_auth)
     overrides = var_overrides(args)
     agent = load_agent(args.agent, overrides)
+    refusal = missing_env_refusal(agent)  # HTTP tools' ${env:NAME} secrets: refuse before serving anyone
+    if refusal is not None:
+        print(f"agent-run: error: {refusal}", file=sys.stderr)
+        return 2
     stdout = args.transcripts == "-"
     settings = ServeSettings(
         host=args.host, port=args.port, token=token, max_conversations=args.max_conversations,

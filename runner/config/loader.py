@@ -59,6 +59,8 @@ from runner.files import MAX_AGENT_FILE_BYTES, MAX_TEXT_FILE_BYTES, UnreadableFi
 from runner.models import ALL_VOICES, MODELS, VOICE_SUCCESSORS, ModelInfo, lifecycle_warning, model_info
 from runner.protocol.setup import InferenceSettings
 from runner.protocol.templates import TEMPLATE_EVENTS, TEMPLATE_SUFFIX, EventTemplateError, EventTemplates
+from runner.tools.http import check_http, http_function
+from runner.tools.http import display as http_display
 from runner.tools.importer import HandlerImportError, resolve_handler
 from runner.transports.endpoint import endpoint_problem
 
@@ -226,7 +228,8 @@ def _at(value: Any, path: yaml.Path) -> Any:
     return value
 
 
-def _check_tool(check: _Check, index: int, tool: Any, seen: dict[str, int]) -> ToolConfig | None:
+def _check_tool(check: _Check, index: int, tool: Any, seen: dict[str, int], data: dict[str, Any],
+                variables: Mapping[str, VarValue]) -> ToolConfig | None:
     if not isinstance(tool, dict):
         return None
     name = tool.get("name")
@@ -236,6 +239,8 @@ def _check_tool(check: _Check, index: int, tool: Any, seen: dict[str, int]) -> T
                       f"duplicate tool name {name!r} (first used by tools[{seen[name]}])")
         seen.setdefault(name, index)
     schema_ok = _check_input_schema(check, index, tool.get("input_schema"))
+    if "http" in tool and "handler" not in tool:
+        return _check_http_tool(check, index, tool, schema_ok, data, variables)
     handler = tool.get("handler")
     if not isinstance(handler, str):
         return None
@@ -262,12 +267,41 @@ def _check_tool(check: _Check, index: int, tool: Any, seen: dict[str, int]) -> T
                       function=function, timeout_s=float(timeout), max_result_bytes=int(max_bytes))
 
 
-def _check_tools(check: _Check, data: dict[str, Any]) -> tuple[ToolConfig, ...]:
+def _check_http_tool(check: _Check, index: int, tool: dict[str, Any], schema_ok: bool,
+                     data: dict[str, Any], variables: Mapping[str, VarValue]) -> ToolConfig | None:
+    """A tool answered by an HTTP request (runner/tools/http.py): its templates, URL, CA file."""
+    raw = tool["http"]
+    if not isinstance(raw, dict):
+        return None  # the schema check reported it
+    base: yaml.Path = ("tools", index, "http")
+
+    def inside(rel: str, target: Path) -> bool:
+        return _inside_folder(check, data, "ca_file", rel, target, at=(*base, "ca_file"))
+
+    spec, problems = check_http(raw, input_schema=tool.get("input_schema"), variables=variables,
+                                folder=Path(check.label).parent, inside_folder=inside)
+    for problem in problems:
+        inner = ".".join(map(str, problem.path))
+        check.add((*base, *problem.path), f"tools[{index}].http.{inner}: {problem.message}", problem.severity)
+    name, timeout = tool.get("name"), tool.get("timeout_s", DEFAULT_TIMEOUT_S)
+    max_bytes = tool.get("max_result_bytes", DEFAULT_MAX_RESULT_BYTES)
+    complete = isinstance(tool.get("description"), str) and schema_ok
+    if spec is None or not isinstance(name, str) or not complete or not isinstance(timeout, int | float) \
+            or not isinstance(max_bytes, int | float):
+        return None
+    function = http_function(spec, variables=variables, timeout_s=float(timeout))
+    return ToolConfig(name=name, description=tool["description"],
+                      input_schema=copy.deepcopy(tool["input_schema"]), handler=http_display(spec),
+                      function=function, timeout_s=float(timeout), max_result_bytes=int(max_bytes), http=spec)
+
+
+def _check_tools(check: _Check, data: dict[str, Any], variables: Mapping[str, VarValue]
+                 ) -> tuple[ToolConfig, ...]:
     tools = data.get("tools")
     if not isinstance(tools, list):
         return ()
     seen: dict[str, int] = {}
-    built = [_check_tool(check, i, tool, seen) for i, tool in enumerate(tools)]
+    built = [_check_tool(check, i, tool, seen, data, variables) for i, tool in enumerate(tools)]
     return tuple(t for t in built if t is not None)
 
 
@@ -400,7 +434,8 @@ def _path_text(value: Any) -> TypeGuard[str]:
     return isinstance(value, str) and re.search(NO_CONTROL_PATTERN, value) is not None
 
 
-def _inside_folder(check: _Check, data: dict[str, Any], key: str, rel: str, target: Path) -> bool:
+def _inside_folder(check: _Check, data: dict[str, Any], key: str, rel: str, target: Path,
+                   at: yaml.Path | None = None) -> bool:
     """Whether `target` (named by `key`) resolves inside the agent's folder, or the agent opted out.
 
     Resolving first catches every way out: `..`, an absolute path, a symlink to elsewhere.
@@ -414,8 +449,8 @@ def _inside_folder(check: _Check, data: dict[str, Any], key: str, rel: str, targ
         return True
     if resolved.is_relative_to(base):
         return True
-    check.add((key,), f"{key} {rel!r} resolves to {resolved}, outside the agent's folder {base}; move it "
-                      f"into the folder, or set '{OUTSIDE_FOLDER_KEY}: true' to allow it")
+    check.add(at or (key,), f"{key} {rel!r} resolves to {resolved}, outside the agent's folder {base}; "
+                            f"move it into the folder, or set '{OUTSIDE_FOLDER_KEY}: true' to allow it")
     return False
 
 
@@ -617,7 +652,7 @@ def _run_checks(check: _Check, data: dict[str, Any], overrides: Mapping[str, str
     variables = _variables(check, data, overrides)
     return {"vars": variables, "prompt": _check_prompt(check, data, variables),
             "greeting": _check_greeting(check, data, variables),
-            "tools": _check_tools(check, data), "templates": _check_templates(check, data),
+            "tools": _check_tools(check, data, variables), "templates": _check_templates(check, data),
             "mcp_servers": _check_mcp_servers(check, data)}
 
 

@@ -23,6 +23,8 @@ DEFAULT_ROTATE_AFTER_S = 360.0
 # An MCP server must have started and listed its tools within this many seconds (a Python server
 # importing the SDK takes ~1 s on a quiet machine).
 DEFAULT_MCP_STARTUP_TIMEOUT_S = 20.0
+# An HTTP tool reads at most this much of a response body (runner/tools/http.py).
+DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,14 +47,36 @@ class SessionConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpToolSpec:
+    """A tool answered by one HTTP request (`http:` in the agent file; runner/tools/http.py).
+
+    Text here is the template as written (`{argument}`, `{vars.NAME}`, `${env:NAME}`): secrets are
+    resolved only when a request is made, so no config value ever holds one.
+    """
+
+    method: str
+    url: str
+    headers: tuple[tuple[str, str], ...] = ()  # (name, value template), in file order
+    body: str | None = None  # JSON text of the body template; None: POST/PUT/PATCH send the arguments
+    timeout_s: float | None = None  # per attempt; None: the tool's timeout_s
+    retries: int = 0  # idempotent methods only
+    allow_http: bool = False  # plain http to a host that is not loopback
+    ca_file: Path | None = None  # one more CA to trust (resolved), besides the system's
+    result_pointer: str | None = None  # JSON pointer into the response's JSON
+    result_template: str | None = None  # sandboxed Jinja over the response
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+
+
+@dataclass(frozen=True, slots=True)
 class ToolConfig:
     name: str
     description: str
     input_schema: Mapping[str, Any]
-    handler: str  # as written: "module:function" or "builtin:<name>"
+    handler: str  # as written: "module:function" or "builtin:<name>"; "http:GET https://..." for http
     function: Callable[..., Any]
     timeout_s: float = DEFAULT_TIMEOUT_S
     max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
+    http: HttpToolSpec | None = None  # set when the tool is an HTTP request (then `function` makes it)
 
 
 @dataclass(frozen=True, slots=True)

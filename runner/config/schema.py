@@ -218,7 +218,19 @@ def _one_of(err: jsonschema.ValidationError, path: Path) -> Iterator[tuple[Path,
                      for k in ("system_prompt", "system_prompt_file")):
             yield (), "missing the system prompt: add system_prompt (or system_prompt_file)"
         return
+    if len(path) == 2 and path[0] == "tools" and isinstance(err.instance, dict):
+        yield from _tool_answer(err.instance, path, list(err.schema.get("properties", {})))  # type: ignore[union-attr]
+        return
     yield path, f"{where(path)}: {err.message}"
+
+
+def _tool_answer(tool: dict[str, Any], path: Path, allowed: Sequence[str]) -> Iterator[tuple[Path, str]]:
+    """A tool has exactly one of `handler` (a Python function) and `http` (a request)."""
+    if "handler" in tool and "http" in tool:
+        yield (*path, "http"), f"{where(path)}: use either handler or http, not both"
+    elif not any(_misspelt(k, tool, allowed) for k in ("handler", "http")):
+        yield path, (f"{where(path)}: missing what answers the tool: handler (a Python function, "
+                     f"'module:function' or 'builtin:NAME') or http (a request)")
 
 
 def _bound(err: jsonschema.ValidationError, path: Path) -> str:
@@ -256,6 +268,8 @@ def translate(err: jsonschema.ValidationError) -> Iterator[tuple[Path, str]]:
         yield path, _version(instance, value)
     elif kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         yield path, _bound(err, path)
+    elif kind in ("minProperties", "maxProperties") and path[-1:] == ("result",):
+        yield path, f"{where(path)}: give exactly one of pointer and template"
     elif kind == "minLength":
         yield path, f"{where(path)}: must not be empty"
     elif kind == "pattern" and "propertyNames" in err.schema_path:
@@ -283,6 +297,8 @@ def _hint(path: Path) -> str:
     last = path[-1] if path else ""
     if path[:1] == ("tools",) and last == "name":
         return " (Nova accepts 1-64 letters, digits, '_' or '-')"
+    if path[:1] == ("tools",) and last == "pointer":
+        return " (a JSON pointer: '' for the whole body, or /key/0/key)"
     return ""
 
 
