@@ -16,6 +16,7 @@ from runner.console import Console
 from runner.engine import RunOptions, run_agent, text_mode_refusal
 from runner.models import is_nova2
 from runner.tools.http import missing_env_refusal
+from runner.tools.mcp import McpStartError, env_refusal
 
 EPILOG = """\
 examples:
@@ -46,8 +47,9 @@ exit status 130, 143 and 129. An output that cannot be written (a full disk) sto
 error and exit 1, the WAV kept valid; if stdout is closed, the run goes on without printing.
 --output, --transcript and --input must name different files.
 
-A run refuses to start (exit 2) while an environment variable that an HTTP tool references
-(${env:NAME}) is unset; `agent-run check` warns about each.
+A run refuses to start (exit 2) while an environment variable that an HTTP tool or an MCP server
+references (${env:NAME}) is unset; `agent-run check` warns about each. It stops with exit 2 too when
+one of the agent's MCP servers cannot be started (`agent-run check --connect` tries them).
 """
 
 
@@ -107,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     _check_modes(args)
     agent = load_agent(args.agent, var_overrides(args))
     refusal = missing_env_refusal(agent)  # HTTP tools' ${env:NAME} secrets: refuse before anything starts
+    refusal = refusal or env_refusal(agent.mcp_servers, str(agent.path))  # and MCP servers'
     if refusal is not None:
         print(f"agent-run: error: {refusal}", file=sys.stderr)
         return 2
@@ -121,7 +124,11 @@ def run(args: argparse.Namespace) -> int:
         mute=args.mute)
     _configure_logging(verbose=args.verbose, debug=args.debug)
     console = Console(quiet=args.quiet, verbose=args.verbose, debug=args.debug)
-    return asyncio.run(run_agent(agent, options, console))
+    try:
+        return asyncio.run(run_agent(agent, options, console))
+    except McpStartError as exc:  # refused like a missing variable: nothing was said to the model yet
+        print(f"agent-run: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _check_modes(args: argparse.Namespace) -> None:

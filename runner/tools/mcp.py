@@ -75,6 +75,23 @@ def sdk_missing() -> str | None:
     return None
 
 
+def env_refusal(servers: tuple[McpServerConfig, ...], where: str,
+                environ: Mapping[str, str] | None = None) -> str | None:
+    """Why a run must not start (environment variables its MCP servers reference are not set), or None."""
+    environ = os.environ if environ is None else environ
+    missing: dict[str, list[str]] = {}
+    for server in servers:
+        for _, template in (*server.env, *server.headers):
+            for name in env_refs(template):
+                if name not in environ and server.name not in missing.setdefault(name, []):
+                    missing[name].append(server.name)
+    if not missing:
+        return None
+    listing = "; ".join(f"{name} (used by MCP server {', '.join(users)})" for name, users in missing.items())
+    return (f"{where}: environment variable(s) not set: {listing}. Set them before starting "
+            f"(export NAME=...); `agent-run check` lists them")
+
+
 def describe_server(server: McpServerConfig) -> str:
     """`stdio: python3 -m x` or `http: https://...`: what the server is, without any secret."""
     if server.command is not None:

@@ -24,7 +24,6 @@ import jsonschema
 
 from runner.config.model import AgentConfig, McpServerConfig, ToolConfig
 from runner.config.schema import MAX_INPUT_SCHEMA_DEPTH, schema_depth_path, tool_schema_validator
-from runner.errors import RunnerError
 from runner.tools.mcp import McpConnection, McpStartError, McpTool, connect_server, describe_server
 
 # Nova's rule for tool names (schemas/agent.schema.json, tools[].name).
@@ -45,8 +44,8 @@ async def open_tool_sources(agent: AgentConfig, *, warn: Warn = _ignore,
                             environ: Mapping[str, str] | None = None) -> AsyncIterator[AgentConfig]:
     """Start the agent's MCP servers and yield the agent with their (allowed) tools added.
 
-    Raises McpStartError naming the agent file and the server when one cannot be started, and
-    RunnerError when a server's tool has the name of another tool. `warn` hears about tools left
+    Raises McpStartError naming the agent file and the server when one cannot be started, or when
+    a server's tool has the name of another tool. `warn` hears about tools left
     out (an allow-list name the server does not offer, a name or schema Nova cannot take).
     """
     if not agent.mcp_servers:
@@ -130,10 +129,12 @@ def _tools(agent: AgentConfig, connections: list[McpConnection], warn: Warn) -> 
     for connection in connections:
         for tool in offered(connection, warn):
             if tool.name in taken:
-                raise RunnerError(
-                    f"{agent.path}: MCP server {connection.server.name!r} offers a tool named {tool.name!r}, "
-                    f"the name of {taken[tool.name]}; leave it out with the server's allow list "
-                    f"(mcp_servers.{connection.server.name}.tools) or rename the other tool")
+                server = connection.server.name
+                raise McpStartError(str(agent.path), (
+                    f"MCP server {server!r} offers a tool named {tool.name!r}, the name of "
+                    f"{taken[tool.name]}; "
+                    f"leave it out with the server's allow list (mcp_servers.{server}.tools) or rename the "
+                    "other tool"))
             taken[tool.name] = f"the tool of MCP server {connection.server.name!r}"
             added.append(tool_config(connection, tool))
     return added

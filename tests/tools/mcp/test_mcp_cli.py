@@ -86,7 +86,7 @@ def test_the_secret_is_in_no_output(conversation: tuple[Finished, Path]) -> None
 
 
 def test_a_server_that_fails_to_start_stops_the_run_clearly(tmp_path: Path) -> None:
-    """A server that exits at once (showing the secret it was given on its stderr): exit 1, one
+    """A server that exits at once (showing the secret it was given on its stderr): exit 2, one
     error naming the agent file and the server, the server's own words, the secret redacted."""
     agent = write_agent(tmp_path, {"time": time_server(), "bad": {
         "command": sys.executable, "env": {"API_KEY": "${env:T_MCP_SECRET}"},
@@ -95,7 +95,7 @@ def test_a_server_that_fails_to_start_stops_the_run_clearly(tmp_path: Path) -> N
     transcript = tmp_path / "t.jsonl"
     done = start([agent, "--emulate", "--text", "--mute", "--transcript", transcript], transcript,
                  lines=["hello"]).finish(timeout_s=60)
-    assert done.returncode == 1, done.describe()
+    assert done.returncode == 2, done.describe()
     assert "Traceback" not in done.stderr
     assert f"agent-run: error: {agent}: MCP server 'bad' (stdio: " in done.stderr, done.stderr
     assert "closed the connection before answering" in done.stderr
@@ -108,8 +108,10 @@ def test_a_missing_variable_stops_the_run_naming_it(tmp_path: Path) -> None:
     transcript = tmp_path / "t.jsonl"
     done = start([agent, "--emulate", "--text", "--mute", "--transcript", transcript], transcript,
                  lines=["hello"]).finish(timeout_s=60)
-    assert done.returncode == 1
-    assert "env.API_KEY needs the environment variable T_MCP_UNSET, which is not set" in done.stderr
+    assert done.returncode == 2, done.describe()
+    assert f"agent-run: error: {agent}: environment variable(s) not set: T_MCP_UNSET (used by MCP server " \
+           "demo)" in done.stderr
+    assert "emulator:" not in done.stdout  # refused before anything started
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
