@@ -194,3 +194,29 @@ cases:
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 passed" in done.stdout, done.stdout
+
+
+def test_a_signal_while_a_server_is_starting_stops_the_run_and_the_server(tmp_path: Path) -> None:
+    pid_file = tmp_path / "hang.pid"
+    code = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    agent = write_agent(tmp_path, {"hang": {"command": sys.executable, "args": ["-c", code],
+                                            "startup_timeout_s": 60}})
+    transcript = tmp_path / "t.jsonl"
+    run = start([agent, "--emulate", "--text", "--mute", "--transcript", transcript], transcript)
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and pid_file.read_text()):
+            assert time.monotonic() < deadline and run.proc.poll() is None, "the server was not started"
+            time.sleep(0.05)
+        pid = int(pid_file.read_text())
+        asked = time.monotonic()
+        run.proc.send_signal(signal.SIGINT)
+        run.proc.wait(timeout=30)
+        stopped = time.monotonic() - asked
+        done = run.finish()
+    finally:
+        run.kill()
+    assert done.returncode == 130, done.describe()
+    assert "Traceback" not in done.stderr
+    assert wait_gone(pid, 1.0)
+    assert stopped < 3.0, f"stopped {stopped:.2f} s after the signal"
