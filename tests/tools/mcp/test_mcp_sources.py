@@ -256,3 +256,29 @@ def test_servers_are_stopped_when_the_run_is_cancelled(tmp_path: Path) -> None:
     assert timings["closed"] - timings["cancel"] < 2.0, timings
     assert wait_gone(pid, 2.0)
     assert children() == []
+
+
+def test_an_http_server_that_dies_mid_call_is_an_error_result(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("T_MCP_TOKEN", "tok-1")
+    with http_demo("tok-1") as url:
+        web = {"url": url, "headers": {"Authorization": "Bearer ${env:T_MCP_TOKEN}"},
+               "tools": ["crash", "add"], "timeout_s": 10}
+        agent = load(tmp_path, {"web": web})
+        timings: dict[str, float] = {}
+
+        async def main() -> tuple[ToolOutcome, ToolOutcome]:
+            async with open_tool_sources(agent) as ready:
+                tools = {t.name: t for t in ready.tools}
+                crashed = await call(tools["crash"])
+                later = await call(tools["add"], a=1, b=2)
+                timings["leaving"] = time.monotonic()
+            timings["closed"] = time.monotonic()
+            return crashed, later
+
+        started = time.monotonic()
+        crashed, later = asyncio.run(main())
+    assert not crashed.ok and "MCP server 'web'" in (crashed.error or ""), crashed
+    assert not later.ok and "MCP server 'web'" in (later.error or ""), later
+    assert timings["leaving"] - started < 25  # two errors, not two hangs past the calls' timeout
+    assert timings["closed"] - timings["leaving"] < 2.0
