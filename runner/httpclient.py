@@ -18,9 +18,12 @@ Errors are typed (`HttpTimeout`, `HttpTlsError`, `HttpConnectionError`, `HttpToo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json as jsonlib
+import socket
 import ssl
+import threading
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +32,7 @@ from types import MappingProxyType
 from typing import Any
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from runner.errors import RunnerError
 
@@ -178,11 +182,48 @@ def _reason(exc: BaseException) -> str:
     return str(reason) if reason else type(exc).__name__
 
 
+class _DaemonThreadResolver(AbstractResolver):
+    """Name lookups in a daemon thread of their own, never in the loop's default executor.
+
+    getaddrinfo() cannot be interrupted: with DNS unreachable it blocks for many seconds. aiohttp's
+    default resolver runs it in the default executor, which `asyncio.run` joins at exit, so a
+    stuck lookup would hold a stopping run long after its request was cancelled. A daemon thread
+    is abandoned instead (its answer discarded), as runner.tools.invoke does with hung handlers.
+    """
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+
+        def settle(ok: bool, value: Any) -> None:
+            if not future.done():  # the request was abandoned meanwhile
+                (future.set_result if ok else future.set_exception)(value)
+
+        def lookup() -> None:
+            try:
+                value: Any = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+                ok = True
+            except Exception as exc:  # socket.gaierror, UnicodeError for an impossible name
+                value, ok = exc, False
+            with contextlib.suppress(RuntimeError):  # the loop closed while the lookup hung
+                loop.call_soon_threadsafe(settle, ok, value)
+
+        threading.Thread(target=lookup, name=f"resolve:{host[:40]}", daemon=True).start()
+        infos = await future
+        return [ResolveResult(hostname=host, host=str(address[0]), port=int(address[1]), family=af,
+                              proto=proto, flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV)
+                for af, _, proto, _, address in infos if af in (socket.AF_INET, socket.AF_INET6)]
+
+    async def close(self) -> None:
+        pass
+
+
 async def _send(method: str, url: str, headers: dict[str, str], body: bytes | None,
                 context: ssl.SSLContext, limit: int) -> HttpResponse:
     # trust_env=False: no proxy or .netrc credentials picked up from the environment behind the
     # agent author's back. One session per request: tools are called a few times a conversation.
-    connector = aiohttp.TCPConnector(ssl=context)
+    connector = aiohttp.TCPConnector(ssl=context, resolver=_DaemonThreadResolver())
     async with aiohttp.ClientSession(connector=connector, trust_env=False) as session, \
             session.request(method, url, headers=headers, data=body, allow_redirects=False) as response:
         declared = response.content_length

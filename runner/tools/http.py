@@ -48,6 +48,7 @@ from runner.errors import ToolError
 from runner.httpclient import HttpError, HttpResponse, request, where
 from runner.protocol.sandbox import TemplateLimitError, render_bounded
 from runner.protocol.templates import make_environment
+from runner.tools.invoke import safe_text
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 # Repeating these cannot apply a change twice (RFC 9110, section 9.2.2), so only they may be retried.
@@ -167,7 +168,14 @@ def render_text(template: TextTemplate, context: Context, *, url: bool = False) 
             out.append(piece)
             continue
         text = as_text(context.value(piece))
-        out.append(urllib.parse.quote(text, safe="") if url and piece.kind == "argument" else text)
+        if url and piece.kind == "argument":
+            # Encoding leaves '.' as it is, and the URL library (then the server) resolves a path
+            # segment of "." or ".." even written %2E: it would walk the path up to another endpoint.
+            if text in (".", ".."):
+                raise ToolError(f"argument {piece.name} cannot be {text!r} in the URL "
+                                f"(it would change the path)")
+            text = urllib.parse.quote(text, safe="")
+        out.append(text)
     return "".join(out)
 
 
@@ -310,7 +318,7 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
-def _url_problems(url: str, template: TextTemplate, allow_http: bool) -> Iterator[str]:
+def _url_problems(template: TextTemplate, allow_http: bool) -> Iterator[str]:
     # The text before the first argument (references standing in as "R") must already have
     # reached the path: a placeholder in the host would let the model choose where to send.
     head = ""
@@ -395,7 +403,7 @@ def check_http(raw: Mapping[str, Any], *, input_schema: Any, variables: Mapping[
         problems += found
         if template is not None:
             allow_http = raw.get("allow_http") is True
-            problems += [HttpProblem(("url",), m) for m in _url_problems(url, template, allow_http)]
+            problems += [HttpProblem(("url",), m) for m in _url_problems(template, allow_http)]
     headers: dict[str, Any] = _mapping(raw.get("headers"))
     for name, value in headers.items():
         if isinstance(value, str):
@@ -532,7 +540,8 @@ class _Request:
         spec, context = self.spec, self.context
         url = render_text(parse_template(spec.url), context, url=True)
         _check_scheme(url, spec.allow_http)
-        headers = {"Accept": "application/json"}
+        given = {name.lower() for name, _ in spec.headers}
+        headers = {} if "accept" in given else {"Accept": "application/json"}
         for name, value in spec.headers:
             text = render_text(parse_template(value), context)
             if any(c in text for c in "\r\n\0"):
@@ -575,6 +584,8 @@ class _Request:
                                    template=self.template, arguments=self.context.arguments)
         except ToolError as exc:
             raise ToolError(_scrub(str(exc), self.context.secrets)) from None
+        except Exception as exc:  # anything unforeseen (the client refusing a header...): scrubbed too
+            raise ToolError(_scrub(f"{type(exc).__name__}: {safe_text(exc)}", self.context.secrets)) from None
         if self.template is not None:  # a template's text: JSON object text is passed on as such
             return _scrub(value, self.context.secrets)
         payload = value if isinstance(value, dict) else {"result": value}

@@ -59,6 +59,14 @@ def test_url_arguments_are_encoded_whole() -> None:
     assert url == "https://x/orders/..%2Fadmin%3Fx%3D1%23?q=a%20b%26c%3D%E2%82%AC&l=fr"
 
 
+@pytest.mark.parametrize("value", [".", ".."])
+def test_dot_segments_from_arguments_are_refused(value: str) -> None:
+    # yarl (and servers) resolve "/orders/../admin", even spelt %2E%2E: the model must not walk up.
+    with pytest.raises(ToolError, match="cannot be"):
+        render_text(parse_template("https://x/orders/{id}/details"), ctx({"id": value}), url=True)
+    assert render_text(parse_template("https://x/{id}"), ctx({"id": "..."}), url=True) == "https://x/..."
+
+
 def test_values_as_text() -> None:
     template = parse_template("{a}|{b}|{c}|{d}|{missing}|{vars.n}")
     assert render_text(template, ctx({"a": True, "b": 2.5, "c": {"k": [1]}, "d": None})) == \

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from runner.config.model import HttpToolSpec
+from runner.tools import http as http_module
 from runner.tools.http import http_function
 from runner.tools.invoke import ToolOutcome, invoke_tool
 from tests.tools.http.http_servers import LocalHttpServer
@@ -205,3 +206,21 @@ def test_a_secret_in_the_path_is_redacted_from_error_messages(server: LocalHttpS
     # Webhook URLs often carry their token in the path; the error names the path, not the token.
     message = error(call(HttpToolSpec("GET", server.url + "/status/404/${env:TOKEN}")))
     assert message.startswith(f"HTTP 404 Not Found from GET {server.url}/status/404/${{env:TOKEN}}: ")
+
+
+def test_accept_defaults_to_json_unless_given(server: LocalHttpServer) -> None:
+    default = result(call(HttpToolSpec("GET", server.url + "/echo/a")))
+    assert default["headers"]["accept"] == "application/json"
+    echoed = result(call(HttpToolSpec("GET", server.url + "/echo/b", headers=(("accept", "text/csv"),))))
+    assert echoed["headers"]["accept"] == "text/csv"
+
+
+def test_an_unforeseen_failure_is_scrubbed_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Whatever the client library might raise one day can quote what it was given, the secret
+    # included: the model gets the reference instead (the library is replaced by one that does so).
+    async def refusing(method: str, url: str, *, headers: Mapping[str, str], **kwargs: Any) -> None:
+        raise ValueError(f"bad header value {headers['X-Key']!r}")
+
+    monkeypatch.setattr(http_module, "request", refusing)
+    spec = HttpToolSpec("GET", "https://api.example/", headers=(("X-Key", "${env:TOKEN}"),))
+    assert error(call(spec)) == "ValueError: bad header value '${env:TOKEN}'"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,3 +142,28 @@ def test_cancellation_propagates_promptly(server: LocalHttpServer) -> None:
         return time.monotonic() - started
 
     assert asyncio.run(main()) < 2
+
+
+def test_https_by_name_through_the_resolver(tls_server: LocalHttpServer) -> None:
+    url = tls_server.url.replace("127.0.0.1", "localhost")  # the certificate names both
+    response = asyncio.run(request("GET", f"{url}/echo/named", ca_file=tls_server.ca_file, timeout_s=10))
+    assert response.status == 200
+
+
+def test_an_unknown_host_is_a_connection_error() -> None:
+    with pytest.raises((HttpConnectionError, HttpTimeout)):
+        asyncio.run(request("GET", "https://no-such-host.invalid/x", timeout_s=5))
+
+
+def test_a_hung_name_lookup_does_not_hold_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    # getaddrinfo cannot be interrupted; asyncio.run joins the default executor at exit, so a lookup
+    # there would keep the program for as long as it hangs. Ours runs in a daemon thread.
+    release = threading.Event()
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: release.wait(30) and [])
+    started = time.monotonic()
+    try:
+        with pytest.raises(HttpTimeout):
+            asyncio.run(request("GET", "https://hangs.example/x", timeout_s=0.3))
+        assert time.monotonic() - started < 2
+    finally:
+        release.set()
