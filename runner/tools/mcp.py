@@ -19,9 +19,12 @@ import contextlib
 import importlib.util
 import os
 import re
+import shutil
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from runner.config.model import McpServerConfig
@@ -218,6 +221,17 @@ async def connect_server(server: McpServerConfig, *, where: str,
             yield McpConnection(server, client, tools, secrets)
 
 
+def find_command(command: str) -> str:
+    """`command` as it will be run: a name is looked up on PATH, then beside the runner's Python,
+    where a virtual environment keeps the console scripts of what was installed into it (so
+    `command: mcp-server-time` works from `.venv/bin/agent-run` without activating the venv). A
+    path containing '/' is left alone (relative to the agent's folder, where the server runs)."""
+    if "/" in command or shutil.which(command) is not None:
+        return command
+    beside = Path(sys.executable).parent / command
+    return str(beside) if beside.is_file() and os.access(beside, os.X_OK) else command
+
+
 async def _transport(stack: contextlib.AsyncExitStack, server: McpServerConfig, env: dict[str, str],
                      headers: dict[str, str], errlog: TextIO) -> Any:
     from mcp import StdioServerParameters
@@ -230,7 +244,7 @@ async def _transport(stack: contextlib.AsyncExitStack, server: McpServerConfig, 
 
     if server.command is not None:
         # The SDK gives the server only HOME, LOGNAME, PATH, SHELL, TERM and USER, plus `env`.
-        params = StdioServerParameters(command=server.command, args=list(server.args), env=env,
+        params = StdioServerParameters(command=find_command(server.command), args=list(server.args), env=env,
                                        cwd=server.cwd)
         return stdio_client(params, errlog=errlog)
     assert server.url is not None

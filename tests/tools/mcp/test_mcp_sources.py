@@ -282,3 +282,24 @@ def test_an_http_server_that_dies_mid_call_is_an_error_result(tmp_path: Path,
     assert not later.ok and "MCP server 'web'" in (later.error or ""), later
     assert timings["leaving"] - started < 25  # two errors, not two hangs past the calls' timeout
     assert timings["closed"] - timings["leaving"] < 2.0
+
+
+def test_a_command_is_found_beside_the_runners_python(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`command: mcp-server-time` (the console script pip put in the venv) works with a PATH that
+    does not have the venv's bin folder, as when `.venv/bin/agent-run` runs without activation."""
+    import os
+    import sys
+
+    bin_dir = str(Path(sys.executable).parent)
+    if not (Path(bin_dir) / "mcp-server-time").exists():
+        pytest.skip("mcp-server-time's console script is not beside this Python")
+    path = [p for p in os.environ["PATH"].split(os.pathsep) if p != bin_dir]
+    monkeypatch.setenv("PATH", os.pathsep.join(path))
+    agent = load(tmp_path, {"time": {"command": "mcp-server-time", "tools": ["get_current_time"]}})
+
+    async def main() -> Any:
+        async with open_tool_sources(agent) as ready:
+            return result(await call(ready.tools[0], timezone="Etc/UTC"))
+
+    assert asyncio.run(main())["timezone"] == "Etc/UTC"
