@@ -92,7 +92,8 @@ async def run_agent(agent: AgentConfig, options: RunOptions, console: Console,
         recording = stack.enter_context(_recording(agent, options)) if options.record else None
         connector = await stack.enter_async_context(connect(agent, options, console, observer))
         # The agent's MCP servers started, their tools added to the agent (runner.tools.sources).
-        agent = await stack.enter_async_context(open_tool_sources(agent, warn=console.warning))
+        agent = await stack.enter_async_context(open_tool_sources(agent, warn=console.warning,
+                                                                  info=console.info))
         if recording is not None:
             connector = RecordingConnector(connector, recording)
         source = await stack.enter_async_context(_source(agent, options))

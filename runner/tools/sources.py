@@ -40,20 +40,25 @@ def _ignore(_: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def open_tool_sources(agent: AgentConfig, *, warn: Warn = _ignore,
+async def open_tool_sources(agent: AgentConfig, *, warn: Warn = _ignore, info: Warn = _ignore,
                             environ: Mapping[str, str] | None = None) -> AsyncIterator[AgentConfig]:
     """Start the agent's MCP servers and yield the agent with their (allowed) tools added.
 
     Raises McpStartError naming the agent file and the server when one cannot be started, or when
     a server's tool has the name of another tool. `warn` hears about tools left
-    out (an allow-list name the server does not offer, a name or schema Nova cannot take).
+    out (an allow-list name the server does not offer, a name or schema Nova cannot take); `info`
+    gets one line per server naming the tools it adds.
     """
     if not agent.mcp_servers:
         yield agent
         return
     async with open_servers(agent.mcp_servers, where=str(agent.path), environ=environ) as outcomes:
         connections = [c for c in outcomes if isinstance(c, McpConnection)]
-        yield replace(agent, tools=(*agent.tools, *_tools(agent, connections, warn)))
+        added = _tools(agent, connections, warn)
+        for connection in connections:
+            names = [t.name for t in added if t.handler.startswith(f"mcp:{connection.server.name}/")]
+            info(f"MCP server {connection.server.name}: {', '.join(names) or 'no tools offered'}")
+        yield replace(agent, tools=(*agent.tools, *added))
 
 
 @contextlib.asynccontextmanager

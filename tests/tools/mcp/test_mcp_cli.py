@@ -59,6 +59,8 @@ def test_the_model_calls_mcp_tools_through_a_run(conversation: tuple[Finished, P
     done, _ = conversation
     assert done.returncode == 0, done.describe()
     assert "Traceback" not in done.stderr + done.stdout
+    assert "MCP server demo: add, lookup_order, slow, crash" in done.stdout  # in the server's order
+    assert "MCP server time: get_current_time" in done.stdout
     calls = [(e["name"], e["input"]) for e in done.entries("tool_call")]
     assert calls == [("lookup_order", {"order_id": "A7"}), ("get_current_time", {"timezone": "Asia/Tokyo"}),
                      ("slow", {"seconds": 30}), ("add", {"a": 20, "b": 22}), ("crash", {}),
