@@ -289,6 +289,10 @@ def _check_http_tool(check: _Check, index: int, tool: dict[str, Any], schema_ok:
     if spec is None or not isinstance(name, str) or not complete or not isinstance(timeout, int | float) \
             or not isinstance(max_bytes, int | float):
         return None
+    if spec.timeout_s is not None and spec.timeout_s > timeout:
+        check.add((*base, "timeout_s"), f"tools[{index}].http.timeout_s ({spec.timeout_s:g} s) is longer "
+                                        f"than the tool's timeout_s ({timeout:g} s), which ends the call "
+                                        f"first", "warning")
     function = http_function(spec, variables=variables, timeout_s=float(timeout))
     return ToolConfig(name=name, description=tool["description"],
                       input_schema=copy.deepcopy(tool["input_schema"]), handler=http_display(spec),

@@ -149,3 +149,15 @@ def test_load_agent_lists_http_errors(tmp_path: Path) -> None:
 """)
     with pytest.raises(ConfigError, match=r"scheme or host"):
         load_agent(path)
+
+
+def test_an_attempt_timeout_over_the_tools_is_a_warning(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+    timeout_s: 5
+    http: {url: "https://x.example/", timeout_s: 8}
+""")
+    agent, found = check_agent(path)
+    assert agent is not None
+    assert [p.format().removeprefix(f"{path}:") for p in found] == [
+        "14:39: warning: tools[0].http.timeout_s (8 s) is longer than the tool's timeout_s (5 s), which ends "
+        "the call first"]
