@@ -18,6 +18,7 @@ from runner.models import is_nova2
 from runner.telemetry import shutdown as telemetry_shutdown
 from runner.telemetry.prices import price_table
 from runner.tools.http import missing_env_refusal
+from runner.tools.mcp import McpStartError, env_refusal
 
 EPILOG = """\
 examples:
@@ -55,10 +56,10 @@ per figure, total tokens and cost). Prices: a built-in table, or AGENT_RUN_PRICE
 JSON, USD per 1,000 tokens per model id). OpenTelemetry traces and metrics (the `otel` extra) are
 exported over OTLP/HTTP only when OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_TRACES_EXPORTER=otlp) is set.
 
-A run refuses to start (exit 2) while an environment variable that an HTTP tool references
-(${env:NAME}) is unset; `agent-run check` warns about each.
+A run refuses to start (exit 2) while an environment variable that an HTTP tool or an MCP server
+references (${env:NAME}) is unset; `agent-run check` warns about each. It stops with exit 2 too when
+one of the agent's MCP servers cannot be started (`agent-run check --connect` tries them).
 """
-
 
 
 def add_parser(sub: Any) -> None:
@@ -116,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     _check_modes(args)
     agent = load_agent(args.agent, var_overrides(args))
     refusal = missing_env_refusal(agent)  # HTTP tools' ${env:NAME} secrets: refuse before anything starts
+    refusal = refusal or env_refusal(agent.mcp_servers, str(agent.path))  # and MCP servers'
     if refusal is not None:
         print(f"agent-run: error: {refusal}", file=sys.stderr)
         return 2
@@ -133,6 +135,9 @@ def run(args: argparse.Namespace) -> int:
     console = Console(quiet=args.quiet, verbose=args.verbose, debug=args.debug)
     try:
         return asyncio.run(run_agent(agent, options, console))
+    except McpStartError as exc:  # refused like a missing variable: nothing was said to the model yet
+        print(f"agent-run: error: {exc}", file=sys.stderr)
+        return 2
     finally:
         telemetry_shutdown()  # OpenTelemetry (when configured): export what is left, bounded
 

@@ -20,6 +20,9 @@ DEFAULT_TIMEOUT_S = 10.0
 # A tool result larger than this (UTF-8 bytes of its JSON) is refused: the model gets an error.
 DEFAULT_MAX_RESULT_BYTES = 64 * 1024
 DEFAULT_ROTATE_AFTER_S = 360.0
+# An MCP server must have started and listed its tools within this many seconds (a Python server
+# importing the SDK takes ~1 s on a quiet machine).
+DEFAULT_MCP_STARTUP_TIMEOUT_S = 20.0
 # An HTTP tool reads at most this much of a response body (runner/tools/http.py).
 DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
 
@@ -77,6 +80,31 @@ class ToolConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class McpServerConfig:
+    """One `mcp_servers:` entry: a stdio server (`command`) or a streamable HTTP one (`url`).
+
+    `env` and `headers` keep the values as written (`${env:NAME}` references unresolved): secrets
+    are read from the environment only when the server starts (runner.tools.mcp), so no config
+    value, error or rendering can hold them.
+    """
+
+    name: str
+    command: str | None = None
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()  # (variable, value template)
+    cwd: Path | None = None  # a stdio server runs in the agent's folder
+    url: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()  # (header, value template)
+    tools: tuple[str, ...] | None = None  # the allow list; None offers every tool
+    timeout_s: float = DEFAULT_TIMEOUT_S  # per call
+    startup_timeout_s: float = DEFAULT_MCP_STARTUP_TIMEOUT_S
+
+    @property
+    def transport(self) -> str:
+        return "stdio" if self.command is not None else "http"
+
+
+@dataclass(frozen=True, slots=True)
 class AgentConfig:
     path: Path
     name: str
@@ -93,3 +121,4 @@ class AgentConfig:
     tools: tuple[ToolConfig, ...]
     templates: EventTemplates
     session: SessionConfig
+    mcp_servers: tuple[McpServerConfig, ...] = ()
