@@ -18,6 +18,7 @@ from runner.console import Console
 from runner.telemetry import shutdown as telemetry_shutdown
 from runner.telemetry.prices import price_table
 from runner.tools.http import missing_env_refusal
+from runner.tools.mcp import McpStartError, env_refusal
 
 if TYPE_CHECKING:
     from runner.config.model import AgentConfig
@@ -108,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     if (clash := _name_clash(agents)) is not None:
         args.run_parser.error(clash)  # exit 2, like any mistake on the command line
     for agent in agents:  # HTTP tools' ${env:NAME} secrets: refuse before serving anyone
-        if (refusal := missing_env_refusal(agent)) is not None:
+        refusal = missing_env_refusal(agent) or env_refusal(agent.mcp_servers, str(agent.path))
+        if refusal is not None:
             print(f"agent-run: error: {refusal}", file=sys.stderr)
             return 2
     price_table()  # a bad AGENT_RUN_PRICES file is an error at start, not in every conversation
@@ -127,6 +129,9 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stream=sys.stderr)  # stdout may carry the transcripts
     try:
         return asyncio.run(_serve(ServeContext(agents, settings), console))
+    except McpStartError as exc:  # refused like a missing variable, before any caller was admitted
+        print(f"agent-run: error: {exc}", file=sys.stderr)
+        return 2
     finally:
         telemetry_shutdown()  # OpenTelemetry (when configured): export what is left, bounded
 
@@ -166,6 +171,11 @@ async def _serve(ctx: Any, console: Console) -> int:
     options = RunOptions(emulate=settings.emulate, scenario=settings.scenario)
     with contextlib.closing(sock):
         async with contextlib.AsyncExitStack() as stack:
+            from runner.tools.sources import open_tool_sources
+
+            for agent in list(ctx.agents.values()):  # MCP servers: one set per worker, shared by its calls
+                ctx.add_tools(await stack.enter_async_context(
+                    open_tool_sources(agent, warn=console.warning, info=console.info)))
             for agent in ctx.agents.values():  # one connector per way to the model (one emulator)
                 key = ctx.connector_key(agent)
                 if key not in ctx.connectors:

@@ -100,6 +100,12 @@ class ServeContext:
             raise UnknownAgent(name, self.agents)
         return agent
 
+    def add_tools(self, agent: AgentConfig) -> None:
+        """Replace a served agent by the same agent with its tool sources' tools (MCP) added."""
+        self.agents[agent.name] = agent
+        if self.agent.name == agent.name:
+            self.agent = agent
+
     def connector_key(self, agent: AgentConfig) -> object:
         """Agents with equal keys share a connector: one emulator serves all; else region + endpoint."""
         return None if self.settings.emulate else (agent.model.region, agent.model.endpoint)
