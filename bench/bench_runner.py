@@ -13,6 +13,8 @@ Runner  = the real Conversation (Session, barge-in policy, PlaybackQueue-based N
           blocks, invoke_tool, BedrockStream transport), 32 ms (1024 B) mic chunks.
 Baseline = bench/_baseline.py: one asyncio.Queue, 1024-frame blocking writes into a modelled
           PortAudio buffer of 2 x 1024 frames, queue cleared on barge-in, tools called inline.
+Baseline at 32 ms = the same with 512-frame mic chunks: as many audioInput events as the runner, to
+          show what the event rate alone costs (skip it with --no-same-rate; --quick skips it).
 
 Figures (see bench/README.md for exactly what each measures):
   a. CPU of this process (all threads: asyncio loop, SDK/awscrt, audio) per second of conversation.
