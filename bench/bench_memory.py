@@ -1,37 +1,48 @@
 """Memory: what one process retains per conversation, over N conversations one after another.
 
-Each conversation is the real engine (`run_agent`, agents/orders.yaml, barge-in policy, tools,
-transcript in memory, muted sink) through the real aws-sdk-bedrock-runtime client over TLS, with
-typed input (a `QueueTextInput`: one line, the answer, end of input) or with --wav a short WAV
-(samples/what_time_is_it.wav, heard by the emulator's speech recognition when installed)
-and a small idle exit. The scenario answers every line with a
-tool call (trackOrderTool) and "Done.", so a conversation takes about a second (text) or
-three (WAV).
+The default (--mode serve) is issue 10's case: one `agent-run serve agents/orders.yaml` worker
+serving conversations one after another. Three processes: `agent-run emulate` (its Whisper and
+espeak memory is its own; AGENT_RUN_EMULATOR_ASR=none as the tests set it), the worker (this
+script re-run as `--worker serve ...`: the real `agent-run serve` plus a probe answering SIGUSR1),
+and this one, the caller: a real WebSocket client of /ws that types the question (or with --wav
+speaks samples/what_time_is_it.wav in 20 ms frames in real time), waits for the tool result,
+"Done." and its audio, and hangs up; then waits until /ping says Healthy (the worker has ended the
+conversation) and probes. The probe runs in the worker between two of its loop's callbacks:
+gc.collect(), RSS (VmRSS; and after malloc_trim(0) with --trim), Python objects tracked by gc,
+how many SDK clients, CRT HTTP clients, event-loop groups, bootstraps, TLS contexts and host
+resolvers exist (one each for every conversation) and how many conversations, callers, transcripts
+and streams (none after their end), its Python and OS threads (by name), open fds and tasks.
 
-Where the emulator runs (--mode):
+The other modes run the engine in this process (`run_agent`, agents/orders.yaml, barge-in policy,
+tools, muted sink) through the real SDK over TLS, typed input (a `QueueTextInput` line) or --wav
+(heard by the emulator's Whisper when installed):
   per-run   `RunOptions(emulate=True)`: a fresh in-process emulator AND SDK client per
             conversation, exactly as `agent-run AGENT --emulate` does (runner + emulator together).
   shared    one in-process emulator for all conversations; each conversation still builds its
-            own SDK client (what `run_agent(emulate=False)` does), like a worker behind one model.
+            own SDK client (what `run_agent(emulate=False)` does).
   external  `agent-run emulate --quiet` in a child process: this process holds only the runner;
             the child's RSS is sampled too, so what the emulator retains is reported apart.
+The scenario answers every line with a tool call (trackOrderTool) and "Done.".
 
-After each conversation: gc.collect(), then RSS (/proc/self/status VmRSS), Python objects tracked
-by gc, threads and open fds (and the emulator child's RSS in external mode). "Retained per
-conversation" is the least-squares slope after --warmup conversations (allocator pools, caches and
-the first-use imports settle in the first few); RSS spikes for a conversation and falls back, so
-the "floor" growth (lowest RSS of the last 5 against the lowest of #2-#6) is what stays. --types
-prints the object types whose count grew most between the warm-up and the end; --tracemalloc also
-takes snapshots and prints the top growth grouped by traceback (tracemalloc's own tables inflate
-RSS, so RSS figures of such a run are not comparable). --json prints one JSON object (used by
-tests/serve_memory).
+Figures: "retained per conversation" is the least-squares slope of RSS after --warmup conversations
+(allocator pools, caches and first-use imports settle in the first few), also over the second half
+alone, and the Theil-Sen slope (the median of the slopes between every two conversations: a step
+or a spike moves few of them, a leak moves them all; tests/serve_memory bounds it). RSS spikes
+for a conversation and falls back, so the "floor" growth (lowest RSS of the last 5 against the
+lowest of #2-#6) is what stays. --types prints the object types whose count grew most between
+conversation max(warmup, N/10) and the last; --tracemalloc (serve: started in the idle worker)
+prints the top traced growth between the same two, by traceback (tracemalloc slows the worker and
+inflates RSS: compare RSS only between runs without it). --json prints one JSON object per mode
+(used by tests/serve_memory). --leak-kb K makes the worker keep K kB per conversation on purpose,
+to see a leak in the figures.
 
-    .venv/bin/python bench/bench_memory.py [--quick] [-n 200] [--mode per-run|shared|external|all]
-        [--wav] [--types] [--tracemalloc] [--glibc-arenas]
+    PYTHONPATH=$PWD .venv/bin/python bench/bench_memory.py [--quick] [-n 500]
+        [--mode serve|per-run|shared|external|all] [--wav] [--types] [--tracemalloc] [--trim]
+        [--glibc-arenas] [--progress] [--json]
 
-Like a server, the bench caps glibc's malloc arenas first (runner.allocator); --glibc-arenas
-measures glibc's defaults instead (RSS then grows in steps while threads take turns at large
-buffers: see runner/allocator.py).
+Like a server, the bench caps glibc's malloc arenas first (runner.allocator; `agent-run serve`
+does it itself); --glibc-arenas measures glibc's defaults instead (RSS then grows in steps while
+threads take turns at large buffers: see runner/allocator.py).
 """
 
 from __future__ import annotations
@@ -246,7 +257,8 @@ def summarize(result: dict[str, Any]) -> None:
     """The per-conversation figures of `result["rows"]`, added to `result`."""
     rows, warmup = result["rows"], result["warmup"]
     after, second_half = rows[warmup:], rows[len(rows) // 2:]
-    for key in ("rss_mb", "rss_trimmed_mb", "objects", "emulator_rss_mb", "traced_mb"):
+    for key in ("rss_mb", "rss_trimmed_mb", "objects", "emulator_rss_mb", "traced_mb", "crt_native_kb",
+                "pymalloc_arenas", "pymalloc_used_mb"):
         if after and key in after[0]:
             result[f"{key}_per_conversation"] = slope([r[key] for r in after])
             result[f"{key}_per_conversation_second_half"] = slope([r[key] for r in second_half])
@@ -309,11 +321,38 @@ def probe(request: dict[str, Any]) -> dict[str, Any]:
     row["fds"] = open_fds()
     with contextlib.suppress(RuntimeError):  # no loop running (yet)
         row["tasks"] = len(asyncio.all_tasks(asyncio.get_running_loop()))
+    row.update(pymalloc())
+    if os.environ.get("AWS_CRT_MEMORY_TRACING", "0") != "0":  # --crt-memory: what awscrt holds natively
+        from awscrt._test import native_memory_usage
+
+        row["crt_native_kb"] = native_memory_usage() / 1024
+    if request.get("start_tracing"):  # from the idle worker on: tracing its imports takes minutes
+        tracemalloc.start(6)
     if tracemalloc.is_tracing():
         row["traced_mb"] = tracemalloc.get_traced_memory()[0] / 1e6
         if request.get("snapshot"):
             tracemalloc.take_snapshot().dump(request["snapshot"])
     return row
+
+
+def pymalloc() -> dict[str, float]:
+    """Python's small-object allocator: its arenas (1 MiB each) and the bytes in used blocks.
+
+    sys._debugmallocstats() writes to the C stderr, so fd 2 goes to a file for the call."""
+    with tempfile.TemporaryFile("w+") as out:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(out.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        stats = {line.split("=")[0].strip("# ").strip(): line.split("=")[1].strip().replace(",", "")
+                 for line in out if line.startswith("# ") and "=" in line}
+    return {"pymalloc_arenas": int(stats.get("arenas allocated current", 0)),
+            "pymalloc_used_mb": int(stats.get("bytes in allocated blocks", 0)) / 2**20}
 
 
 def thread_names() -> list[str]:
@@ -377,8 +416,8 @@ def http_get(url: str) -> str:
 
 
 @contextlib.contextmanager
-def serve_worker(scenario: Path, tmp: Path, *, traced: bool,
-                 arenas: bool) -> Iterator[tuple[ServeWorker, int]]:
+def serve_worker(scenario: Path, tmp: Path, *, arenas: bool,
+                 crt_memory: bool = False) -> Iterator[tuple[ServeWorker, int]]:
     """`agent-run emulate` and an `agent-run serve agents/orders.yaml` worker (this script, --worker)."""
     sys.path.insert(0, str(ROOT))
     from tests.e2e.e2e_helpers import base_env  # AGENT_RUN_EMULATOR_ASR=none, nothing AWS
@@ -391,8 +430,8 @@ def serve_worker(scenario: Path, tmp: Path, *, traced: bool,
             s.bind(("127.0.0.1", 0))
             port = int(s.getsockname()[1])
         worker_env = {**env, **emulator_env, PROBE_DIR_ENV: str(tmp)}
-        if traced:
-            worker_env["PYTHONTRACEMALLOC"] = "25"
+        if crt_memory:  # awscrt counts its native allocations (read before awscrt is imported)
+            worker_env["AWS_CRT_MEMORY_TRACING"] = "1"
         if not arenas:  # glibc's default (8 per core); `agent-run serve` leaves an operator's setting
             worker_env["MALLOC_ARENA_MAX"] = str(8 * (os.cpu_count() or 1))
         with (tmp / "serve.err").open("w") as err:
@@ -471,15 +510,16 @@ async def speak(ws: Any, rate: int) -> None:
 
 
 async def measure_serve(n: int, *, wav: bool, warmup: int, types: bool, traced: bool, trim: bool,
-                        arenas: bool, scenario: Path, progress: bool, leak_kb: int = 0) -> dict[str, Any]:
+                        arenas: bool, scenario: Path, progress: bool, leak_kb: int = 0,
+                        crt_memory: bool = False) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     base_at = max(warmup, n // 10) - 1  # type counts and tracemalloc: from here to the end
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench_memory.") as tmp_name, \
-            serve_worker(scenario, Path(tmp_name), traced=traced, arenas=arenas) as (server, emulator_pid):
-        tmp = Path(tmp_name)
+            serve_worker(scenario, Path(tmp_name), arenas=arenas, crt_memory=crt_memory) as (server, emu):
+        emulator_pid, tmp = emu, Path(tmp_name)
         url = f"ws://127.0.0.1:{server.port}/ws"
-        first = await server.probe(trim=trim)
+        first = await server.probe(trim=trim, start_tracing=traced)
         base_types: dict[str, int] | None = None
         for i in range(n):
             t0 = time.monotonic()
@@ -498,6 +538,8 @@ async def measure_serve(n: int, *, wav: bool, warmup: int, types: bool, traced: 
             if progress:
                 print(f"  serve #{i}: {seconds:.2f} s, RSS {row['rss_mb']:.1f} MB"
                       + (f" ({row['rss_trimmed_mb']:.1f} trimmed)" if trim else "")
+                      + (f", awscrt {row['crt_native_kb']:.0f} kB" if "crt_native_kb" in row else "")
+                      + f", pymalloc {row['pymalloc_arenas']} arenas {row['pymalloc_used_mb']:.2f} MB used"
                       + f", {row['objects']} objects, {row['os_threads']} threads",
                       file=sys.stderr, flush=True)
         result: dict[str, Any] = {"mode": "serve", "input": "wav" if wav else "text", "conversations": n,
@@ -554,6 +596,13 @@ def report(result: dict[str, Any]) -> None:
         print(f"  emulator process: {rows[0]['emulator_rss_mb']:.1f} -> "
               f"{rows[-1]['emulator_rss_mb']:.1f} MB, "
               f"{result['emulator_rss_mb_per_conversation'] * 1e3:.1f} kB per conversation")
+    if "pymalloc_arenas" in rows[-1]:
+        print(f"  pymalloc: arenas {rows[0]['pymalloc_arenas']} -> {rows[-1]['pymalloc_arenas']}"
+              f", used blocks {rows[0]['pymalloc_used_mb']:.2f} -> {rows[-1]['pymalloc_used_mb']:.2f} MB "
+              f"({result['pymalloc_used_mb_per_conversation'] * 1e3:.2f} kB per conversation)")
+    if "crt_native_kb_per_conversation" in result:
+        print(f"  awscrt native: {rows[0]['crt_native_kb']:.0f} -> {rows[-1]['crt_native_kb']:.0f} kB, "
+              f"{result['crt_native_kb_per_conversation']:.2f} kB per conversation")
     if "traced_mb_per_conversation" in result:
         print(f"  tracemalloc traced: {result['traced_mb_per_conversation'] * 1e3:.1f} kB per conversation")
     if "types_grown" in result or "traced_growth" in result:
@@ -575,13 +624,16 @@ def main() -> None:
     if sys.argv[1:2] == ["--worker"]:  # the serve mode's worker process (serve_worker)
         sys.exit(worker(sys.argv[2:]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", "--conversations", type=int, default=200)
+    parser.add_argument("-n", "--conversations", type=int, default=500)
     parser.add_argument("--quick", action="store_true", help="40 conversations")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--mode", choices=(*MODES, "all"), default="serve")
     parser.add_argument("--leak-kb", type=int, default=0, metavar="KB",
                         help="serve mode: the worker keeps KB more after each conversation (a leak on "
                              "purpose, to see that the figures and tests/serve_memory catch one)")
+    parser.add_argument("--crt-memory", action="store_true",
+                        help="serve mode: the worker's awscrt counts its native allocations "
+                             "(AWS_CRT_MEMORY_TRACING=1), reported per conversation")
     parser.add_argument("--trim", action="store_true",
                         help="serve mode: also RSS after malloc_trim(0) in the worker at each probe")
     parser.add_argument("--wav", action="store_true", help="a short WAV instead of typed input")
@@ -608,7 +660,7 @@ def main() -> None:
                 result = asyncio.run(measure_serve(
                     n, wav=args.wav, warmup=args.warmup, types=args.types, traced=args.tracemalloc,
                     trim=args.trim, arenas=not args.glibc_arenas, scenario=scenario, progress=args.progress,
-                    leak_kb=args.leak_kb))
+                    leak_kb=args.leak_kb, crt_memory=args.crt_memory))
             else:
                 result = asyncio.run(measure(mode, n, wav=args.wav, warmup=args.warmup, types=args.types,
                                              traced=args.tracemalloc, scenario=scenario,
