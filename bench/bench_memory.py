@@ -7,7 +7,7 @@ script re-run as `--worker serve ...`: the real `agent-run serve` plus a probe a
 and this one, the caller: a real WebSocket client of /ws that types the question (or with --wav
 speaks samples/what_time_is_it.wav in 20 ms frames in real time), waits for the tool result,
 "Done." and its audio, and hangs up; then waits until /ping says Healthy (the worker has ended the
-conversation) and probes. The probe runs in the worker between two of its loop's callbacks:
+conversation) and probes. The probe runs in the idle worker (a Python signal handler on its main thread):
 gc.collect(), RSS (VmRSS; and after malloc_trim(0) with --trim), Python objects tracked by gc,
 how many SDK clients, CRT HTTP clients, event-loop groups, bootstraps, TLS contexts and host
 resolvers exist (one each for every conversation) and how many conversations, callers, transcripts
@@ -293,7 +293,7 @@ def malloc_trim() -> bool:
 
 
 def probe(request: dict[str, Any]) -> dict[str, Any]:
-    """What this process (the worker) holds now: run on SIGUSR1, between two of the loop's callbacks.
+    """What this process (the worker) holds now: run on SIGUSR1 (main thread, worker idle).
 
     RSS is read first (after gc, and again after malloc_trim when asked), before counting objects
     allocates anything.

@@ -8,12 +8,14 @@ RSS after gc, Python objects tracked by gc, a few object types by count (SDK cli
 loop groups and TLS contexts, conversations), its OS threads and open fds.
 
 Figures this bound is set from (2026-11-30, 2 shared cores, load average up to 9): over 500
-conversations RSS went 92.5 -> 93.0 MB, least-squares 0.36 kB per conversation after the warm-up
-and 0.15 kB over the second half; the Theil-Sen slope of any 60-conversation window was 0-1.7 kB,
-the widest swing inside one 0.11 MB. Python objects: -0.01 per conversation. A leak of 1 MB per
-conversation (`--leak-kb 1024`, the size issue 10 reported) gives ~1000 kB. So MAX_KB_PER_CONVERSATION
-is 100 kB: 10x below the leak, 50x above what was measured, and a single 5 MB step (an allocator
-mapping a buffer for good) in the window moves a median of pairwise slopes by far less than that.
+conversations RSS went 93.8 MB (#10) -> 93.9 MB (#500), least-squares 0.14 kB per conversation
+after the warm-up, Theil-Sen 0.09 kB; in an earlier run the Theil-Sen slope of any 60-conversation
+window was 0-1.7 kB, the widest swing inside one 0.11 MB. Python objects: 0.05 per conversation.
+A leak of 1 MB per conversation (`--leak-kb 1024`, the size issue 10 reported) measures 1012 kB.
+So MAX_KB_PER_CONVERSATION is 100 kB: 10x below that leak, 50x above what was measured, and a
+single 5 MB step (an allocator mapping a buffer for good) in the window moves a median of pairwise
+slopes by far less than that. Typed input keeps the test short; spoken input (`--wav`, 1.5 s of
+real time each) is the bench's, and test_no_compression guards what made it grow.
 """
 
 from __future__ import annotations
