@@ -496,6 +496,24 @@ async def ws_conversation(url: str, *, wav: bool) -> None:
                 speaker.cancel()
 
 
+async def twilio_call(url: str) -> None:
+    """One simulated Twilio Media Streams call (tests/twilio/twilio_caller.py): the WAV as 8 kHz
+    μ-law in real time, the answer's media frames played out (marks answered), then `stop`."""
+    from tests.twilio.twilio_caller import TwilioCaller, wav_as_ulaw
+
+    async with asyncio.timeout(CONVERSATION_TIMEOUT_S), TwilioCaller(url) as call:
+        speaker = asyncio.create_task(call.speak(wav_as_ulaw(WAV), then_silence_s=CONVERSATION_TIMEOUT_S))
+        try:
+            answered = await call.wait_for(
+                lambda heard: heard.media_frames >= 10 and heard.played_frames >= heard.media_frames,
+                CONVERSATION_TIMEOUT_S)
+            if not answered or call.heard.bad:
+                raise RuntimeError(f"the phone call went wrong: {call.heard}")
+        finally:
+            speaker.cancel()
+        await call.hang_up()
+
+
 async def speak(ws: Any, rate: int) -> None:
     """The WAV in 20 ms frames in real time, then silence (a microphone never stops)."""
     import wave
@@ -511,7 +529,7 @@ async def speak(ws: Any, rate: int) -> None:
 
 async def measure_serve(n: int, *, wav: bool, warmup: int, types: bool, traced: bool, trim: bool,
                         arenas: bool, scenario: Path, progress: bool, leak_kb: int = 0,
-                        crt_memory: bool = False) -> dict[str, Any]:
+                        crt_memory: bool = False, twilio: bool = False) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     base_at = max(warmup, n // 10) - 1  # type counts and tracemalloc: from here to the end
     started = time.monotonic()
@@ -523,7 +541,10 @@ async def measure_serve(n: int, *, wav: bool, warmup: int, types: bool, traced: 
         base_types: dict[str, int] | None = None
         for i in range(n):
             t0 = time.monotonic()
-            await ws_conversation(url, wav=wav)
+            if twilio:
+                await twilio_call(f"ws://127.0.0.1:{server.port}/twilio/stream")
+            else:
+                await ws_conversation(url, wav=wav)
             await server.idle()
             seconds = time.monotonic() - t0
             at_base, at_end = i == base_at, i == n - 1
@@ -542,7 +563,8 @@ async def measure_serve(n: int, *, wav: bool, warmup: int, types: bool, traced: 
                       + f", pymalloc {row['pymalloc_arenas']} arenas {row['pymalloc_used_mb']:.2f} MB used"
                       + f", {row['objects']} objects, {row['os_threads']} threads",
                       file=sys.stderr, flush=True)
-        result: dict[str, Any] = {"mode": "serve", "input": "wav" if wav else "text", "conversations": n,
+        kind = "Twilio call" if twilio else "wav" if wav else "text"
+        result: dict[str, Any] = {"mode": "serve", "input": kind, "conversations": n,
                                   "warmup": warmup, "wall_s": time.monotonic() - started, "rows": rows,
                                   "idle": first, "base_at": base_at}
         if base_types is not None and grown_types is not None:
@@ -634,6 +656,9 @@ def main() -> None:
     parser.add_argument("--crt-memory", action="store_true",
                         help="serve mode: the worker's awscrt counts its native allocations "
                              "(AWS_CRT_MEMORY_TRACING=1), reported per conversation")
+    parser.add_argument("--twilio", action="store_true",
+                        help="serve mode: phone calls on /twilio/stream (Media Streams, the WAV as 8 kHz "
+                             "μ-law) instead of browser callers on /ws")
     parser.add_argument("--trim", action="store_true",
                         help="serve mode: also RSS after malloc_trim(0) in the worker at each probe")
     parser.add_argument("--wav", action="store_true", help="a short WAV instead of typed input")
@@ -660,7 +685,7 @@ def main() -> None:
                 result = asyncio.run(measure_serve(
                     n, wav=args.wav, warmup=args.warmup, types=args.types, traced=args.tracemalloc,
                     trim=args.trim, arenas=not args.glibc_arenas, scenario=scenario, progress=args.progress,
-                    leak_kb=args.leak_kb, crt_memory=args.crt_memory))
+                    leak_kb=args.leak_kb, crt_memory=args.crt_memory, twilio=args.twilio))
             else:
                 result = asyncio.run(measure(mode, n, wav=args.wav, warmup=args.warmup, types=args.types,
                                              traced=args.tracemalloc, scenario=scenario,
