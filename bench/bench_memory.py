@@ -6,7 +6,9 @@ espeak memory is its own; AGENT_RUN_EMULATOR_ASR=none as the tests set it), the 
 script re-run as `--worker serve ...`: the real `agent-run serve` plus a probe answering SIGUSR1),
 and this one, the caller: a real WebSocket client of /ws that types the question (or with --wav
 speaks samples/what_time_is_it.wav in 20 ms frames in real time), waits for the tool result,
-"Done." and its audio, and hangs up; then waits until /ping says Healthy (the worker has ended the
+"Done." and its audio, and hangs up (--twilio: a simulated Twilio Media Streams call on
+/twilio/stream instead, tests/twilio's caller: the WAV as 8 kHz μ-law, the answer played out with
+its marks answered, then `stop`); then waits until /ping says Healthy (the worker has ended the
 conversation) and probes. The probe runs in the idle worker (a Python signal handler on its main thread):
 gc.collect(), RSS (VmRSS; and after malloc_trim(0) with --trim), Python objects tracked by gc,
 how many SDK clients, CRT HTTP clients, event-loop groups, bootstraps, TLS contexts and host
@@ -37,8 +39,8 @@ inflates RSS: compare RSS only between runs without it). --json prints one JSON 
 to see a leak in the figures.
 
     PYTHONPATH=$PWD .venv/bin/python bench/bench_memory.py [--quick] [-n 500]
-        [--mode serve|per-run|shared|external|all] [--wav] [--types] [--tracemalloc] [--trim]
-        [--glibc-arenas] [--progress] [--json]
+        [--mode serve|per-run|shared|external|all] [--wav | --twilio] [--types] [--tracemalloc]
+        [--trim] [--crt-memory] [--leak-kb K] [--glibc-arenas] [--progress] [--json]
 
 Like a server, the bench caps glibc's malloc arenas first (runner.allocator; `agent-run serve`
 does it itself); --glibc-arenas measures glibc's defaults instead (RSS then grows in steps while
