@@ -441,7 +441,9 @@ class _Connection(asyncio.Protocol):
         )
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(_CONNECTION_WINDOW - 65535)
-        self.flush()
+        # At once: awscrt opens its first stream with the window our SETTINGS announce if they
+        # arrive first, and does not widen a stream it opened before (it stalls at 64 KiB).
+        self.flush_now()
         logger.info("TLS connection from %s, ALPN h2", transport.get_extra_info("peername"))
 
     def _quickack(self) -> None:
