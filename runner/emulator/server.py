@@ -274,7 +274,7 @@ class _Stream:
                     self._gone()
                     return False
                 offset += size
-                self._conn.flush(size)
+                self._conn.flush_soon(size)
                 # Most writes fit the transport's buffer: no wait (and no timeout set up) then.
                 if not self._conn.is_writable and not await self._bounded_wait(self._conn.writable()):
                     return False
@@ -441,9 +441,7 @@ class _Connection(asyncio.Protocol):
         )
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(_CONNECTION_WINDOW - 65535)
-        # At once: awscrt opens its first stream with the window our SETTINGS announce if they
-        # arrive first, and does not widen a stream it opened before (it stalls at 64 KiB).
-        self.flush_now()
+        self.flush()
         logger.info("TLS connection from %s, ALPN h2", transport.get_extra_info("peername"))
 
     def _quickack(self) -> None:
@@ -474,24 +472,30 @@ class _Connection(asyncio.Protocol):
     def is_writable(self) -> bool:
         return self._writable.is_set()
 
-    def flush(self, queued: int = 0) -> None:
-        """Hand what h2 has queued to the transport at the end of this loop iteration, so the
-        frames of every event, acknowledgement and stream made meanwhile go out in one TLS write
-        (one send) instead of one each; at once when `queued` (bytes of DATA just queued) brings
-        the backlog to _FLUSH_NOW_BYTES, so a burst still meets the transport's back-pressure."""
-        self._unflushed += queued
-        if self._unflushed >= _FLUSH_NOW_BYTES:
-            self.flush_now()
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush_now)
-
-    def flush_now(self) -> None:
+    def flush(self) -> None:
+        """Hand what h2 has queued to the transport now."""
         self._flush_scheduled = False
         self._unflushed = 0
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+
+    def flush_soon(self, queued: int) -> None:
+        """Flush at the end of this loop iteration, so that the output events every stream sends
+        meanwhile go out in one TLS write (one send) instead of one each; at once when `queued`
+        (bytes of DATA just queued) brings the backlog to _FLUSH_NOW_BYTES, so a burst still meets
+        the transport's back-pressure. Only event data waits: control frames (SETTINGS, their
+        ACK, WINDOW_UPDATE, HEADERS) keep flush()'s timing, which awscrt's flow control relies on."""
+        self._unflushed += queued
+        if self._unflushed >= _FLUSH_NOW_BYTES:
+            self.flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        if self._flush_scheduled:
+            self.flush()
 
     def forget(self, stream_id: int) -> None:
         if self.streams.pop(stream_id, None) is not None:
@@ -502,7 +506,7 @@ class _Connection(asyncio.Protocol):
             return
         with contextlib.suppress(h2.exceptions.ProtocolError):
             self.h2.close_connection()
-        self.flush_now()  # the transport sends what it holds before it closes, not what h2 holds
+        self.flush()
         self.transport.close()
 
     def data_received(self, data: bytes) -> None:
@@ -516,7 +520,7 @@ class _Connection(asyncio.Protocol):
             if isinstance(exc, UnicodeDecodeError):
                 with contextlib.suppress(h2.exceptions.ProtocolError):
                     self.h2.close_connection(h2.errors.ErrorCodes.PROTOCOL_ERROR)
-            self.flush_now()
+            self.flush()
             if self.transport is not None:
                 self.transport.close()
             return
@@ -555,7 +559,7 @@ class _Connection(asyncio.Protocol):
                 # After GOAWAY h2 refuses every send on this connection: its streams are over.
                 for stream in list(self.streams.values()):
                     stream._gone()
-                self.flush_now()
+                self.flush()
                 if self.transport is not None:
                     self.transport.close()
             case _:
