@@ -364,11 +364,11 @@ def compare(args: argparse.Namespace, forwarded: list[str]) -> None:
                 f"{key} {runs[label][-1][key]:.2f}" for key, _ in COMPARED), flush=True)
     print(f"\nA = {trees['A']}\nB = {trees['B']}\nmedian of {args.rounds} alternating rounds"
           " (min-max):")
-    print(f"  {'figure':<50} {'A':>24} {'B':>24} {'B/A':>6}")
+    print(f"  {'figure':<50} {'A':>38} {'B':>38} {'B/A':>6}")
     for key, title in COMPARED:
         a, b = ([run[key] for run in runs[label]] for label in ("A", "B"))
         ratio = statistics.median(b) / statistics.median(a)
-        print(f"  {title:<50} {spread(a, digits=2):>24} {spread(b, digits=2):>24} x{ratio:.2f}")
+        print(f"  {title:<50} {spread(a, digits=2):>38} {spread(b, digits=2):>38} x{ratio:.2f}")
 
 
 def main() -> None:
