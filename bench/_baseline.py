@@ -81,8 +81,10 @@ class SampleStyleClient:
 
     def __init__(self, client: Any, model_id: str, *, system_prompt: str, voice: str,
                  tools: Mapping[str, tuple[Callable[..., Any], Mapping[str, Any], str]],
-                 out_rate: int, device: BlockingDevice) -> None:
+                 out_rate: int, device: BlockingDevice, mic_chunk_frames: int = CHUNK_SIZE) -> None:
         self.client = client
+        # bench: the sample's CHUNK_SIZE, or 512 (32 ms, the runner's) to compare at the same event rate
+        self.mic_chunk_frames = mic_chunk_frames
         self.model_id = model_id
         self.system_prompt = system_prompt
         self.voice = voice
@@ -144,8 +146,8 @@ class SampleStyleClient:
 
     async def capture_audio(self, mic_pcm: bytes, seconds: float) -> None:
         """The microphone: 1024-frame chunks in real time (the device paces the samples' read())."""
-        step = CHUNK_SIZE * 2
-        period = CHUNK_SIZE / 16000
+        step = self.mic_chunk_frames * 2
+        period = self.mic_chunk_frames / 16000
         start = time.monotonic()
         for i in range(int(seconds / period)):
             delay = start + i * period - time.monotonic()
@@ -189,6 +191,8 @@ class SampleStyleClient:
                 self.record.signals.append(now)
 
     async def process_tool_use(self, tool: dict[str, Any]) -> None:
+        if not self.is_active:  # bench: the run is ending; its input stream is being closed
+            return
         tool_use_id = tool["toolUseId"]
         fn, _, _ = self.tools[tool["toolName"]]
         content = json.loads(tool["content"] or "{}")
@@ -197,6 +201,8 @@ class SampleStyleClient:
         if asyncio.iscoroutine(result):
             result = await result
         self.record.tool_returned[tool_use_id] = time.monotonic()  # bench
+        if not self.is_active:  # bench: the run ended while the tool ran
+            return
         p, name = self.prompt_name, f"tool-{tool_use_id}"
         await self.send_raw_event(self._ev(
             "contentStart", promptName=p, contentName=name, interactive=False, type="TOOL", role="TOOL",

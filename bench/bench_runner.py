@@ -13,6 +13,8 @@ Runner  = the real Conversation (Session, barge-in policy, PlaybackQueue-based N
           blocks, invoke_tool, BedrockStream transport), 32 ms (1024 B) mic chunks.
 Baseline = bench/_baseline.py: one asyncio.Queue, 1024-frame blocking writes into a modelled
           PortAudio buffer of 2 x 1024 frames, queue cleared on barge-in, tools called inline.
+Baseline at 32 ms = the same with 512-frame mic chunks: as many audioInput events as the runner, to
+          show what the event rate alone costs (skip it with --no-same-rate; --quick skips it).
 
 Figures (see bench/README.md for exactly what each measures):
   a. CPU of this process (all threads: asyncio loop, SDK/awscrt, audio) per second of conversation.
@@ -21,7 +23,7 @@ Figures (see bench/README.md for exactly what each measures):
   d. toolUse decoded -> handler starts; handler returns -> toolResult handed to the transport;
      plus a micro-benchmark of invoke_tool (sync in a thread, async) against a direct call.
 
-    .venv/bin/python bench/bench_runner.py [--quick] [--reps 2] [--cycles 2]
+    .venv/bin/python bench/bench_runner.py [--quick] [--reps 2] [--cycles 2] [--no-same-rate]
 """
 
 from __future__ import annotations
@@ -293,13 +295,14 @@ async def run_runner(wav: Path, seconds: float) -> RunResult:
                      len(marks.signals), tool_in, tool_out)
 
 
-async def run_baseline(pcm: bytes, seconds: float) -> RunResult:
+async def run_baseline(pcm: bytes, seconds: float, mic_chunk_frames: int = 1024) -> RunResult:
     agent = load_agent(ROOT / "agents" / "orders.yaml")
     tools = {t.name: (t.function, dict(t.input_schema), t.description) for t in agent.tools}
     client = await sdk_client()
     device = BlockingDevice(OUT_RATE)
     baseline = SampleStyleClient(client, agent.model.id, system_prompt=agent.system_prompt,
-                                 voice=agent.voice, tools=tools, out_rate=OUT_RATE, device=device)
+                                 voice=agent.voice, tools=tools, out_rate=OUT_RATE, device=device,
+                                 mic_chunk_frames=mic_chunk_frames)
     cpu0, t0 = time.process_time(), time.monotonic()
     async with asyncio.timeout(seconds + 30):
         await baseline.run(pcm, seconds)
@@ -361,6 +364,7 @@ async def main_async(args: argparse.Namespace) -> None:
           f" {cycle_seconds():.1f} s = {seconds:.0f} s of conversation; {args.reps} run(s) per client\n")
     runner_results: list[RunResult] = []
     baseline_results: list[RunResult] = []
+    same_rate_results: list[RunResult] = []
     with tempfile.TemporaryDirectory() as tmp:
         scenario = Path(tmp) / "bench.scenario.yaml"
         scenario.write_text(scenario_yaml(4 * args.cycles + 4))
@@ -371,9 +375,13 @@ async def main_async(args: argparse.Namespace) -> None:
             w.setsampwidth(2)
             w.setframerate(16000)
             w.writeframes(pcm)
-        for _ in range(args.reps):  # interleaved, so a busy moment of the machine hits both alike
-            for results, run in ((runner_results, lambda: run_runner(wav, seconds)),
-                                 (baseline_results, lambda: run_baseline(pcm, seconds))):
+        clients: list[tuple[list[RunResult], Callable[[], Any]]] = [
+            (runner_results, lambda: run_runner(wav, seconds)),
+            (baseline_results, lambda: run_baseline(pcm, seconds))]
+        if args.same_rate:
+            clients.append((same_rate_results, lambda: run_baseline(pcm, seconds, mic_chunk_frames=512)))
+        for _ in range(args.reps):  # interleaved, so a busy moment of the machine hits all alike
+            for results, run in clients:
                 async with emulator_process(scenario) as env:
                     os.environ.update(env)
                     results.append(await run())
@@ -391,6 +399,11 @@ async def main_async(args: argparse.Namespace) -> None:
     print(f"   baseline: {spread([x.cpu_per_s for x in b], 100, ' %', 2)}")
     ratio = statistics.median(x.cpu_per_s for x in r) / statistics.median(x.cpu_per_s for x in b)
     print(f"   runner / baseline: x{ratio:.2f}")
+    if same_rate_results:
+        same = statistics.median(x.cpu_per_s for x in same_rate_results)
+        print(f"   baseline, 32 ms mic chunks (the runner's event rate): "
+              f"{spread([x.cpu_per_s for x in same_rate_results], 100, ' %', 2)}"
+              f"; runner / it: x{statistics.median(x.cpu_per_s for x in r) / same:.2f}")
     print("\nb. audioOutput decoded -> first sample starts playing (chunks arriving at an idle sink):")
     print(f"   runner  : {dist(collect(r, 'first_play'))}")
     print(f"   baseline: {dist(collect(b, 'first_play'))}")
@@ -420,9 +433,12 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=2, help="runs per client")
     parser.add_argument("--cycles", type=int, default=2, help="question/interruption cycles per run")
     parser.add_argument("--tool-calls", type=int, default=1000)
+    parser.add_argument("--no-same-rate", dest="same_rate", action="store_false",
+                        help="skip the third client: the baseline with 32 ms mic chunks, as many "
+                        "audioInput events as the runner")
     args = parser.parse_args()
     if args.quick:
-        args.reps, args.cycles, args.tool_calls = 1, 1, 300
+        args.reps, args.cycles, args.tool_calls, args.same_rate = 1, 1, 300, False
     asyncio.run(main_async(args))
 
 

@@ -4,8 +4,10 @@ Normal mode prints one line per thing that happened (user and assistant final te
 with arguments, results and durations, interruptions, stream changes) and, on a terminal, a
 status line saying who is speaking. `quiet` prints only problems; `verbose` adds the runner's
 own events: every event sent and received except audio, which is summed up (one line per answer's
-audio, one per few seconds of microphone audio sent). `debug` adds a line per audio chunk (byte
-counts, never base64); the SDK's and the emulator's internal logs go to stderr (run.py).
+audio, one per few seconds of microphone audio sent), and a line per turn with its latency figures,
+tokens and estimated cost. Unless quiet, a run ends with a summary of its turns (p50/p95).
+`debug` adds a line per audio chunk (byte counts, never base64); the SDK's and the emulator's
+internal logs go to stderr (run.py).
 
 If stdout goes away (`agent-run ... | head -2`, a closed terminal), the console falls silent and
 the run goes on: the conversation, its transcript and its WAV output matter more than its log.
@@ -105,6 +107,16 @@ class Console:
 
     def interrupted(self) -> None:
         self.info("  [assistant interrupted]")
+
+    def turn(self, line: str) -> None:
+        """One turn's latency, tokens and cost (runner.telemetry.meter), with -v."""
+        if self.verbose:
+            self._emit(f"  [{line}]")
+
+    def turn_summary(self, lines: list[str]) -> None:
+        """The end-of-run summary of the turns (p50/p95 per figure, tokens and cost)."""
+        for line in lines:
+            self.info(line)
 
     def raw(self, direction: str, summary: str, *, chunk: bool = False) -> None:
         """One protocol event (`chunk`: one audio chunk, shown only with `debug`)."""

@@ -36,6 +36,7 @@ from runner.protocol.setup import HistoryMessage
 from runner.protocol.templates import BUILTIN_PREFIX, TEMPLATE_EVENTS
 from runner.signals import STOP_SIGNALS, exit_code
 from runner.stdin_text import StdinTextInput
+from runner.tools.sources import open_tool_sources
 from runner.transcript import Transcript
 from runner.transports.base import Connector
 from runner.transports.recording import Recording, RecordingConnector
@@ -92,6 +93,9 @@ async def run_agent(agent: AgentConfig, options: RunOptions, console: Console,
     async with contextlib.AsyncExitStack() as stack:
         recording = stack.enter_context(_recording(agent, options)) if options.record else None
         connector = await stack.enter_async_context(connect(agent, options, console, observer))
+        # The agent's MCP servers started, their tools added to the agent (runner.tools.sources).
+        agent = await stack.enter_async_context(open_tool_sources(agent, warn=console.warning,
+                                                                  info=console.info))
         if recording is not None:
             connector = RecordingConnector(connector, recording)
         source = await stack.enter_async_context(_source(agent, options))

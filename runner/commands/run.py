@@ -15,7 +15,10 @@ from runner.config.overrides import add_var_option, var_overrides
 from runner.console import Console
 from runner.engine import RunOptions, run_agent, text_mode_refusal
 from runner.models import is_nova2
+from runner.telemetry import shutdown as telemetry_shutdown
+from runner.telemetry.prices import price_table
 from runner.tools.http import missing_env_refusal
+from runner.tools.mcp import McpStartError, env_refusal
 
 EPILOG = """\
 examples:
@@ -46,10 +49,17 @@ exit status 130, 143 and 129. An output that cannot be written (a full disk) sto
 error and exit 1, the WAV kept valid; if stdout is closed, the run goes on without printing.
 --output, --transcript and --input must name different files.
 
-A run refuses to start (exit 2) while an environment variable that an HTTP tool references
-(${env:NAME}) is unset; `agent-run check` warns about each.
-"""
+Latency, cost and tracing: each turn is measured (end of speech -> first assistant audio and ->
+first sample played, tool time, stream set-up, tokens and their estimated cost) into the
+transcript's `turn` entries and, with -v, a line per turn; the run ends with a summary (p50/p95
+per figure, total tokens and cost). Prices: a built-in table, or AGENT_RUN_PRICES=FILE (YAML or
+JSON, USD per 1,000 tokens per model id). OpenTelemetry traces and metrics (the `otel` extra) are
+exported over OTLP/HTTP only when OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_TRACES_EXPORTER=otlp) is set.
 
+A run refuses to start (exit 2) while an environment variable that an HTTP tool or an MCP server
+references (${env:NAME}) is unset; `agent-run check` warns about each. It stops with exit 2 too when
+one of the agent's MCP servers cannot be started (`agent-run check --connect` tries them).
+"""
 
 
 def add_parser(sub: Any) -> None:
@@ -87,7 +97,7 @@ def add_parser(sub: Any) -> None:
     out.add_argument("-q", "--quiet", action="store_true", help="print only warnings and errors")
     out.add_argument("-v", "--verbose", action="store_true",
                      help="also print the runner's own events: every event sent and received, audio summed "
-                          "up, and the runner's log")
+                          "up, a line per turn (latency, tokens, estimated cost), and the runner's log")
     out.add_argument("--debug", action="store_true",
                      help="-v plus every audio chunk, and the logs of the AWS SDK, HTTP/2 and the emulator "
                           "(on stderr; thousands of lines a minute)")
@@ -108,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
     _check_modes(args)
     agent = load_agent(args.agent, var_overrides(args))
     refusal = missing_env_refusal(agent)  # HTTP tools' ${env:NAME} secrets: refuse before anything starts
+    refusal = refusal or env_refusal(agent.mcp_servers, str(agent.path))  # and MCP servers'
     if refusal is not None:
         print(f"agent-run: error: {refusal}", file=sys.stderr)
         return 2
@@ -120,9 +131,16 @@ def run(args: argparse.Namespace) -> int:
         emulator_time_limit_s=args.time_limit, max_duration_s=args.max_duration,
         idle_exit_s=args.idle_exit, profile=args.profile, record=args.record, text=args.text,
         mute=args.mute)
+    price_table()  # a bad AGENT_RUN_PRICES file is an error before anything connects
     _configure_logging(verbose=args.verbose, debug=args.debug)
     console = Console(quiet=args.quiet, verbose=args.verbose, debug=args.debug)
-    return asyncio.run(run_agent(agent, options, console))
+    try:
+        return asyncio.run(run_agent(agent, options, console))
+    except McpStartError as exc:  # refused like a missing variable: nothing was said to the model yet
+        print(f"agent-run: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        telemetry_shutdown()  # OpenTelemetry (when configured): export what is left, bounded
 
 
 def _check_modes(args: argparse.Namespace) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import errno
+import importlib.util
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeGuard
+from urllib.parse import urlsplit
 
 import jsonschema
 from jsonschema import Draft202012Validator
@@ -23,12 +26,14 @@ from jsonschema import Draft202012Validator
 from runner.config import yaml
 from runner.config.model import (
     DEFAULT_MAX_RESULT_BYTES,
+    DEFAULT_MCP_STARTUP_TIMEOUT_S,
     DEFAULT_POLICY,
     DEFAULT_ROTATE_AFTER_S,
     DEFAULT_TIMEOUT_S,
     AgentConfig,
     AudioConfig,
     InactivityConfig,
+    McpServerConfig,
     ModelConfig,
     SessionConfig,
     ToolConfig,
@@ -48,6 +53,7 @@ from runner.config.schema import (
     schema_problems,
     schema_references,
 )
+from runner.config.secrets import env_refs, malformed_env_refs
 from runner.config.signature import signature_problems
 from runner.config.templates import load_event_templates
 from runner.errors import ConfigError
@@ -338,6 +344,111 @@ def _check_tools(check: _Check, data: dict[str, Any], variables: Mapping[str, Va
     return tuple(t for t in built if t is not None)
 
 
+def _check_mcp_servers(check: _Check, data: dict[str, Any]) -> tuple[McpServerConfig, ...]:
+    servers = data.get("mcp_servers")
+    if not isinstance(servers, dict):
+        return ()
+    built = [_check_mcp_server(check, name, server) for name, server in servers.items()]
+    if servers and importlib.util.find_spec("mcp") is None:  # found without importing it (~0.5 s)
+        check.add(("mcp_servers",), "mcp_servers need the MCP SDK, which is not installed: "
+                                    "pip install 'nova-agent-runner[mcp]'", "warning")
+    return tuple(s for s in built if s is not None)
+
+
+# Keys only one kind of MCP server takes.
+_STDIO_KEYS = ("args", "env")
+_HTTP_KEYS = ("headers", "allow_http")
+
+
+def _check_mcp_server(check: _Check, name: Any, server: Any) -> McpServerConfig | None:
+    if not isinstance(name, str) or not isinstance(server, dict):
+        return None
+    at: yaml.Path = ("mcp_servers", name)
+    label = f"mcp_servers.{name}"
+    command, url = server.get("command"), server.get("url")
+    if command is not None and url is not None:
+        check.add((*at, "url"), f"{label}: use either command (a stdio server) or url (a streamable "
+                                f"HTTP server), not both")
+        return None
+    if command is None and url is None:
+        check.add(at, f"{label}: needs command (a stdio server) or url (a streamable HTTP server)")
+        return None
+    other = _HTTP_KEYS if command is not None else _STDIO_KEYS
+    for key in other:
+        if key in server:
+            kind = "a stdio server (command)" if command is not None else "a streamable HTTP server (url)"
+            check.add((*at, key), f"{label}.{key} does not apply to {kind}")
+    if isinstance(url, str) and not _http_allowed(url, server.get("allow_http") is True):
+        check.add((*at, "url"), f"{label}.url: plain http:// sends the headers unencrypted; use https://, "
+                                f"a loopback host, or set 'allow_http: true'")
+        return None
+    env = _mcp_env(check, at, label, server.get("env"))
+    headers = server.get("headers", {})
+    if isinstance(headers, dict):
+        for header, value in headers.items():
+            if isinstance(value, str):
+                _check_refs(check, (*at, "headers", header), f"{label}.headers.{header}", value)
+    allowed = server.get("tools")
+    timeout = server.get("timeout_s", DEFAULT_TIMEOUT_S)
+    startup = server.get("startup_timeout_s", DEFAULT_MCP_STARTUP_TIMEOUT_S)
+    if not (isinstance(command, str) or isinstance(url, str)) or env is None \
+            or not isinstance(headers, dict) or not isinstance(timeout, int | float) \
+            or not isinstance(startup, int | float) or not (allowed is None or isinstance(allowed, list)):
+        return None  # the schema check reported it
+    return McpServerConfig(
+        name=name, command=command, args=tuple(str(a) for a in server.get("args", [])), env=env,
+        cwd=check.folder if command is not None else None, url=url,
+        headers=tuple((str(k), str(v)) for k, v in headers.items()),
+        tools=None if allowed is None else tuple(str(t) for t in allowed),
+        timeout_s=float(timeout), startup_timeout_s=float(startup))
+
+
+def _mcp_env(check: _Check, at: yaml.Path, label: str, env: Any) -> tuple[tuple[str, str], ...] | None:
+    """`env` as (NAME, value template) pairs: a listed NAME passes the runner's own NAME on."""
+    if env is None:
+        return ()
+    if isinstance(env, list):
+        pairs = [(n, f"${{env:{n}}}") for n in env if isinstance(n, str)]
+        for i, name in enumerate(env):
+            if isinstance(name, str):
+                _warn_unset(check, (*at, "env", i), f"{label}.env", [name])
+    elif isinstance(env, dict):
+        pairs = [(str(k), v) for k, v in env.items() if isinstance(v, str)]
+        for n, value in pairs:
+            _check_refs(check, (*at, "env", n), f"{label}.env.{n}", value)
+    else:
+        return None
+    return tuple(pairs)
+
+
+def _check_refs(check: _Check, path: yaml.Path, label: str, value: str) -> None:
+    """A value's `${env:NAME}` references: malformed ones are errors (they would be sent as they
+    are), unset variables warnings."""
+    for bad in malformed_env_refs(value):
+        check.add(path, f"{label}: {bad!r} is not a valid reference: write ${{env:NAME}} (NAME: letters, "
+                        f"digits and '_', not starting with a digit)")
+    _warn_unset(check, path, label, env_refs(value))
+
+
+def _warn_unset(check: _Check, path: yaml.Path, label: str, names: list[str]) -> None:
+    for name in names:
+        if name not in os.environ:
+            check.add(path, f"{label}: environment variable {name} is not set; a run refuses to start "
+                            f"without it", "warning")
+
+
+def _http_allowed(url: str, allow_http: bool) -> bool:
+    if not url.startswith("http://") or allow_http:
+        return True
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _variables(check: _Check, data: dict[str, Any], overrides: Mapping[str, str]) -> dict[str, VarValue]:
     declared = data.get("vars")
     defaults: dict[str, VarValue] = {}
@@ -568,6 +679,7 @@ def _build(check: _Check, path: Path, data: dict[str, Any], parts: dict[str, Any
         templates=parts["templates"],
         session=replace(parts["session"], rotate_after_s=float(data.get("session", {}).get(
             "rotate_after_s", DEFAULT_ROTATE_AFTER_S))),
+        mcp_servers=parts["mcp_servers"],
     )
 
 
@@ -581,7 +693,8 @@ def _run_checks(check: _Check, data: dict[str, Any], overrides: Mapping[str, str
     return {"vars": variables, "prompt": _check_prompt(check, data, variables),
             "greeting": _check_greeting(check, data, variables),
             "tools": _check_tools(check, data, variables), "templates": _check_templates(check, data),
-            "session": _check_call_control(check, data, variables, model_id, info)}
+            "session": _check_call_control(check, data, variables, model_id, info),
+            "mcp_servers": _check_mcp_servers(check, data)}
 
 
 def _check_call_control(check: _Check, data: dict[str, Any], variables: Mapping[str, VarValue],

@@ -25,6 +25,9 @@ DEFAULT_ROTATE_AFTER_S = 360.0
 DEFAULT_NUDGE = "The user has been silent for a while. Check briefly whether they are still there."
 DEFAULT_GOODBYE = "The user is still silent. Say a short goodbye now; the call is ending."
 DEFAULT_CLOSING_LINE = "We have reached the time limit for this call. Say a short goodbye to the user now."
+# An MCP server must have started and listed its tools within this many seconds (a Python server
+# importing the SDK takes ~1 s on a quiet machine).
+DEFAULT_MCP_STARTUP_TIMEOUT_S = 20.0
 # An HTTP tool reads at most this much of a response body (runner/tools/http.py).
 DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
 
@@ -108,6 +111,31 @@ class ToolConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class McpServerConfig:
+    """One `mcp_servers:` entry: a stdio server (`command`) or a streamable HTTP one (`url`).
+
+    `env` and `headers` keep the values as written (`${env:NAME}` references unresolved): secrets
+    are read from the environment only when the server starts (runner.tools.mcp), so no config
+    value, error or rendering can hold them.
+    """
+
+    name: str
+    command: str | None = None
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()  # (variable, value template)
+    cwd: Path | None = None  # a stdio server runs in the agent's folder
+    url: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()  # (header, value template)
+    tools: tuple[str, ...] | None = None  # the allow list; None offers every tool
+    timeout_s: float = DEFAULT_TIMEOUT_S  # per call
+    startup_timeout_s: float = DEFAULT_MCP_STARTUP_TIMEOUT_S
+
+    @property
+    def transport(self) -> str:
+        return "stdio" if self.command is not None else "http"
+
+
+@dataclass(frozen=True, slots=True)
 class AgentConfig:
     path: Path
     name: str
@@ -124,3 +152,4 @@ class AgentConfig:
     tools: tuple[ToolConfig, ...]
     templates: EventTemplates
     session: SessionConfig
+    mcp_servers: tuple[McpServerConfig, ...] = ()

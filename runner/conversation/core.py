@@ -24,6 +24,9 @@ from runner.errors import RunnerError, TransportError
 from runner.models import is_nova2
 from runner.policies.base import ConversationPolicy
 from runner.protocol.handover import HandoverGate
+from runner.telemetry import start_export
+from runner.telemetry.meter import MeteredConnector, TurnMeter
+from runner.telemetry.prices import PriceTable, price_table
 from runner.transcript import Transcript
 from runner.transports.base import Connector
 
@@ -47,7 +50,7 @@ class Conversation:
                  labels: Mapping[str, str] | None = None,
                  text_input: TextInput | None = None, taps: Sequence[EventTap] = (),
                  clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time,
+                 wall_clock: Callable[[], float] = time.time, prices: PriceTable | None = None,
                  call_control: CallControlOptions | None = None, phone: PhoneCall | None = None) -> None:
         self.model_id = model_id
         self.source = source
@@ -62,6 +65,18 @@ class Conversation:
         self._live = live = Live(clock)
         self._run_started = clock()
         handover = HandoverGate()
+        self._labels = dict(labels or {})
+        # Per-turn latency, tokens and cost (runner.telemetry): prices from AGENT_RUN_PRICES or built in.
+        self.meter = TurnMeter(
+            model_id=model_id, prices=prices if prices is not None else price_table(), transcript=transcript,
+            console=console, sink=sink, clock=clock, run_started=lambda: self._run_started, spawn=live.spawn,
+            voice=lambda: live.session.setup.voice_id if live.session is not None else None,
+            stopping=lambda: live.stopping,
+            # The handover gate already measures every microphone chunk's level: its last loud
+            # chunk is the user's end of speech as the runner can know it (measuring again here
+            # would cost as much CPU as the gate does).
+            last_loud=lambda: handover._last_speech)
+        connector = MeteredConnector(connector, self.meter)
         self._record = ConversationRecord(transcript, console)
         self._player = Player(sink, live)
         # Call control (end_call, inactivity, max duration, transfer): runner.conversation.control.
@@ -70,7 +85,7 @@ class Conversation:
                                     player=self._player, record=self._record, transcript=transcript,
                                     console=console, clock=clock)
         control_taps = (self._control,) if control_options.watches_user else ()
-        self._taps = taps_ = Taps([*taps, *control_taps], clock)
+        self._taps = taps_ = Taps([*taps, *control_taps], clock, meter=self.meter)
         self._mic = Microphone(source, policy, self._player, handover, live, on_sent=taps_.audio)
         self._tools = ToolCalls(tools, nova2=nova2, record=self._record, transcript=transcript,
                                 console=console, live=live,
@@ -121,6 +136,9 @@ class Conversation:
         """
         failure: RunnerError | None = None
         self._run_started = self._live.clock()
+        if self.meter.export is None:
+            self.meter.export = start_export(model_id=self.model_id, labels=self._labels,
+                                             clock=self._live.clock)
         self._control.started(self._run_started)
         context = self._control.context()  # its tasks' (and so its tools') call control
         task = asyncio.current_task()
@@ -144,6 +162,9 @@ class Conversation:
         while task is not None and task.cancelling() > cancelling_before:
             task.uncancel()
         self._record.write_usage()
+        stop = self._live.stop
+        self.meter.finish(error=str(failure) if failure is not None
+                          else stop.reason if stop is not None and stop.error else None)
         if failure is not None:
             raise failure
         assert self._live.stop is not None
@@ -152,6 +173,7 @@ class Conversation:
     # -- when to stop --------------------------------------------------------------------------
 
     def _tick(self, now: float) -> None:
+        self.meter.tick(now)
         self._check_outputs()
         self._control.tick(now)
         limit = self.options.max_duration_s

@@ -52,6 +52,8 @@ class OutputRouter:
         self._trace(event)
         self._taps.output(event)
         heard = self._record.feed(event)
+        if heard is not None:
+            self._taps.heard(heard.kind)
         if heard is not None and heard.kind == "user":
             self._mic.heard()
         elif heard is not None and heard.kind == "echo" and heard.text == self._cut_until_echo:
@@ -81,6 +83,7 @@ class OutputRouter:
         the rest of it is dropped until the echo of the typed line, after which comes its answer.
         """
         dropped = self._player.flush()
+        self._taps.flushed(dropped)
         log.debug("typed barge-in: dropped %d bytes of assistant audio", dropped)
         if self._cutting:
             return
@@ -104,9 +107,12 @@ class OutputRouter:
                 if self._cutting:
                     return
                 self._last_played = content_id
+                self._taps.queued(len(pcm))
                 await self._player.play(pcm)
             case FlushPlayback():
-                log.debug("barge-in: dropped %d bytes of assistant audio", self._player.flush())
+                dropped = self._player.flush()
+                self._taps.flushed(dropped)
+                log.debug("barge-in: dropped %d bytes of assistant audio", dropped)
             case MarkInterrupted(content_id=content_id):
                 if self._cutting:
                     return  # the service's own signal for the answer the typed line already cut

@@ -4,16 +4,22 @@ A tap sees every output event as it arrives and what the runner sent that matter
 the user's typed text, the edges of the user's speech (its first and last loud audio chunk) and
 tool results. Times are the conversation's monotonic clock. A tap never breaks the conversation:
 one that raises is logged and dropped.
+
+The conversation's own turn meter (runner.telemetry.meter) is fed here too, ahead of the taps:
+it also hears which text blocks completed and how much assistant audio was queued or flushed.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from runner.protocol.events import OutputEvent
 from runner.protocol.handover import SPEECH_DBFS, chunk_dbfs
+
+if TYPE_CHECKING:
+    from runner.telemetry.meter import TurnMeter
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +42,11 @@ class EventTap(Protocol):
 class Taps:
     """Every tap of a conversation, called in turn; a failing tap is dropped, never raised."""
 
-    def __init__(self, taps: Sequence[EventTap], clock: Callable[[], float]) -> None:
+    def __init__(self, taps: Sequence[EventTap], clock: Callable[[], float],
+                 meter: TurnMeter | None = None) -> None:
         self._taps = list(taps)
         self._clock = clock
+        self._meter = meter
         self._speaking = False
         self._last_loud: float | None = None
 
@@ -46,14 +54,33 @@ class Taps:
         return bool(self._taps)
 
     def output(self, event: OutputEvent) -> None:
-        if self._taps:
+        if self._taps or self._meter is not None:
             at = self._clock()
+            if self._meter is not None:
+                self._meter.output(event, at)
             self._each(lambda tap: tap.output(event, at))
 
     def sent(self, kind: str, **fields: Any) -> None:
-        if self._taps:
+        if self._taps or self._meter is not None:
             at = self._clock()
+            if self._meter is not None and kind == "user_text":
+                self._meter.tracker.text_sent(at)
             self._each(lambda tap: tap.sent(kind, at, **fields))
+
+    def heard(self, kind: str) -> None:
+        """A text block completed (record.Heard.kind): the user's transcript, the greeting's echo..."""
+        if self._meter is not None:
+            self._meter.heard(kind, self._clock())
+
+    def queued(self, nbytes: int) -> None:
+        """Assistant audio went to the player."""
+        if self._meter is not None:
+            self._meter.queued(nbytes)
+
+    def flushed(self, nbytes: int) -> None:
+        """The player dropped what it had not played (a barge-in)."""
+        if self._meter is not None:
+            self._meter.flushed(nbytes)
 
     def audio(self, chunk: bytes) -> None:
         """One chunk of the user's audio went to the model: report the edges of speech."""

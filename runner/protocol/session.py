@@ -83,7 +83,12 @@ from runner.protocol.events import (
 )
 from runner.protocol.history import prepare_history, split_utf8
 from runner.protocol.setup import SessionSetup
-from runner.protocol.templates import MAX_EVENT_BYTES, EventTemplates
+from runner.protocol.templates import (
+    FAST_PATH_MAX_CONTENT,
+    MAX_EVENT_BYTES,
+    AudioInputEncoder,
+    EventTemplates,
+)
 
 
 class SessionState(Enum):
@@ -160,6 +165,9 @@ class EventTooLargeError(LocalProtocolError):
             f"({MAX_EVENT_BYTES} bytes); it was not sent (rendered by {template})")
 
 
+# The largest frame whose base64 stays within the fast path's bound.
+FAST_PATH_MAX_PCM = FAST_PATH_MAX_CONTENT // 4 * 3
+
 # 10 s of 16 kHz audio: far more than a stream hand-over takes.
 DEFAULT_MAX_HELD_AUDIO_BYTES = 10 * 16000 * 2
 
@@ -191,6 +199,8 @@ class Session:
         self._new_id = new_id
         self.prompt_name = new_id()
         self.audio_content_name: str | None = None
+        # The audio block's audioInput fast path (templates.audio_input_encoder), or None.
+        self._audio_encoder: AudioInputEncoder | None = None
         self._state = SessionState.IDLE
         self._wire = W.W_NEW
         self._outbox: list[bytes] = []
@@ -233,7 +243,7 @@ class Session:
                 raise LocalProtocolError(
                     f"cannot send {type(event).__name__} when the input stream is at {wire.value} "
                     f"(allowed: {allowed})")
-            payload = encode_input(self._templates, event)
+            payload = self._encode(event)
             if len(payload) > MAX_EVENT_BYTES:
                 raise EventTooLargeError(event.TEMPLATE, len(payload),
                                          self._templates.source(event.TEMPLATE).filename)
@@ -243,6 +253,13 @@ class Session:
         self._outbox.extend(payloads)
         for event in events:
             self._sent[event.TEMPLATE] += 1
+
+    def _encode(self, event: InputEvent) -> bytes:
+        if type(event) is AudioInput and self._audio_encoder is not None \
+                and event.content_name == self.audio_content_name \
+                and len(event.content) <= FAST_PATH_MAX_CONTENT:
+            return self._audio_encoder.encode(event.content.encode("ascii"))
+        return encode_input(self._templates, event)
 
     def _text_block(self, role: Role, text: str, *, interactive: bool) -> list[InputEvent]:
         name = self._new_id()
@@ -281,6 +298,7 @@ class Session:
         nxt = self._check("open_audio")
         name = self._new_id()
         self.audio_content_name = name
+        self._audio_encoder = self._templates.audio_input_encoder(self.prompt_name, name)
         events: list[InputEvent] = [ContentStartAudio(self.prompt_name, name, self.setup.input_sample_rate)]
         events += [self._audio_input(pcm) for pcm in self._held]
         if self.setup.greeting and is_nova2(self.setup.model_id):
@@ -289,6 +307,7 @@ class Session:
             self._commit(events)
         except BaseException:
             self.audio_content_name = None
+            self._audio_encoder = None
             raise
         self._audio_sent += self._held_bytes
         self._held.clear()
@@ -301,7 +320,18 @@ class Session:
         if not pcm or len(pcm) % 2:
             raise LocalProtocolError(f"send_audio() needs whole 16-bit samples, got {len(pcm)} bytes")
         if self._state is SessionState.STREAMING:
-            self._commit([self._audio_input(pcm)])
+            encoder = self._audio_encoder
+            if encoder is not None and self._wire is W.W_AUDIO and len(pcm) <= FAST_PATH_MAX_PCM:
+                # The fast path of every microphone frame: what _commit would queue, without
+                # building the event (the WIRE row of W_AUDIO allows audioInput, staying there).
+                payload = encoder.encode(base64.b64encode(pcm))
+                if len(payload) > MAX_EVENT_BYTES:
+                    raise EventTooLargeError(AudioInput.TEMPLATE, len(payload),
+                                             self._templates.source(AudioInput.TEMPLATE).filename)
+                self._outbox.append(payload)
+                self._sent[AudioInput.TEMPLATE] += 1
+            else:
+                self._commit([self._audio_input(pcm)])
             self._audio_sent += len(pcm)
         else:
             self._hold(pcm)

@@ -11,14 +11,16 @@ This module does no file I/O: template sources arrive as strings (see `runner.co
 
 from __future__ import annotations
 
+import base64
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 import jinja2
+import jinja2.nodes
 import jsonschema
 
 from runner.errors import ConfigError
@@ -162,6 +164,7 @@ class EventTemplates:
                 raise EventTemplateError(
                     f"template cannot be compiled: {type(exc).__name__}: {exc}", filename=src.filename,
                     line=1) from None
+        self._audio_splittable = _content_spliced_once(self._env, self._sources["audioInput"].text)
 
     def source(self, name: str) -> TemplateSource:
         return self._sources[name]
@@ -222,6 +225,34 @@ class EventTemplates:
                 f"rendered {name} holds a lone surrogate U+{code:04X}, which has no UTF-8 form",
                 filename=src.filename, line=_locate(src.text.lower(), f"\\u{code:04x}")) from None
 
+    def audio_input_encoder(self, prompt_name: str, content_name: str) -> AudioInputEncoder | None:
+        """The audio fast path for one audio block, or None when the template path must be used.
+
+        An `audioInput` is rendered for every 32 ms of microphone audio; through Jinja and the
+        schema that is most of the runner's own CPU. The template is instead rendered and checked
+        once here (per stream), and each event is then the fixed bytes around its base64 content.
+        This is exact only when the content is spliced in verbatim, once, and nothing else in the
+        template depends on it, which `_content_spliced_once` proves from the template's syntax
+        tree; two renders with different contents then confirm the split. Otherwise (or when the
+        sample render fails, so the template path reports the error) None.
+        """
+        if not self._audio_splittable:
+            return None
+        context = {"prompt_name": prompt_name, "content_name": content_name}
+        try:
+            first = self.render_bytes("audioInput", {**context, "content": _SPLIT_PROBES[0]})
+            prefix, found, suffix = first.partition(_SPLIT_PROBES[0].encode("ascii"))
+            if not found or _SPLIT_PROBES[0].encode("ascii") in suffix:
+                return None
+            encoder = AudioInputEncoder(prefix, suffix)
+            for probe in _SPLIT_PROBES[1:]:
+                if self.render_bytes("audioInput", {**context, "content": probe}) != \
+                        encoder.encode(probe.encode("ascii")):
+                    return None
+        except EventTemplateError:
+            return None
+        return encoder
+
     def check(self) -> list[EventTemplateError]:
         """Render every template with its sample context; return every failure."""
         failures = []
@@ -237,6 +268,58 @@ class EventTemplates:
                     f"than one event can carry ({MAX_EVENT_BYTES} bytes)",
                     filename=self._sources[name].filename, line=1))
         return failures
+
+
+# Base64 contents that differ in length and alphabet (padding, '+' and '/' included), for proving
+# that an audioInput template splits around its content.
+_SPLIT_PROBES = (
+    base64.b64encode(b"agent-run audio probe \x00\xfb\xff").decode("ascii"),
+    base64.b64encode(b"\xfb\xef\xbe second probe").decode("ascii"),
+    "",
+)
+# Larger contents take the template path, whose output limit (MAX_RENDER_CHARS) they may reach.
+FAST_PATH_MAX_CONTENT = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class AudioInputEncoder:
+    """The bytes of one audio block's `audioInput` event before and after its base64 content."""
+
+    prefix: bytes
+    suffix: bytes
+
+    def encode(self, content: bytes) -> bytes:
+        """The event for `content` (base64, ASCII), byte for byte what the template path makes."""
+        return b"".join((self.prefix, content, self.suffix))
+
+
+def _content_spliced_once(env: jinja2.Environment, text: str) -> bool:
+    """True when `content` appears exactly once in the template, as `{{ content | tojson }}` output
+    directly (under `if`s at most), so the rendered event is fixed text around the content's JSON
+    string. Loops, blocks, filters, macros and other uses of the name could transform or repeat it."""
+    try:
+        tree = env.parse(text)
+    except Exception:  # the compile step in __init__ reports the error
+        return False
+    uses = [path for name, path in _name_paths(tree, []) if name == "content"]
+    if len(uses) != 1:
+        return False
+    *outer, output, flt = uses[0]
+    if not (isinstance(flt, jinja2.nodes.Filter) and flt.name == "tojson" and not flt.args
+            and not flt.kwargs and flt.dyn_args is None and flt.dyn_kwargs is None
+            and isinstance(output, jinja2.nodes.Output)):
+        return False
+    return all(isinstance(node, jinja2.nodes.Template | jinja2.nodes.If) for node in outer)
+
+
+def _name_paths(node: jinja2.nodes.Node,
+                path: list[jinja2.nodes.Node]) -> Iterator[tuple[str, list[jinja2.nodes.Node]]]:
+    """Every Name node (any context: load, store, param) and the nodes above it, from the root."""
+    if isinstance(node, jinja2.nodes.Name):
+        yield node.name, path
+    path = [*path, node]
+    for child in node.iter_child_nodes():
+        yield from _name_paths(child, path)
 
 
 BUILTIN_PREFIX = "<built-in>/"

@@ -1,22 +1,29 @@
 """The server's shared state, handed to every front end: settings, auth, capacity, drain, metrics.
 
+Agents: a server serves one or more agents (`agent-run serve A.yaml B.yaml`), each under its
+file's `name`; a caller picks one by name (`agent_named`), the first file's being the default.
+Conversations of agents whose model is reached the same way (region and endpoint) share one
+connector (`connector_for`).
+
 Capacity and drain: a caller is admitted only while the server is neither draining nor full
-(`admit()` raises CallerRefused otherwise, counted by reason). Every admitted conversation is
-registered until it has ended, so a drain can wait for them and then end each one in order.
+(`admit()` raises CallerRefused otherwise, counted by reason); the capacity is the worker's,
+across its agents. Every admitted conversation is registered until it has ended, so a drain can
+wait for them and then end each one in order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runner.models import is_nova2
 from runner.serve.auth import token_ok
-from runner.serve.errors import CallerRefused
+from runner.serve.errors import CallerRefused, UnknownAgent
 from runner.serve.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -40,21 +47,33 @@ class ServeSettings:
     scenario: Path | None = None
     var_overrides: tuple[tuple[str, str], ...] = ()  # --var, applied under each call's own vars
     twilio_auth_token: str | None = None  # Twilio requests must carry a valid X-Twilio-Signature
+    # Proxies whose X-Forwarded-Host / -Proto are believed (addresses or networks; "*" = any).
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
+    invocation_timeout_s: float = 60.0  # POST /invocations: one turn's answer, at most
 
 
 class ServeContext:
     """What a front end needs from the server (built by runner.serve.app)."""
 
-    def __init__(self, agent: AgentConfig, settings: ServeSettings, *,
+    def __init__(self, agents: Sequence[AgentConfig], settings: ServeSettings, *,
                  metrics: Metrics | None = None) -> None:
-        self.agent = agent
+        served = tuple(agents)
+        assert served, "a server serves at least one agent"
+        self.agents: dict[str, AgentConfig] = {a.name: a for a in served}  # names checked unique
+        self.agent = served[0]  # the default: a caller who names none gets it
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.connector: Connector | None = None  # set once the server has started
+        for name in self.agents:
+            self.metrics.agent_live.labels(agent=name).set(0)  # shown (as 0) before a first caller
+        self.connector: Connector | None = None  # the default agent's; set once the server has started
+        self.connectors: dict[object, Connector] = {}  # by connector_key(agent)
         self.draining = False
         self._live: set[Conversation] = set()
         self._admitted = 0
         self._changed = asyncio.Event()
+        # When /ping's status last changed (Healthy <-> HealthyBusy), Unix seconds: AgentCore
+        # Runtime's `time_of_last_update`. The server's start counts as the first change.
+        self.status_changed_at = int(time.time())
 
     # -- for front ends -----------------------------------------------------------------------
 
@@ -64,8 +83,37 @@ class ServeContext:
 
     @property
     def accepts_text(self) -> bool:
-        """Whether typed input reaches the model (Nova 2 cross-modal input)."""
-        return is_nova2(self.agent.model.id)
+        """Whether typed input reaches the default agent's model (Nova 2 cross-modal input)."""
+        return self.takes_text(self.agent)
+
+    @staticmethod
+    def takes_text(agent: AgentConfig) -> bool:
+        """Whether typed input reaches `agent`'s model (Nova 2 cross-modal input)."""
+        return is_nova2(agent.model.id)
+
+    def agent_named(self, name: str | None) -> AgentConfig:
+        """The agent a caller asked for (None or "": the default); raises UnknownAgent."""
+        if not name:
+            return self.agent
+        agent = self.agents.get(name)
+        if agent is None:
+            raise UnknownAgent(name, self.agents)
+        return agent
+
+    def add_tools(self, agent: AgentConfig) -> None:
+        """Replace a served agent by the same agent with its tool sources' tools (MCP) added."""
+        self.agents[agent.name] = agent
+        if self.agent.name == agent.name:
+            self.agent = agent
+
+    def connector_key(self, agent: AgentConfig) -> object:
+        """Agents with equal keys share a connector: one emulator serves all; else region + endpoint."""
+        return None if self.settings.emulate else (agent.model.region, agent.model.endpoint)
+
+    def connector_for(self, agent: AgentConfig) -> Connector:
+        connector = self.connectors.get(self.connector_key(agent), self.connector)
+        assert connector is not None, "the server has not started"
+        return connector
 
     def refusal(self) -> str | None:
         """Why a new caller would be refused now (draining, full), or None."""
@@ -96,16 +144,24 @@ class ServeContext:
             raise CallerRefused(reason)
 
     @contextlib.contextmanager
-    def admit(self) -> Iterator[None]:
-        """Hold one conversation slot; raises CallerRefused when there is none."""
+    def admit(self, agent: AgentConfig | None = None) -> Iterator[None]:
+        """Hold one conversation slot (for `agent`, the default if None); raises CallerRefused when
+        there is none."""
         self.check_admission()
+        per_agent = self.metrics.agent_live.labels(agent=(agent or self.agent).name)
         self._admitted += 1
+        if self._admitted == 1:
+            self.status_changed_at = int(time.time())
         self.metrics.live.inc()
+        per_agent.inc()
         try:
             yield
         finally:
             self._admitted -= 1
+            if self._admitted == 0:
+                self.status_changed_at = int(time.time())
             self.metrics.live.dec()
+            per_agent.dec()
             self._changed.set()
 
     @contextlib.contextmanager

@@ -54,25 +54,35 @@ class CallerTranscript(Transcript):
         return entry
 
 
-async def run_caller(ctx: ServeContext, caller: CallerIO) -> None:
-    with ctx.admit():
-        conversation_id = uuid.uuid4().hex[:16]
-        agent = await _agent_for(ctx.agent, dict(ctx.settings.var_overrides), caller.vars)
+async def run_caller(ctx: ServeContext, caller: CallerIO, agent: AgentConfig | None = None, *,
+                     conversation_id: str | None = None, idle_exit_s: float | None = None) -> None:
+    """One conversation of `agent` (the server's default if None) for `caller` (see `converse`)."""
+    served = agent or ctx.agent
+    with ctx.admit(served):
+        conversation_id = conversation_id or new_conversation_id()
+        agent = await _agent_for(served, dict(ctx.settings.var_overrides), caller.vars)
         transcript = CallerTranscript(_transcript_path(ctx, conversation_id),
-                                      _listener(ctx, caller, conversation_id))
+                                      _listener(ctx, caller, conversation_id, served.name))
         console = Console(quiet=True, stream=sys.stderr)
         ctx.metrics.conversations.inc()
         with transcript:
             async with caller.source, caller.sink:
-                await _run(ctx, agent, caller, transcript, console)
+                caller.transcript_open(transcript.write)
+                try:
+                    await _run(ctx, agent, caller, transcript, console, idle_exit_s)
+                finally:
+                    caller.transcript_open(None)
+
+
+def new_conversation_id() -> str:
+    return uuid.uuid4().hex[:16]
 
 
 async def _run(ctx: ServeContext, agent: AgentConfig, caller: CallerIO, transcript: Transcript,
-               console: Console) -> None:
-    assert ctx.connector is not None, "the server has not started"
+               console: Console, idle_exit_s: float | None) -> None:
     conversation = new_conversation(
-        agent, ctx.connector, source=caller.source, sink=caller.sink, transcript=transcript,
-        console=console, text_input=caller.text_input,
+        agent, ctx.connector_for(agent), source=caller.source, sink=caller.sink, transcript=transcript,
+        console=console, text_input=caller.text_input, idle_exit_s=idle_exit_s,
         taps=(ctx.metrics.latency_tap(), CallerStateTap(caller)), phone=getattr(caller, "phone", None))
     with ctx.registered(conversation):
         caller.event("state", state="listening")
@@ -97,7 +107,9 @@ async def _end_when_closed(caller: CallerIO, conversation: Conversation) -> None
     closed: asyncio.Event | None = getattr(caller, "closed", None)
     if closed is not None:
         await closed.wait()
-        conversation.request_stop("caller hung up", graceful=False)
+        # A front end may say why it let go of the caller (an invocation's timeout, say).
+        reason = getattr(caller, "close_reason", None) or "caller hung up"
+        conversation.request_stop(str(reason), graceful=False)
 
 
 def _failed(ctx: ServeContext, caller: CallerIO, message: str) -> None:
@@ -108,11 +120,13 @@ def _failed(ctx: ServeContext, caller: CallerIO, message: str) -> None:
 
 async def _agent_for(agent: AgentConfig, base: Mapping[str, str],
                      call_vars: Mapping[str, str]) -> AgentConfig:
-    """The agent with the call's template vars applied (only those the agent declares)."""
+    """The agent with the call's template vars applied (only those the agent declares), over the
+    command line's `--var`s (those this agent declares: they apply to every agent served)."""
     overrides = {k: v for k, v in call_vars.items() if k in agent.vars}
     if not overrides:
         return agent
-    return await asyncio.to_thread(load_agent, agent.path, {**base, **overrides})
+    declared = {k: v for k, v in base.items() if k in agent.vars}
+    return await asyncio.to_thread(load_agent, agent.path, {**declared, **overrides})
 
 
 def _transcript_path(ctx: ServeContext, conversation_id: str) -> Path | None:
@@ -123,11 +137,12 @@ def _transcript_path(ctx: ServeContext, conversation_id: str) -> Path | None:
     return folder / f"{stamp}-{conversation_id}.jsonl"
 
 
-def _listener(ctx: ServeContext, caller: CallerIO, conversation_id: str) -> Callable[[dict[str, Any]], None]:
+def _listener(ctx: ServeContext, caller: CallerIO, conversation_id: str,
+              agent: str) -> Callable[[dict[str, Any]], None]:
     to_stdout = ctx.settings.stdout_transcripts
 
     def on_entry(entry: dict[str, Any]) -> None:
-        ctx.metrics.transcript_entry(entry)
+        ctx.metrics.transcript_entry(entry, agent)
         if to_stdout:
             line = json.dumps({"conversation": conversation_id, **entry}, ensure_ascii=False)
             print(line, flush=True)
@@ -144,4 +159,5 @@ def _tell_caller(caller: CallerIO, entry: dict[str, Any]) -> None:
         caller.event("tool_call", name=entry.get("name"), input=entry.get("input", {}))
     elif kind == "tool_result":
         caller.event("tool_result", name=entry.get("name"), ok="error" not in entry)
+    caller.entry(entry)
 

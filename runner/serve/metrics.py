@@ -2,8 +2,8 @@
 
 Each server has its own CollectorRegistry (not the process-global one), so two apps in one
 process (tests) never share counters. What is measured:
-- live conversations (gauge), conversations started/refused (counters), turns, tool calls and
-  tool errors, stream rotations and reconnects, conversation errors;
+- live conversations (gauge; also per agent), conversations started/refused (counters), turns
+  (per agent), tool calls and tool errors, stream rotations and reconnects, conversation errors;
 - latency histograms: the user's end of speech (or typed line) to the first assistant audio,
   tool duration, and stream setup (request sent to the service's acceptance);
 - the event loop's lag: how late a periodic wake-up runs (`watch_loop`), the figure that shows a
@@ -35,12 +35,15 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.live = Gauge("agent_run_live_conversations", "Conversations in progress", registry=r)
+        # The same per agent (`serve A.yaml B.yaml`); the total above stays unlabelled for autoscalers.
+        self.agent_live = Gauge("agent_run_agent_live_conversations", "Conversations in progress, per agent",
+                                ["agent"], registry=r)
         self.conversations = Counter("agent_run_conversations", "Conversations started", registry=r)
         self.refused = Counter("agent_run_refused_callers", "Callers refused (full or draining)",
                                ["reason"], registry=r)
         self.errors = Counter("agent_run_conversation_errors", "Conversations that ended with an error",
                               registry=r)
-        self.turns = Counter("agent_run_turns", "Assistant answers (turns)", registry=r)
+        self.turns = Counter("agent_run_turns", "Assistant answers (turns)", ["agent"], registry=r)
         self.tool_calls = Counter("agent_run_tool_calls", "Tool calls", ["tool"], registry=r)
         self.tool_errors = Counter("agent_run_tool_errors", "Tool calls that failed", ["tool"], registry=r)
         self.rotations = Counter("agent_run_stream_rotations", "Streams opened to continue a conversation "
@@ -79,11 +82,11 @@ class Metrics:
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
-    def transcript_entry(self, entry: dict[str, Any]) -> None:
-        """Count what a conversation's transcript records (called for every entry)."""
+    def transcript_entry(self, entry: dict[str, Any], agent: str = "") -> None:
+        """Count what a conversation of `agent` records in its transcript (called for every entry)."""
         kind = entry.get("type")
         if kind == "assistant":
-            self.turns.inc()
+            self.turns.labels(agent=agent).inc()
         elif kind == "tool_call":
             self.tool_calls.labels(tool=str(entry.get("name"))).inc()
         elif kind == "tool_result":

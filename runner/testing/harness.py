@@ -49,6 +49,7 @@ from runner.protocol.setup import HistoryMessage
 from runner.testing.expectations import Ended as EndedExpectation
 from runner.testing.model import AudioInput, Case, Mock, ModelSide, SpeechInput, TextInput, Turn, UserInput
 from runner.testing.record import ToolCallRecord, TurnRecord, compact
+from runner.tools.sources import open_tool_sources
 from runner.transcript import Transcript
 from runner.transports.base import Connector
 
@@ -232,6 +233,8 @@ async def run_case(agent: AgentConfig, case: Case, *, target: Target = "emulator
         async with contextlib.AsyncExitStack() as stack:
             connector = await stack.enter_async_context(
                 connect(agent, target, case.model, differences.append))
+            # The agent's MCP servers, started for this run of the case (runner.tools.sources).
+            agent = await stack.enter_async_context(open_tool_sources(agent, warn=console.warning))
             source = await stack.enter_async_context(
                 ScriptedSource(AudioFormat(agent.audio.input_sample_rate), agent.audio.chunk_ms, clock))
             sink = await stack.enter_async_context(NullSink(AudioFormat(agent.audio.output_sample_rate)))

@@ -234,7 +234,8 @@ def _cases(check: _Check, data: Mapping[str, Any], agent: AgentConfig | None) ->
     cases = data.get("cases")
     if not isinstance(cases, list):
         return []
-    tools = {t.name for t in agent.tools} if agent is not None else None
+    # An agent with MCP servers has tools known only once they start: its names are not checked here.
+    tools = {t.name for t in agent.tools} if agent is not None and not agent.mcp_servers else None
     default_model = _model(check, data.get("model"), ("model",))
     default_mocks = _mocks(check, data.get("mocks"), ("mocks",), tools)
     default_timeout = _number(data.get("timeout_s"), DEFAULT_TURN_TIMEOUT_S)

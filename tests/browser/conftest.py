@@ -21,7 +21,7 @@ from cdp import find_chromium
 
 ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "runner" / "serve" / "static"
-SERVING = re.compile(r"serving \S+ on (http://\S+/)")
+SERVING = re.compile(r"serving .+? on (http://\S+/)")
 
 type Serve = Callable[..., str]
 
@@ -68,15 +68,15 @@ def static_url() -> Iterator[str]:
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Serve]:
-    """`serve(*args)` starts the orders agent's server on a free port and returns its URL; it is
-    stopped (SIGTERM, then killed if it lingers) at teardown."""
+    """`serve(*args, more_agents=())` starts the orders agent's server (and more agents') on a free
+    port and returns its URL; it is stopped (SIGTERM, then killed if it lingers) at teardown."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(*args: str) -> str:
+    def start(*args: str, more_agents: tuple[str, ...] = ()) -> str:
         log = tmp_path / f"serve{len(started)}.stderr"
         with log.open("wb") as err:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "runner", "serve", "agents/orders.yaml",
+                [sys.executable, "-m", "runner", "serve", "agents/orders.yaml", *more_agents,
                  "--emulate", "samples/orders.scenario.yaml", "--port", "0", *args],
                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
         started.append(proc)

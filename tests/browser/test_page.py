@@ -52,6 +52,8 @@ def test_the_page_talks_with_the_agent_by_voice_and_by_typing(
         browser = await stack.enter_async_context(Browser(chromium, tmp_path, fake_audio=mic_wav))
         page = await stack.enter_async_context(browser.page(url))
         assert await page.evaluate("document.getElementById('connection').textContent") == "Not connected"
+        await page.wait_for("window.agentRun.agents !== null", "the page to ask for the agents")
+        assert await page.evaluate("document.getElementById('agent-choice').hidden")  # only one agent
         await page.click("#start")
         await page.wait_for("window.agentRun.connection === 'connected' && window.agentRun.mic === 'on'",
                             "the page to connect and open the microphone")
@@ -144,5 +146,38 @@ def test_a_full_server_and_a_wrong_token_get_clear_messages(
         assert "The server is full" in shown, shown
         assert await second.evaluate("window.agentRun.closeCode") == 1013
         assert await first.evaluate("window.agentRun.connection") == "connected"
+
+    run(body)
+
+
+def test_a_server_of_several_agents_offers_a_choice(
+        chromium: str, serve: Callable[..., str], tmp_path: Path) -> None:
+    url = serve(more_agents=("agents/concierge.yaml",))
+
+    async def body(stack: AsyncExitStack) -> None:
+        # No microphone (refused): the fake device's beeps would talk over the greeting awaited below.
+        browser = await stack.enter_async_context(Browser(chromium, tmp_path,
+                                                          args=["--use-fake-device-for-media-stream"]))
+        await browser.send("Browser.setPermission", {"permission": {"name": "microphone"},
+                                                     "setting": "denied", "origin": url.rstrip("/")})
+        page = await stack.enter_async_context(browser.page(url + "?agent=concierge"))
+        await page.wait_for("!document.getElementById('agent-choice').hidden", "the agent selector")
+        options = await page.evaluate(
+            "[...document.getElementById('agent-select').options].map(o => [o.value, o.selected])")
+        assert options == [["orders", False], ["concierge", True]]
+        await page.click("#start")
+        await page.wait_for("window.agentRun.connection === 'connected'", "the page to connect")
+        assert await page.evaluate("document.getElementById('agent-name').textContent") == "concierge"
+        assert await page.evaluate("document.getElementById('agent-select').disabled")
+        # The concierge speaks first: its greeting is in the transcript.
+        await page.wait_for("document.querySelectorAll('#transcript li.assistant').length > 0",
+                            "the concierge's greeting", wait_s=30)
+        await page.click("#stop")
+        await page.wait_for("window.agentRun.connection === 'closed'", "the conversation to end")
+        # Picking the other agent makes the next call its.
+        await page.evaluate("document.getElementById('agent-select').value = 'orders'")
+        await page.click("#start")
+        await page.wait_for("window.agentRun.connection === 'connected'", "the page to connect again")
+        assert await page.evaluate("document.getElementById('agent-name').textContent") == "orders"
 
     run(body)

@@ -136,6 +136,25 @@ def _get(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
+def _post(url: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers or {},
+                                     method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_the_readme_agentcore_recipe_names_what_the_server_serves() -> None:
+    readme = (REPO / "README.md").read_text()
+    recipe = readme[readme.index("**Amazon Bedrock AgentCore Runtime**"):readme.index("## The agent file")]
+    for needed in ("linux/arm64", "--no-auth", "POST /invocations", "time_of_last_update", "/ping",
+                   "text/event-stream", "--invocation-timeout"):
+        assert needed in recipe, needed
+    assert "not served" not in recipe and "What is missing" not in recipe
+
+
 def test_the_deployed_command_serves_the_probes_and_drains(
         as_deployed: tuple[subprocess.Popen[bytes], str]) -> None:
     proc, base = as_deployed
@@ -149,11 +168,19 @@ def test_the_deployed_command_serves_the_probes_and_drains(
             pass
         assert time.monotonic() < deadline, "not ready in 30 s"
         time.sleep(0.1)
-    assert _get(base + "/ping") == (200, json.dumps({"status": "Healthy"}, separators=(",", ":")))
+    status, ping = _get(base + "/ping")
+    assert status == 200 and json.loads(ping)["status"] == "Healthy"
+    assert abs(json.loads(ping)["time_of_last_update"] - time.time()) < 60  # AgentCore: Unix seconds
     status, metrics = _get(base + "/metrics")
     hpa = _docs()["HorizontalPodAutoscaler"]["spec"]["metrics"][0]["pods"]["metric"]["name"]
     assert status == 200 and re.search(rf"^{hpa} 0\.0$", metrics, re.M), metrics
     assert _get(base + "/")[0] == 200  # the page (the token is asked by /ws, not by the page)
+    # AgentCore Runtime's request endpoint, as the README's recipe calls it (the token is ours).
+    prompt = {"prompt": "Hello there."}
+    assert _post(base + "/invocations", prompt)[0] == 403
+    status, answer = _post(base + "/invocations", prompt, {"Authorization": f"Bearer {TOKEN}"})
+    assert status == 200, answer
+    assert json.loads(answer)["reply"] and json.loads(answer)["conversation"]
 
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)

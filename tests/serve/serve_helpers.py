@@ -36,17 +36,18 @@ def free_port() -> int:
 
 
 class ServeProcess:
-    """`agent-run serve AGENT --emulate SCENARIO --port P ARGS` in the background."""
+    """`agent-run serve AGENT [MORE...] --emulate SCENARIO --port P ARGS` in the background."""
 
     def __init__(self, tmp: Path, *args: str, agent: Path = AGENT, scenario: Path = SCENARIO,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None, more_agents: Sequence[Path] = ()) -> None:
         self.port = free_port()
         self.transcripts = tmp / "transcripts"
         self.stdout_path, self.stderr_path = tmp / "serve.out", tmp / "serve.err"
         self._out, self._err = self.stdout_path.open("w"), self.stderr_path.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runner", "serve", str(agent), "--emulate", str(scenario),
-             "--port", str(self.port), "--transcripts", str(self.transcripts), *args],
+            [sys.executable, "-m", "runner", "serve", str(agent), *map(str, more_agents),
+             "--emulate", str(scenario), "--port", str(self.port), "--transcripts", str(self.transcripts),
+             *args],
             cwd=REPO, env=base_env(**(env or {})), stdin=subprocess.DEVNULL, stdout=self._out,
             stderr=self._err)
 

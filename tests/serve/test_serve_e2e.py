@@ -64,7 +64,8 @@ def test_a_spoken_question_gets_the_tool_call_the_transcript_and_audio(server: S
     before = {name: server.metric(name) for name in
               ("agent_run_conversations_total", "agent_run_tool_calls_total", "agent_run_turns_total",
                "agent_run_response_latency_seconds_count")}
-    assert server.get_json("/ping") == (200, {"status": "Healthy"})
+    status, ping = server.get_json("/ping")
+    assert status == 200 and ping["status"] == "Healthy"
 
     log, busy = asyncio.run(_spoken_call(server.ws_url, busy_probe=server))
 

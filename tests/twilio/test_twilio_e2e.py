@@ -135,6 +135,12 @@ def test_a_call_gets_the_tool_call_audio_and_keypad_text(servers: tuple[ServePro
     # and each answer's end; the hang-up came before the last answer had all played).
     really_played = heard.played_frames * 0.02
     assert really_played - 1.1 <= played <= really_played + 0.1
+    # The same accounting, per answer, in the transcript (`heard` entries, milliseconds).
+    answers = [e for e in entries if e["type"] == "heard"]
+    assert answers and all(e["cut_ms"] == 0 for e in answers)
+    assert sum(e["played_ms"] for e in answers) / 1000 == pytest.approx(played, abs=0.05 * len(answers))
+    assert sum(e["sent_ms"] for e in answers) / 1000 == pytest.approx(sent, abs=0.05 * len(answers))
+    assert answers[0]["how"] == "played" and answers[0]["played_ms"] == answers[0]["sent_ms"]
 
 
 def test_an_8khz_agent_takes_a_call(narrowband_server: ServeProcess) -> None:
@@ -203,6 +209,12 @@ def test_barge_in_sends_clear_and_counts_what_was_cut(servers: tuple[ServeProces
     assert played < sent  # the caller did not hear all of the long answer
     assert server.metric("agent_run_phone_barge_ins_total") == clears
     assert server.metric('agent_run_phone_audio_seconds_total{what="cut"}') == pytest.approx(cut, abs=0.05)
+    answers = [e for e in entries if e["type"] == "heard"]
+    cut_answers = [e for e in answers if e["how"] == "cut"]
+    assert cut_answers and cut_answers[0]["cut_ms"] > 0
+    first_cut = cut_answers[0]
+    assert first_cut["played_ms"] + first_cut["cut_ms"] == pytest.approx(first_cut["sent_ms"], abs=2)
+    assert sum(e["cut_ms"] for e in answers) / 1000 == pytest.approx(cut, abs=0.05)
 
 
 async def _call_with_token(server: ServeProcess, token: str) -> tuple[Heard, int]:

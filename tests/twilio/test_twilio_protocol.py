@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from runner.audio.g711 import ulaw_encode
 from runner.serve.frontends.twilio_protocol import (
     FRAME_BYTES_PCM,
+    AnswerPlayout,
     CallerAudio,
     Connected,
     Dtmf,
@@ -132,6 +133,48 @@ def test_marks_tell_what_was_heard_and_clear_what_was_cut() -> None:
     assert p.receive_text(frame({"event": "mark", "mark": {"name": "a4"}})) == [MarkReached("a4", True)]
     assert p.stats.heard_ms == 140
     assert p.stats.clears == 1
+
+
+def mark(name: str) -> str:
+    return frame({"event": "mark", "streamSid": "MZ0001", "mark": {"name": name}})
+
+
+def test_each_answer_gets_its_playout_heard_cut_or_ended_by_the_call() -> None:
+    p = started()
+    p.send_audio(tone(1000))  # an answer: a second, a mid-answer mark, then 500 ms more and its end
+    p.send_mark()
+    p.send_audio(tone(500), mark=True)
+    assert [m["mark"]["name"] for m in sent(p) if m["event"] == "mark"] == ["a1", "a2"]
+    p.receive_text(mark("a1"))
+    assert p.playouts() == []  # only part of it confirmed so far
+    p.receive_text(mark("a2"))
+    assert p.playouts() == [AnswerPlayout(sent_ms=1500, heard_ms=1500, cut_ms=0, how="played")]
+    # The next answer: 600 ms confirmed, then a barge-in cuts the remaining 400 ms.
+    p.send_audio(tone(600))
+    p.send_mark()
+    p.send_audio(tone(400))
+    p.receive_text(mark("a3"))
+    p.clear()
+    assert p.playouts() == [AnswerPlayout(sent_ms=1000, heard_ms=600, cut_ms=400, how="cut")]
+    # A third, still playing when the call ends: what was confirmed is heard, the rest unknown.
+    p.send_audio(tone(300))
+    p.send_mark()
+    p.send_audio(tone(200), mark=True)
+    p.receive_text(mark("a4"))
+    p.finish()
+    assert p.playouts() == [AnswerPlayout(sent_ms=500, heard_ms=300, cut_ms=0, how="call ended")]
+    p.finish()
+    assert p.playouts() == []  # nothing is reported twice
+
+
+def test_an_answer_ending_on_a_mark_is_not_marked_twice() -> None:
+    p = started()
+    p.send_audio(tone(1000))
+    p.send_mark()
+    p.send_audio(b"", mark=True)  # the answer ended exactly on the mark just sent
+    assert [m["event"] for m in sent(p)].count("mark") == 1
+    p.receive_text(mark("a1"))
+    assert p.playouts() == [AnswerPlayout(sent_ms=1000, heard_ms=1000, cut_ms=0, how="played")]
 
 
 def test_partial_frame_is_dropped_by_clear() -> None:

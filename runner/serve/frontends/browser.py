@@ -6,6 +6,9 @@ Protocol (documented in the README):
 - server → client: first `{"type": "ready", "input_rate", "output_rate", "agent", "text"}`; then
   binary frames of assistant PCM at `output_rate`, and JSON `transcript`, `tool_call`,
   `tool_result`, `interrupted` (stop playback now), `state`, `error`.
+- `/ws?agent=NAME` talks to the agent named NAME (the file's `name:`) on a server of several; no
+  `agent` means the first file's. An unknown name is accepted and closed at once with code 4404
+  and a reason listing the agents served.
 - A full or draining server accepts and closes at once with code 1013 and the reason; a missing or
   wrong token is refused before the handshake completes (HTTP 403).
 
@@ -30,11 +33,13 @@ from runner.audio.base import AudioFormat, AudioSink, AudioSource, SourceStatist
 from runner.audio.pacing import PacedSource
 from runner.audio.playback import PacedSink
 from runner.conversation.text import QueueTextInput, TextInput
-from runner.serve.frontends.base import CallerRefused, converse, register
+from runner.serve.errors import close_reason
+from runner.serve.frontends.base import CallerRefused, TranscriptWrite, UnknownAgent, converse, register
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from runner.config.model import AgentConfig
     from runner.serve.context import ServeContext
 
 log = logging.getLogger(__name__)
@@ -102,8 +107,7 @@ class WebSocketSink(PacedSink):
 class BrowserCaller:
     """One connected browser: a CallerIO over its WebSocket."""
 
-    def __init__(self, ctx: ServeContext, websocket: WebSocket) -> None:
-        agent = ctx.agent
+    def __init__(self, ctx: ServeContext, websocket: WebSocket, agent: AgentConfig) -> None:
         self._ws = websocket
         self._outbox: asyncio.Queue[object] = asyncio.Queue(maxsize=OUTBOX)
         self._audio_generation = 0
@@ -113,11 +117,17 @@ class BrowserCaller:
         self.source: AudioSource = self._source
         self.sink: AudioSink = WebSocketSink(AudioFormat(agent.audio.output_sample_rate), self._send_audio,
                                              self._interrupted)
-        self._text = QueueTextInput() if ctx.accepts_text else None
+        self._text = QueueTextInput() if ctx.takes_text(agent) else None
         self.text_input: TextInput | None = self._text
 
     def event(self, kind: str, **fields: Any) -> None:
         self._put({"type": kind, **fields})
+
+    def transcript_open(self, write: TranscriptWrite | None) -> None:
+        pass  # the page is told what it needs through event()
+
+    def entry(self, entry: dict[str, Any]) -> None:
+        pass
 
     def finish(self) -> None:
         """Nothing more will be sent: the sender ends once it has sent what is queued."""
@@ -203,20 +213,20 @@ async def serve_browser(ctx: ServeContext, websocket: WebSocket) -> None:
         return
     await websocket.accept()
     try:
+        agent = ctx.agent_named(websocket.query_params.get("agent"))
         ctx.check_admission()
-    except CallerRefused as refused:
-        await websocket.close(code=CLOSE_TRY_AGAIN, reason=refused.reason)
+    except (UnknownAgent, CallerRefused) as refused:
+        await websocket.close(code=refused.websocket_code, reason=close_reason(refused.reason))
         return
-    caller = BrowserCaller(ctx, websocket)
-    agent = ctx.agent
+    caller = BrowserCaller(ctx, websocket, agent)
     caller.event("ready", input_rate=agent.audio.input_sample_rate,
-                 output_rate=agent.audio.output_sample_rate, agent=agent.name, text=ctx.accepts_text)
+                 output_rate=agent.audio.output_sample_rate, agent=agent.name, text=ctx.takes_text(agent))
     code, reason = CLOSE_NORMAL, "conversation ended"
     async with asyncio.TaskGroup() as tg:
         receiver = tg.create_task(caller.receive_loop(), name="ws-receive")
         sender = tg.create_task(caller.send_loop(), name="ws-send")
         try:
-            await converse(ctx, caller)
+            await converse(ctx, caller, agent)
         except CallerRefused as refused:
             code, reason = CLOSE_TRY_AGAIN, refused.reason
         if ctx.draining:

@@ -8,6 +8,18 @@ speaks Media Streams on it (runner.serve.frontends.twilio_protocol) until the ca
 Each call is one conversation: the caller's audio is the source, the assistant's audio the sink
 (twilio_audio), keypad digits are typed text on Nova 2 (a few digits in a row become one line, sent
 after `#` or a short pause), and the call's `callSid` and custom parameters are template vars.
+What the caller heard of each answer (the protocol's mark accounting) goes into the transcript as
+a `heard` entry.
+
+Which agent: `POST /twilio/voice?agent=NAME` on a server of several (no `agent`: the first file's;
+an unknown name: 404). The name rides to the stream as the `agent` custom parameter.
+
+Hanging up: when Twilio ends the stream (`stop`, or its socket closes) the server closes with
+1000; 1001 only when the server's drain ended the call.
+
+The stream URL in the answer is built from the request's URL, which X-Forwarded-Proto /
+X-Forwarded-Host rewrite only for a trusted proxy (runner.serve.forwarded, `--forwarded-allow-ips`);
+the signature is checked against that same URL.
 
 Who may call: with a Twilio auth token (`TWILIO_AUTH_TOKEN`, or the server's setting) every request
 must carry a valid `X-Twilio-Signature` (refused with 403 otherwise). Without one, the server's own
@@ -35,12 +47,14 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from runner.audio.base import AudioFormat, AudioSink, AudioSource
 from runner.conversation.control import PhoneCall
 from runner.conversation.text import QueueTextInput, TextInput
-from runner.serve.frontends.base import CallerRefused, converse, register
+from runner.serve.errors import close_reason
+from runner.serve.frontends.base import CallerRefused, TranscriptWrite, UnknownAgent, converse, register
 from runner.serve.frontends.twilio_audio import TwilioSink, TwilioSource
 from runner.serve.frontends.twilio_protocol import (
     CallerAudio,
     Dtmf,
     Malformed,
+    MarkReached,
     MediaStreamProtocol,
     Started,
     Stopped,
@@ -51,6 +65,7 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.routing import BaseRoute
 
+    from runner.config.model import AgentConfig
     from runner.serve.context import ServeContext
 
 log = logging.getLogger(__name__)
@@ -60,6 +75,7 @@ VOICE_PATH = "/twilio/voice"
 STREAM_PATH = "/twilio/stream"
 SIGNATURE_HEADER = "x-twilio-signature"
 TOKEN_PARAMETER = "token"
+AGENT_PARAMETER = "agent"
 MAX_WEBHOOK_BYTES = 64 * 1024
 START_TIMEOUT_S = 10.0
 # Digits pressed in a row become one line of text, sent on `#` or after this pause.
@@ -126,8 +142,9 @@ async def answer_call(ctx: ServeContext, settings: TwilioSettings, request: Requ
         log.warning("refused %s from %s: no valid token", VOICE_PATH, _peer(request))
         return PlainTextResponse("forbidden", status_code=403)
     try:
+        ctx.agent_named(request.query_params.get(AGENT_PARAMETER))
         ctx.check_admission()
-    except CallerRefused as exc:
+    except (UnknownAgent, CallerRefused) as exc:
         return PlainTextResponse(exc.reason, status_code=exc.http_status)
     form = dict(params)
     parameters = {k: v for k, v in request.query_params.items() if k != TOKEN_PARAMETER}
@@ -135,8 +152,8 @@ async def answer_call(ctx: ServeContext, settings: TwilioSettings, request: Requ
     token = ctx.settings.token
     if settings.auth_token is None and token is not None:
         parameters[TOKEN_PARAMETER] = token  # back to Twilio only: the stream presents it at start
-    forwarded = request.headers.get("x-forwarded-proto", request.url.scheme)
-    scheme = "wss" if "https" in (forwarded, request.url.scheme) else "ws"
+    # The URL as the caller (Twilio) used it: a trusted proxy's X-Forwarded-* already applied.
+    scheme = "wss" if request.url.scheme == "https" else "ws"
     stream_url = f"{scheme}://{request.url.netloc}{STREAM_PATH}"
     return Response(twiml_connect(stream_url, parameters), media_type="text/xml")
 
@@ -157,21 +174,24 @@ def _peer(conn: Request | WebSocket) -> str:
 class TwilioCall:
     """One call: the CallerIO the conversation gets, and the MediaLink its sink sends through."""
 
-    def __init__(self, ctx: ServeContext, protocol: MediaStreamProtocol, started: Started) -> None:
-        agent = ctx.agent
+    def __init__(self, ctx: ServeContext, protocol: MediaStreamProtocol, started: Started,
+                 agent: AgentConfig) -> None:
         self.protocol = protocol
         self.caller_audio = TwilioSource(AudioFormat(agent.audio.input_sample_rate), agent.audio.chunk_ms)
         self.source: AudioSource = self.caller_audio
         self.sink: AudioSink = TwilioSink(AudioFormat(agent.audio.output_sample_rate), self)
-        self.dtmf: QueueTextInput | None = QueueTextInput() if ctx.accepts_text else None
+        self.dtmf: QueueTextInput | None = QueueTextInput() if ctx.takes_text(agent) else None
         self.text_input: TextInput | None = self.dtmf
-        params = {k: v for k, v in started.custom_parameters.items() if k != TOKEN_PARAMETER}
+        params = {k: v for k, v in started.custom_parameters.items()
+                  if k not in (TOKEN_PARAMETER, AGENT_PARAMETER)}
         self.vars: Mapping[str, str] = {**params, "callSid": started.call_sid,
                                         "streamSid": started.stream_sid}
         self.phone = PhoneCall("twilio", started.call_sid, started.account_sid)  # for builtin:transfer
         self.closed = asyncio.Event()
         self.wake = asyncio.Event()  # frames are waiting in the protocol for the writer
         self.ending = False  # the writer sends what is left, then returns
+        self.hung_up = False  # Twilio ended the stream (stop, or its socket closed)
+        self._write_transcript: TranscriptWrite | None = None
         self._digits = ""
         self._digit_timer: asyncio.TimerHandle | None = None
 
@@ -179,6 +199,23 @@ class TwilioCall:
     def event(self, kind: str, **fields: Any) -> None:
         if kind == "error":
             log.warning("call %s: %s", self.protocol.call_sid, fields.get("message", ""))
+
+    def transcript_open(self, write: TranscriptWrite | None) -> None:
+        # None: the conversation has ended (its end record is written): nothing more goes in. An
+        # answer still playing when the server ended the call gets no entry; one playing when the
+        # caller hung up got its entry in `_read`, before the conversation was told to end.
+        self._write_transcript = write
+
+    def entry(self, entry: dict[str, Any]) -> None:
+        pass
+
+    def record_playouts(self) -> None:
+        """What the caller heard of each answer whose playout is now known, as `heard` entries."""
+        write = self._write_transcript
+        for p in self.protocol.playouts():
+            if write is not None:
+                write("heard", sent_ms=round(p.sent_ms), played_ms=round(p.heard_ms), cut_ms=round(p.cut_ms),
+                      how=p.how)
 
     # MediaLink
     def send_audio(self, pcm8k: bytes, *, mark: bool) -> None:
@@ -191,6 +228,7 @@ class TwilioCall:
 
     def clear(self) -> None:
         self.protocol.clear()
+        self.record_playouts()
         self.wake.set()
 
     # keypad
@@ -241,18 +279,20 @@ async def serve_stream(ctx: ServeContext, settings: TwilioSettings, websocket: W
         await _close(websocket, 1008, "forbidden")
         return
     try:
+        agent = ctx.agent_named(started.custom_parameters.get(AGENT_PARAMETER))
         ctx.check_admission()
-    except CallerRefused as exc:
+    except (UnknownAgent, CallerRefused) as exc:
+        log.warning("refused call %s: %s", started.call_sid, exc.reason)
         await _close(websocket, exc.websocket_code, exc.reason)
         return
-    call = TwilioCall(ctx, protocol, started)
+    call = TwilioCall(ctx, protocol, started, agent)
     log.info("call %s: stream %s started", started.call_sid, started.stream_sid)
     try:
         async with asyncio.TaskGroup() as tg:
             reader = tg.create_task(_read(websocket, call), name="twilio-reader")
             writer = tg.create_task(_write(websocket, call), name="twilio-writer")
             try:
-                await converse(ctx, call)
+                await converse(ctx, call, agent)
                 if not ctx.draining:  # a drain has its own deadline
                     await _heard_to_the_end(call)
             except CallerRefused as exc:
@@ -271,7 +311,7 @@ async def serve_stream(ctx: ServeContext, settings: TwilioSettings, websocket: W
         log.info("call %s ended: %.1f s of assistant audio sent, %.1f s heard, %.1f s cut by %d barge-ins, "
                  "%d keypad digits", protocol.call_sid, stats.sent_ms / 1000, stats.heard_ms / 1000,
                  stats.cut_ms / 1000, stats.clears, stats.dtmf_digits)
-        if ctx.draining:
+        if ctx.draining and not call.hung_up:  # the drain ended the call, not the caller
             await _close(websocket, 1001, "server shutting down")
         else:
             await _close(websocket, 1000, "call ended")
@@ -324,14 +364,18 @@ async def _read(websocket: WebSocket, call: TwilioCall) -> None:
         while True:
             text = await _receive(websocket, protocol)
             if text is None:
+                call.hung_up = True
                 return
             for event in protocol.receive_text(text):
                 if isinstance(event, CallerAudio):
                     call.caller_audio.feed(event.pcm)
                 elif isinstance(event, Dtmf):
                     call.digit(event.digit)
+                elif isinstance(event, MarkReached):
+                    call.record_playouts()
                 elif isinstance(event, Stopped):
                     log.info("call %s: Twilio stopped the stream (hung up)", protocol.call_sid)
+                    call.hung_up = True
                     return
                 elif isinstance(event, Malformed):
                     n = protocol.stats.malformed
@@ -342,6 +386,9 @@ async def _read(websocket: WebSocket, call: TwilioCall) -> None:
                         log.warning("call %s: ending the call after %d bad frames", protocol.call_sid, n)
                         return
     finally:
+        if call.hung_up:  # what played of an answer still playing, before the conversation ends
+            protocol.finish()
+            call.record_playouts()
         call.closed.set()
 
 
@@ -373,4 +420,4 @@ async def _heard_to_the_end(call: TwilioCall) -> None:
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
     if websocket.application_state is WebSocketState.CONNECTED:
         with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
-            await websocket.close(code=code, reason=reason)
+            await websocket.close(code=code, reason=close_reason(reason))

@@ -16,6 +16,12 @@ had been sent by then. When Twilio echoes a mark, everything up to it has played
 (barge-in) drops Twilio's buffer; Twilio then echoes the outstanding marks too, and those count as
 cut, not heard. `heard_ms` / `cut_ms` are what the transcript and metrics report.
 
+Per answer: the sink marks the end of each burst of speech (an answer) with `send_audio(...,
+mark=True)`. When that mark comes back, the answer was heard in full; a clear cuts it (what its
+marks had confirmed is heard, the rest cut). Either way an `AnswerPlayout` is queued for
+`playouts()`; `finish()` (the call is over) closes an answer still playing, its unconfirmed audio
+counted as neither. The adapter writes each as a transcript `heard` entry.
+
 Everything that arrives is untrusted: a frame that is not JSON, too big, of an unknown event, or
 missing fields becomes a `Malformed` event (with a short reason) and changes nothing else; the
 adapter logs it (rate-limited) and may end the call after too many. Nothing here raises on input.
@@ -105,10 +111,21 @@ class Malformed:
 Event = Connected | Started | CallerAudio | Dtmf | MarkReached | Stopped | Malformed
 
 
+@dataclass(frozen=True, slots=True)
+class AnswerPlayout:
+    """What the caller heard of one answer (a burst of assistant speech), in milliseconds."""
+
+    sent_ms: float
+    heard_ms: float  # confirmed played by marks
+    cut_ms: float  # dropped by a clear (barge-in) before it played
+    how: str  # "played" (all heard), "cut" (a barge-in), "call ended" (hung up while it played)
+
+
 @dataclass(slots=True)
 class _Mark:
     name: str
     sent_ulaw: int  # audio bytes sent before this mark (cumulative)
+    answer_end: bool = False  # the mark after an answer's last audio
 
 
 @dataclass(slots=True)
@@ -141,6 +158,9 @@ class MediaStreamProtocol:
         self._marks: deque[_Mark] = deque()  # sent, not yet echoed
         self._cut: dict[str, int] = {}  # marks outstanding at a clear: name -> sent_ulaw
         self._mark_seq = 0
+        self._answer_from = 0  # sent_ulaw where the answer now playing began
+        self._answer_heard = 0  # of it, μ-law bytes confirmed played
+        self._playouts: list[AnswerPlayout] = []
 
     # --- incoming --------------------------------------------------------------------------------
 
@@ -242,10 +262,20 @@ class MediaStreamProtocol:
         while self._marks:
             mark = self._marks.popleft()
             self.stats.heard_ms += _ms(mark.sent_ulaw - self._accounted_ulaw)
+            self._answer_heard += mark.sent_ulaw - self._accounted_ulaw
             self._accounted_ulaw = mark.sent_ulaw
+            if mark.answer_end:
+                self._end_answer(mark.sent_ulaw, cut=0, how="played")
             if mark.name == name:
                 break
         return [MarkReached(name, heard=True)]
+
+    def _end_answer(self, until_ulaw: int, *, cut: int, how: str) -> None:
+        sent = until_ulaw - self._answer_from
+        if sent > 0:
+            self._playouts.append(AnswerPlayout(sent_ms=_ms(sent), heard_ms=_ms(self._answer_heard),
+                                                cut_ms=_ms(cut), how=how))
+        self._answer_from, self._answer_heard = until_ulaw, 0
 
     def _on_stop(self, msg: dict[str, Any]) -> list[Event]:
         self.state = StreamState.STOPPED
@@ -285,16 +315,19 @@ class MediaStreamProtocol:
             self._send({"event": "media", "streamSid": self.stream_sid, "media": {"payload": payload}})
         self._sent_ulaw += len(ulaw)
         self.stats.sent_ms += _ms(len(ulaw))
-        if mark and self._sent_ulaw > (self._marks[-1].sent_ulaw if self._marks else self._accounted_ulaw):
-            self.send_mark()
+        if mark and self._sent_ulaw > self._answer_from:
+            if self._marks and self._marks[-1].sent_ulaw == self._sent_ulaw:
+                self._marks[-1].answer_end = True  # a mark already follows the last audio
+            else:
+                self.send_mark(answer_end=True)
         return len(ulaw)
 
-    def send_mark(self) -> str:
-        """Queue a mark after the audio sent so far; returns its name."""
+    def send_mark(self, *, answer_end: bool = False) -> str:
+        """Queue a mark after the audio sent so far (`answer_end`: it ends an answer); returns its name."""
         self._mark_seq += 1
         name = f"a{self._mark_seq}"
         if self.can_send:
-            self._marks.append(_Mark(name, self._sent_ulaw))
+            self._marks.append(_Mark(name, self._sent_ulaw, answer_end))
             self.stats.marks_sent += 1
             self._send({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
         return name
@@ -308,9 +341,20 @@ class MediaStreamProtocol:
             self._cut[mark.name] = mark.sent_ulaw
         self._marks.clear()
         self.stats.cut_ms += _ms(self._sent_ulaw - self._accounted_ulaw)
+        # Answers queued back to back count as one here: Twilio does not say where the cut fell.
+        self._end_answer(self._sent_ulaw, cut=self._sent_ulaw - self._accounted_ulaw, how="cut")
         self._accounted_ulaw = self._sent_ulaw
         self.stats.clears += 1
         self._send({"event": "clear", "streamSid": self.stream_sid})
+
+    def finish(self) -> None:
+        """The call is over: an answer still playing is closed (its unconfirmed audio is not counted)."""
+        self._end_answer(self._sent_ulaw, cut=0, how="call ended")
+
+    def playouts(self) -> list[AnswerPlayout]:
+        """Answers whose playout is known since the last call (emptied)."""
+        out, self._playouts = self._playouts, []
+        return out
 
     def unconfirmed_ms(self) -> float:
         """Audio sent that no mark has confirmed yet (an upper bound of what Twilio still holds)."""

@@ -1,13 +1,16 @@
 // The agent-run page: one conversation with the agent over /ws (protocol in the README).
 // Microphone -> AudioWorklet "agent-run-capture" (resampled to the server's input rate) -> binary
 // frames; binary frames -> AudioWorklet "agent-run-playback" (gap-free, flushed on barge-in); JSON
-// frames -> transcript, tool calls, state. Plain JS, no build step, nothing loaded from elsewhere.
+// frames -> transcript, tool calls, state. On a server of several agents (GET /agents) a selector
+// picks the one /ws?agent=NAME talks to. Plain JS, no build step, nothing loaded from elsewhere.
 "use strict";
 
 (() => {
   const $ = (id) => document.getElementById(id);
   const ui = {
     agent: $("agent-name"),
+    agentChoice: $("agent-choice"),
+    agentSelect: $("agent-select"),
     connection: $("connection"),
     start: $("start"),
     stop: $("stop"),
@@ -35,6 +38,7 @@
     toolResults: [],
     closeCode: null,
     closeReason: null,
+    agents: null, // the server's GET /agents, once loaded
   };
   window.agentRun = stats;
 
@@ -226,12 +230,47 @@
     const token = new URLSearchParams(location.search).get("token");
     url.search = "";
     if (token) url.searchParams.set("token", token);
+    const params = new URLSearchParams(location.search);
+    const agent = ui.agentChoice.hidden ? params.get("agent") : ui.agentSelect.value;
+    if (agent) url.searchParams.set("agent", agent);
     return url.href;
+  }
+
+  // The agents the server serves: a selector when there is more than one (?agent=NAME preselects).
+  async function loadAgents() {
+    const url = new URL("agents", document.baseURI);
+    const token = new URLSearchParams(location.search).get("token");
+    if (token) url.searchParams.set("token", token);
+    let agents;
+    try {
+      const probe = new AbortController();
+      const timer = setTimeout(() => probe.abort(), 5000);
+      const response = await fetch(url, { cache: "no-store", signal: probe.signal });
+      clearTimeout(timer);
+      if (!response.ok) return; // e.g. no token yet: /ws will say why
+      agents = await response.json();
+    } catch {
+      return;
+    }
+    if (!Array.isArray(agents)) return;
+    stats.agents = agents;
+    if (agents.length < 2) return;
+    const wanted = new URLSearchParams(location.search).get("agent");
+    for (const agent of agents) {
+      const option = document.createElement("option");
+      option.value = String(agent.name);
+      option.textContent = String(agent.name);
+      option.title = String(agent.description ?? "");
+      if (agent.name === wanted || (!wanted && agent.default)) option.selected = true;
+      ui.agentSelect.append(option);
+    }
+    ui.agentChoice.hidden = false;
   }
 
   function closeMessage(code, reason) {
     const why = reason ? `: ${reason}` : "";
     if (code === 1013) return `The server is full: every conversation slot is taken${why}. Try again in a moment.`;
+    if (code === 4404) return `This server has no such agent${why}.`;
     if (code === 1008 || code === 4401 || code === 4403 || code === 3000 || code === 3003) {
       return `The server refused this page's token${why}. Open the page with the address the server printed (…/?token=…).`;
     }
@@ -395,6 +434,7 @@
     notify("");
     ui.start.hidden = true;
     ui.stop.hidden = false;
+    ui.agentSelect.disabled = true;
     ui.stop.focus();
     // Created on the click, so that browsers let it play; at the device's own rate.
     const AudioCtx = window.AudioContext || window.webkitAudioContext;
@@ -418,6 +458,7 @@
     ui.start.hidden = false;
     ui.start.textContent = "Start again";
     ui.stop.hidden = true;
+    ui.agentSelect.disabled = false;
     lastAssistant = null;
   }
 
@@ -427,6 +468,7 @@
     else finish();
   }
 
+  loadAgents();
   ui.start.addEventListener("click", start);
   ui.stop.addEventListener("click", stop);
   ui.form.addEventListener("submit", (e) => {
