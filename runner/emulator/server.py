@@ -83,6 +83,7 @@ class EmulatorStats:
     bytes_in: int
     bytes_out: int
     chunk_signatures_verified: int
+    events_inline: int = 0  # input events handed to a waiting handler's inline consumer (set_inline)
 
 
 @dataclass(slots=True)
@@ -97,6 +98,7 @@ class _Counters:
     bytes_in: int = 0
     bytes_out: int = 0
     chunk_signatures_verified: int = 0
+    events_inline: int = 0
 
 
 _TCP_QUICKACK: Final[int | None] = getattr(socket, "TCP_QUICKACK", None)  # Linux only
@@ -345,6 +347,7 @@ class _Stream:
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("%s in  %s", self._label, _summarize_payload(payload))
             if self._parked and self._inline is not None and self._queue.empty():
+                self._conn.counters.events_inline += 1
                 if self._inline(payload):
                     self._queue.put_nowait(INLINE_TAKEN)
             else:
@@ -871,4 +874,5 @@ class Emulator:
             bytes_in=c.bytes_in,
             bytes_out=c.bytes_out,
             chunk_signatures_verified=c.chunk_signatures_verified,
+            events_inline=c.events_inline,
         )
