@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 # Event-stream exception members Bedrock uses (`:exception-type` header values).
 EXCEPTION_KINDS: tuple[str, ...] = (
@@ -73,6 +73,11 @@ class EmulatorStream(Protocol):
     @property
     def closed(self) -> bool:
         """True once the stream has ended, been reset, or its connection dropped."""
+
+
+# What `_Stream.receive()` returns (this very object: compare with `is`) after an inline consumer
+# (set with `set_inline`) took an event and asked for the handler's attention.
+INLINE_TAKEN: Final[bytes] = bytes(bytearray(b"(taken inline)"))
 
 
 class StreamHandler(Protocol):

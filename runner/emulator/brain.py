@@ -355,6 +355,13 @@ class Brain:
         actions, self._actions = self._actions, []
         return actions
 
+    @property
+    def settled(self) -> bool:
+        """Nothing for the adapter to do until more input or `next_deadline`: no actions waiting
+        for `poll`, no speech or transcript asked for, not done."""
+        return (not self._actions and self.speech_request is None
+                and self.transcription_request is None and not self.done)
+
     def next_deadline(self) -> float:
         """When `poll` must run next, even without input."""
         deadline = min(self._deadline, self._last_input + self.settings.input_timeout_s)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from runner.emulator import asr, speech
-from runner.emulator.api import EmulatorStream, Rejection, StreamRequest
+from runner.emulator.api import INLINE_TAKEN, EmulatorStream, Rejection, StreamRequest
 from runner.emulator.brain import (
     THROTTLED,
     Action,
@@ -120,6 +120,20 @@ class NovaHandler:
         asyncio.get_running_loop().run_in_executor(None, self.transcriber.warm_up)
 
     async def _run(self, stream: EmulatorStream, brain: Brain, events: StreamLog) -> None:
+        # A stream that can (the emulator's own) hands events over as they are read while this
+        # loop waits for input; duck-typed, so any EmulatorStream still works through receive().
+        set_inline = getattr(stream, "set_inline", None)
+        inline = _Inline(self, brain, events) if set_inline is not None else None
+        if set_inline is not None:
+            set_inline(inline)
+        try:
+            await self._loop(stream, brain, events, inline)
+        finally:
+            if set_inline is not None:
+                set_inline(None)
+
+    async def _loop(self, stream: EmulatorStream, brain: Brain, events: StreamLog,
+                    inline: _Inline | None) -> None:
         while True:
             await _execute(stream, brain.poll(self._clock()), events)
             if brain.done:
@@ -143,20 +157,58 @@ class NovaHandler:
             # A receive cut short by the timeout loses nothing: it had not taken an event yet.
             # (A deadline already past still takes an event that is there: asyncio.timeout
             # cancels only at the next suspension.)
+            deadline = brain.next_deadline()
+            if inline is not None:
+                inline.until = deadline
             try:
-                async with asyncio.timeout(max(0.0, brain.next_deadline() - self._clock())):
+                async with asyncio.timeout(max(0.0, deadline - self._clock())):
                     payload = await stream.receive()
             except TimeoutError:
                 continue
-            if payload is None:
+            if payload is INLINE_TAKEN:
+                assert inline is not None
+                inline.rethrow()
+            elif payload is None:
                 brain.input_closed(self._clock())
             else:
-                event = brain.receive(payload, self._clock())
-                if brain.speech_heard and not self._warming:
-                    self._warm_up()
-                if event is not None:  # logged once validated: a refused event is named in the error
-                    events.input({"event": {event.name: event.body}})
+                self._take(brain, payload, events)
 
+    def _take(self, brain: Brain, payload: bytes, events: StreamLog) -> None:
+        event = brain.receive(payload, self._clock())
+        if brain.speech_heard and not self._warming:
+            self._warm_up()
+        if event is not None:  # logged once validated: a refused event is named in the error
+            events.input({"event": {event.name: event.body}})
+
+
+
+class _Inline:
+    """The consumer NovaHandler gives its stream (`set_inline`): it feeds an event to the brain
+    right where the wire layer reads it, while the session loop waits for input. It asks for the
+    loop (returns True) only when the brain has something to do or an earlier deadline than the
+    one the loop waits for; an exception is raised again in the loop, as if it had read the event."""
+
+    def __init__(self, handler: NovaHandler, brain: Brain, events: StreamLog) -> None:
+        self._handler = handler
+        self._brain = brain
+        self._events = events
+        self.until = 0.0  # the deadline the waiting loop wakes at anyway
+        self._error: BaseException | None = None
+
+    def __call__(self, payload: bytes) -> bool:
+        if self._error is not None:
+            return True
+        try:
+            self._handler._take(self._brain, payload, self._events)
+        except Exception as exc:  # the loop raises it: the handler fails as it would have
+            self._error = exc
+            return True
+        return not self._brain.settled or self._brain.next_deadline() < self.until
+
+    def rethrow(self) -> None:
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
 
 
 async def _execute(stream: EmulatorStream, actions: list[Action], events: StreamLog) -> None:

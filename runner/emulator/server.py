@@ -26,7 +26,7 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -40,7 +40,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
-from runner.emulator.api import EXCEPTION_KINDS, StreamHandler, StreamRequest
+from runner.emulator.api import EXCEPTION_KINDS, INLINE_TAKEN, StreamHandler, StreamRequest
 from runner.emulator.certs import load_identity, server_context
 from runner.emulator.eventlog import summarize_event
 from runner.emulator.eventstream import (
@@ -83,6 +83,7 @@ class EmulatorStats:
     bytes_in: int
     bytes_out: int
     chunk_signatures_verified: int
+    events_inline: int = 0  # input events handed to a waiting handler's inline consumer (set_inline)
 
 
 @dataclass(slots=True)
@@ -97,6 +98,7 @@ class _Counters:
     bytes_in: int = 0
     bytes_out: int = 0
     chunk_signatures_verified: int = 0
+    events_inline: int = 0
 
 
 _TCP_QUICKACK: Final[int | None] = getattr(socket, "TCP_QUICKACK", None)  # Linux only
@@ -184,6 +186,8 @@ class _Stream:
         self.task: asyncio.Task[None] | None = None
         self._grace_timer: asyncio.TimerHandle | None = None
         self._label = f"{request.request_id[:8]}"
+        self._inline: Callable[[bytes], bool] | None = None
+        self._parked = False  # receive() waits on an empty queue
 
     # EmulatorStream -------------------------------------------------------------------------
 
@@ -191,8 +195,20 @@ class _Stream:
     def closed(self) -> bool:
         return self._local_closed or self._dead
 
+    def set_inline(self, consumer: Callable[[bytes], bool] | None) -> None:
+        """Hand each input event to `consumer` as it is read, instead of waking the handler, while
+        the handler waits in receive() with nothing queued (a real-time client's events arrive one
+        at a time: this saves a task switch and a loop iteration per event). The consumer returns
+        True when the handler must run; receive() then returns INLINE_TAKEN. Events that arrive
+        while the handler is busy queue as before, so their order is kept."""
+        self._inline = consumer
+
     async def receive(self) -> bytes | None:
-        payload = await self._queue.get()
+        self._parked = self._queue.empty()
+        try:
+            payload = await self._queue.get()
+        finally:
+            self._parked = False
         if payload is None:
             self._queue.put_nowait(None)  # every later receive() also sees the end
             return None
@@ -330,7 +346,12 @@ class _Stream:
             self._conn.counters.events_in += 1
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("%s in  %s", self._label, _summarize_payload(payload))
-            self._queue.put_nowait(payload)
+            if self._parked and self._inline is not None and self._queue.empty():
+                self._conn.counters.events_inline += 1
+                if self._inline(payload):
+                    self._queue.put_nowait(INLINE_TAKEN)
+            else:
+                self._queue.put_nowait(payload)
 
     def _fail_input(self, code: str, message: str) -> None:
         logger.warning("%s input rejected: %s: %s", self._label, code, message)
@@ -853,4 +874,5 @@ class Emulator:
             bytes_in=c.bytes_in,
             bytes_out=c.bytes_out,
             chunk_signatures_verified=c.chunk_signatures_verified,
+            events_inline=c.events_inline,
         )

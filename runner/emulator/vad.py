@@ -94,9 +94,17 @@ class EnergyVad:
         self._pending = data[whole:]
         if whole == 0:
             return []
-        samples = np.frombuffer(data[:whole], dtype="<i2").reshape(-1, self._frame_len)
+        pcm_whole = data[:whole]
+        louds: list[bool]
+        if self.settings.threshold_dbfs > SILENCE_DBFS and pcm_whole.count(0) == whole:
+            # Digital silence (files, synthesised speech, a muted client): every frame is quiet,
+            # so the numpy pass, which costs more than the byte scan, is skipped.
+            louds = [False] * (whole // frame_bytes)
+        else:
+            samples = np.frombuffer(pcm_whole, dtype="<i2").reshape(-1, self._frame_len)
+            louds = frames_loud(samples, self.settings.threshold_dbfs).tolist()
         events: list[VadEvent] = []
-        for loud in frames_loud(samples, self.settings.threshold_dbfs).tolist():
+        for loud in louds:
             event = self._step(loud)
             if event is not None:
                 events.append(event)

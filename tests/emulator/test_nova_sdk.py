@@ -494,3 +494,25 @@ def test_concurrent_clients_each_get_their_own_conversation_and_a_continuation_r
     assert third.resumed and third.conversation in (first.conversation, second.conversation)
     a = first if first.user_turns == ["one", "two"] else second
     assert third.conversation == a.conversation
+
+
+def test_audio_read_while_the_session_waits_goes_to_the_brain_inline(
+        sdk_env: Emulator, router: Router) -> None:
+    """Events that arrive one at a time (a real-time client) are fed to the brain where the wire
+    layer reads them, without waking the session loop; the brain still sees every one of them,
+    in order, and the session ends as before."""
+    before = sdk_env.stats().events_inline
+    pcm = silence(1.0)
+
+    async def body(nova: Client) -> None:
+        await nova.send(*opening(), audio_start())
+        await nova.send_audio(pcm, speed=2.0)  # 32 events, one every 16 ms
+        await shutdown(nova)
+
+    nova = run(session(sdk_env, "full", body))
+    assert nova.error is None
+    sent = len(chunks(pcm))
+    record = router.handlers["full"].sessions[-1]
+    assert record.input_events.count("audioInput") == sent
+    assert record.input_events[-3:] == ["contentEnd", "promptEnd", "sessionEnd"]
+    assert sdk_env.stats().events_inline - before >= sent // 2
