@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
             bound = {id(agent): stack.enter_context(serving(served[id(agent)], agent))
                      for agent in {id(a): a for a, _ in running}.values()}
         except ServiceError as exc:
-            print(f"agent-run test: {exc}\nagent-run test: a service did not start; nothing was run")
+            print(f"{exc}\nagent-run test: a service did not start; nothing was run")
             return 2
         return _run([(bound[id(a)], c) for a, c in running], settings, verbose=args.verbose,
                     skipped=len(skipped))

@@ -345,13 +345,13 @@ EXPECTATIONS: dict[str, Parser] = {
     "tool_called": ToolCalled.parse,
     "no_tool_called": NoToolCalled.parse,
     "says": Says.parse,
-    "tool_result": ToolResult.parse,
     "heard": Heard.parse,
     "interrupted": Interrupted.parse,
     "first_audio_within_ms": FirstAudioWithin.parse,
     "tool_latency_below_ms": ToolLatencyBelow.parse,
     "tokens_below": TokensBelow.parse,
     "ended": Ended.parse,
+    "tool_result": ToolResult.parse,
 }
 
 
