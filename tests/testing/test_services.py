@@ -162,7 +162,8 @@ def test_a_command_that_does_not_exist(tmp_path: Path) -> None:
         in done.stdout
 
 
-def test_ctrl_c_stops_the_services(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_stops_the_services(tmp_path: Path, signum: signal.Signals) -> None:
     tests = folder(tmp_path, SERVE)
     # A case that waits long for an answer that never comes: Ctrl-C arrives while it runs.
     tests.write_text(tests.read_text().replace("      - user: How much is item 7?",
@@ -176,11 +177,12 @@ def test_ctrl_c_stops_the_services(tmp_path: Path) -> None:
             time.sleep(0.05)
         assert pid_file.exists(), "the service never started"
         time.sleep(1.0)  # the case is running now
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         interrupted = time.monotonic()
         process.communicate(timeout=10)
         # Within the stop bound (SIGTERM answered at once by a Python server), with margin.
         assert time.monotonic() - interrupted < 6
+        assert process.returncode == 128 + signum, process.returncode
     finally:
         if process.poll() is None:
             process.kill()
