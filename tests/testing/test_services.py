@@ -214,3 +214,13 @@ def test_check_sees_the_services_and_a_stand_in_port(tmp_path: Path) -> None:
     assert (service.name, service.command, service.ready, service.folder) == \
         ("api", ("python", "server.py", "{port}", "pid.txt"), "http", tmp_path)
     assert loaded.tests.vars == {"api": "{services.api.url}"}
+
+
+def test_pytest_reports_a_service_that_exits_without_a_traceback(tmp_path: Path) -> None:
+    tests = folder(tmp_path, "    command: [python, misbehaving.py, pid.txt, exit]")
+    done = agent_run(tests, "-p", "runner.testing.plugin", "-p", "no:cacheprovider", "-q", module="pytest")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "1 error" in done.stdout
+    assert f"{tests}:4: service 'api' exited with code 3 before it was ready" in done.stdout
+    assert "fatal: no database configured" in done.stdout
+    assert "Traceback" not in done.stdout and "services.py" not in done.stdout
