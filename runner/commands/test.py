@@ -9,6 +9,7 @@ import math
 import os
 import textwrap
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ from runner.config.report import Problem
 
 if TYPE_CHECKING:
     from runner.config.model import AgentConfig
-    from runner.testing.model import Case
+    from runner.testing.model import Case, TestFile
     from runner.testing.runner import Outcome, RunSettings
 
 EPILOG = """\
@@ -34,8 +35,11 @@ By default each case runs against its own in-process emulator, which plays the m
 written in the file (`model:`), or a recording's (`model: {replay: DIR}`). The same files run
 under pytest: `pytest agents/`.
 
+A test file's `services:` (local servers, e.g. a stand-in HTTP API) start before its cases and
+stop after them.
+
 exit status: 0 every case passed, 1 some case failed, 2 a test file or its agent has errors
-(printed as FILE:LINE:COL: error: ...) or the command line is wrong.
+(printed as FILE:LINE:COL: error: ...), a service did not start, or the command line is wrong.
 """
 
 
@@ -81,6 +85,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from runner.testing.load import check_tests, find_test_files
     from runner.testing.runner import RunSettings
+    from runner.testing.services import ServiceError, serving
 
     if args.voice is not None:  # read where the speech is made, in this process (pytest reads it too)
         os.environ["AGENT_RUN_TEST_VOICE"] = args.voice
@@ -93,12 +98,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     problems: list[Problem] = []
     jobs: list[tuple[AgentConfig, Case]] = []
+    # Each file's tests by its agent object (one per file): the files whose cases run start services.
+    served: dict[int, TestFile] = {}
     for file in files:
         loaded, found = check_tests(file)
         problems.extend(found)
         if loaded is not None:
             jobs.extend((loaded.agent, case) for case in loaded.tests.cases
                         if args.keyword is None or args.keyword.casefold() in case.name.casefold())
+            served[id(loaded.agent)] = loaded.tests
     for problem in problems:
         print(problem.format())
     if any(p.is_error for p in problems):
@@ -114,8 +122,16 @@ def run(args: argparse.Namespace) -> int:
     skipped = [case for _, case in jobs if args.target not in case.targets]
     for case in skipped:
         print(f"SKIP  {case.where.file}: {case.name} (targets: {', '.join(case.targets)})")
-    return _run([(a, c) for a, c in jobs if args.target in c.targets], settings, verbose=args.verbose,
-                skipped=len(skipped))
+    running = [(a, c) for a, c in jobs if args.target in c.targets]
+    with ExitStack() as stack:
+        try:  # each file's services, started once for its cases (stopped on the way out, Ctrl-C too)
+            bound = {id(agent): stack.enter_context(serving(served[id(agent)], agent))
+                     for agent in {id(a): a for a, _ in running}.values()}
+        except ServiceError as exc:
+            print(f"{exc}\nagent-run test: a service did not start; nothing was run")
+            return 2
+        return _run([(bound[id(a)], c) for a, c in running], settings, verbose=args.verbose,
+                    skipped=len(skipped))
 
 
 def _run(jobs: list[tuple[AgentConfig, Case]], settings: RunSettings, *, verbose: bool, skipped: int) -> int:

@@ -8,6 +8,7 @@ instead. Adding a kind = a class here, an entry in EXPECTATIONS and a property i
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -178,6 +179,48 @@ class Says:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolResult:
+    """A call of `name` got a result (or, with `error`, an error result) whose text matches."""
+
+    where: Where
+    name: str
+    error: bool
+    match: TextMatch
+
+    @classmethod
+    def parse(cls, value: Any, where: Where) -> ToolResult:
+        checks = {k: v for k, v in value.items() if k not in ("name", "error")}
+        return cls(where, value["name"], bool(value.get("error", False)),
+                   TextMatch.parse(checks) if checks else TextMatch())
+
+    def describe(self) -> str:
+        what = "an error result" if self.error else "a result"
+        checks = self.match.describe()
+        return f"{what} of {self.name}" + (f" that {checks}" if checks else "")
+
+    def check(self, turn: TurnRecord) -> str | None:
+        calls = [c for c in turn.tool_calls if c.name == self.name]
+        if not calls:
+            return f"{self.name} was not called" + (
+                f" (only {', '.join(sorted({c.name for c in turn.tool_calls}))})" if turn.tool_calls else "")
+        found: list[str] = []
+        for call in calls:
+            if call.duration_ms is None:
+                found.append("no result came")
+            elif (call.error is not None) != self.error:
+                found.append(f"an error: {call.error}" if call.error is not None
+                             else f"a result: {compact(call.result)}")
+            else:
+                text = call.error if call.error is not None else \
+                    json.dumps(call.result, ensure_ascii=False, default=str)
+                why = self.match.check(text)
+                if why is None:
+                    return None
+                found.append(f"{why} in {compact(text)}")
+        return "; ".join(found)
+
+
+@dataclass(frozen=True, slots=True)
 class Heard:
     where: Where
     match: TextMatch
@@ -308,6 +351,7 @@ EXPECTATIONS: dict[str, Parser] = {
     "tool_latency_below_ms": ToolLatencyBelow.parse,
     "tokens_below": TokensBelow.parse,
     "ended": Ended.parse,
+    "tool_result": ToolResult.parse,
 }
 
 

@@ -34,6 +34,7 @@ from runner.files import (
 )
 from runner.models import is_nova2
 from runner.schemas import AGENT_TEST, load_schema
+from runner.testing import services
 from runner.testing.expectations import EXPECTATIONS, Expectation
 from runner.testing.model import (
     DEFAULT_TURN_TIMEOUT_S,
@@ -80,12 +81,13 @@ def check_tests(path: str | Path) -> tuple[LoadedTests | None, list[Problem]]:
         return None, sorted(check.problems)
     for schema_path, message in _schema_problems(data):
         check.add(schema_path, message)
+    services = _services(check, data)
     agent = _agent(check, data)
     cases = _cases(check, data, agent)
     if check.failed or agent is None:
         return None, sorted(set(check.problems))
     tests = TestFile(path=Path(path), agent_path=agent.path, vars=_vars(data), cases=tuple(cases),
-                     description=str(data.get("description", "")))
+                     description=str(data.get("description", "")), services=services)
     return LoadedTests(tests, agent, tuple(p for p in check.problems if not p.is_error)), \
         sorted(set(check.problems))
 
@@ -215,7 +217,11 @@ def _agent(check: _Check, data: Mapping[str, Any]) -> AgentConfig | None:
     name = data.get("agent")
     if not isinstance(name, str) or not name:
         return None
-    agent, problems = check_agent(check.relative(name), _vars(data))
+    # Checked with a stand-in port: the services' own are only known once they run.
+    ports = dict.fromkeys(_service_names(data), services.CHECK_PORT)
+    values = {k: v for k, v in _vars(data).items() if all(
+        m.group(1) in ports for m in services.REFERENCE.finditer(v))}  # others: reported by _services
+    agent, problems = check_agent(check.relative(name), services.bind_vars(values, ports))
     for problem in problems:
         if problem.message.startswith("--var "):  # a `vars:` entry of this file, not the agent's fault
             key = problem.message.split()[1].rstrip(":")
@@ -226,6 +232,34 @@ def _agent(check: _Check, data: Mapping[str, Any]) -> AgentConfig | None:
     if agent is None and not any(p.file == check.label for p in check.problems if p.is_error):
         check.add(("agent",), f"agent: the agent file {shown(name)} has errors (listed above)")
     return agent
+
+
+# -- services ------------------------------------------------------------------------------------
+
+def _service_names(data: Mapping[str, Any]) -> list[str]:
+    value = data.get("services")
+    return [str(k) for k in value] if isinstance(value, dict) else []
+
+
+def _services(check: _Check, data: Mapping[str, Any]) -> tuple[services.ServiceSpec, ...]:
+    """The `services:` the schema let through, and `vars` naming only services that exist."""
+    names = _service_names(data)
+    for key, value in (data.get("vars") or {}).items() if isinstance(data.get("vars"), dict) else ():
+        for match in services.REFERENCE.finditer(value if isinstance(value, str) else ""):
+            if match.group(1) not in names:
+                known = f" (it has: {', '.join(names)})" if names else " (the file has no `services:`)"
+                check.add(("vars", key), f"vars.{key}: no service {match.group(1)!r}{known}")
+    value = data.get("services")
+    built: list[services.ServiceSpec] = []
+    for name, spec in value.items() if isinstance(value, dict) else ():
+        if not isinstance(spec, dict) or not isinstance(spec.get("command"), list) or not spec["command"]:
+            continue  # reported by the schema
+        command = tuple(str(arg) for arg in spec["command"])
+        built.append(services.ServiceSpec(
+            name=str(name), where=check.where(("services", name)), command=command,
+            folder=check.path.parent, ready="http" if spec.get("ready") == "http" else "tcp",
+            startup_timeout_s=_number(spec.get("startup_timeout_s"), services.DEFAULT_STARTUP_TIMEOUT_S)))
+    return tuple(built)
 
 
 # -- cases ---------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from runner.emulator.replay import Tape
     from runner.emulator.scenario import Scenario
     from runner.testing.expectations import Expectation
+    from runner.testing.services import ServiceSpec
 
 DEFAULT_TURN_TIMEOUT_S = 20.0
 TARGETS = ("emulator", "bedrock")
@@ -104,3 +105,5 @@ class TestFile:
     vars: Mapping[str, str]
     cases: tuple[Case, ...]
     description: str = ""
+    # Local servers started before the cases (`services:`); `vars` may name their ports.
+    services: tuple[ServiceSpec, ...] = ()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,10 @@ import pytest
 
 from runner.config.model import AgentConfig
 from runner.errors import ConfigError
-from runner.testing.load import SUFFIX, load_tests
+from runner.testing.load import SUFFIX, LoadedTests, load_tests
 from runner.testing.model import Case
 from runner.testing.runner import RunSettings, run_outcome
+from runner.testing.services import ServiceError, serving
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -46,13 +48,33 @@ def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Col
 
 
 class AgentTestFile(pytest.File):
+    loaded: LoadedTests
+
     def collect(self) -> Iterator[pytest.Item]:
         try:
             loaded = load_tests(self.path)
         except ConfigError as exc:
             raise self.CollectError(str(exc)) from None
+        self.loaded = loaded
         for case in loaded.tests.cases:
             yield AgentCase.from_parent(self, name=case.name, case=case, agent=loaded.agent)
+
+    # Its services run from before its first case to after its last (pytest sets a file up once
+    # for its items, and tears it down at the end, interrupted or not).
+    _services: ExitStack | None = None
+    served_agent: AgentConfig | None = None
+
+    def setup(self) -> None:
+        self._services = ExitStack()
+        try:
+            self.served_agent = self._services.enter_context(serving(self.loaded.tests, self.loaded.agent))
+        except ServiceError as exc:
+            pytest.fail(str(exc), pytrace=False)
+
+    def teardown(self) -> None:
+        if self._services is not None:
+            self._services.close()
+            self._services = None
 
 
 class AgentCaseFailed(Exception):
@@ -71,7 +93,8 @@ class AgentCase(pytest.Item):
             pytest.skip(f"this case runs on: {', '.join(self.case.targets)} (not {options.agent_target})")
         settings = RunSettings(target=options.agent_target, repeat=options.agent_repeat,
                                pass_rate=options.agent_pass_rate)
-        outcome = asyncio.run(run_outcome(self.agent, self.case, settings))
+        agent = self.parent.served_agent if isinstance(self.parent, AgentTestFile) else None
+        outcome = asyncio.run(run_outcome(agent or self.agent, self.case, settings))
         for number, attempt in enumerate(outcome.attempts, 1):
             if attempt.run.log:  # what `agent-run AGENT` would have printed: shown with a failure
                 self.add_report_section("call", f"conversation (run {number})", attempt.run.log)

@@ -17,7 +17,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data" / "testing"
-EXAMPLE_CASES = 9  # agents/*.test.yaml
+EXAMPLE_CASES = 11  # agents/*.test.yaml
 # Test files that fail on purpose, written as *.test.yaml outside the repository (see data_files).
 FOLDER = Path(tempfile.mkdtemp(prefix="agent-run-tests-"))
 FAILING = FOLDER / "failing.test.yaml"
