@@ -20,10 +20,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from runner.protocol.events import AudioOutput
+from runner.transports.base import ConnectorWrapper
 
 if TYPE_CHECKING:
     from runner.protocol.events import OutputEvent
-    from runner.transports.base import ConnectionInfo, Connector, Stream
+    from runner.transports.base import Connector, Stream
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 _LOOP_LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -123,23 +124,16 @@ class LatencyTap:
             self._since = at
 
 
-class MeteredConnector:
+class MeteredConnector(ConnectorWrapper):
     """A Connector whose streams report their setup time (open to the service's acceptance)."""
 
     def __init__(self, inner: Connector, metrics: Metrics) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._metrics = metrics
-        self.info: ConnectionInfo = inner.info
 
     async def open_stream(self, model_id: str) -> Stream:
         return _MeteredStream(await self._inner.open_stream(model_id), self._metrics, time.monotonic())
 
-    async def refresh_credentials(self) -> None:
-        await self._inner.refresh_credentials()
-        self.info = self._inner.info
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 class _MeteredStream:

@@ -21,7 +21,7 @@ from runner.protocol.events import AudioOutput, ContentEnd, OutputEvent, UsageEv
 from runner.telemetry.prices import PriceTable
 from runner.telemetry.turns import StreamTiming, Summary, ToolTiming, TurnRecord, TurnTracker
 from runner.transcript import Transcript
-from runner.transports.base import ConnectionInfo, Connector, Stream
+from runner.transports.base import Connector, ConnectorWrapper, Stream
 
 if TYPE_CHECKING:
     from runner.audio.base import AudioSink
@@ -228,7 +228,7 @@ def summary_lines(summary: Summary) -> list[str]:
     return lines
 
 
-class MeteredConnector:
+class MeteredConnector(ConnectorWrapper):
     """A Connector whose streams report when they were opened, accepted and closed.
 
     Stream set-up is timed from the open request to the service's acceptance (HTTP 200), the part
@@ -237,17 +237,9 @@ class MeteredConnector:
     """
 
     def __init__(self, inner: Connector, meter: TurnMeter) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._meter = meter
         self._opened = 0
-
-    @property
-    def info(self) -> ConnectionInfo:
-        return self._inner.info
-
-    @info.setter
-    def info(self, value: ConnectionInfo) -> None:
-        self._inner.info = value
 
     async def open_stream(self, model_id: str) -> Stream:
         # Numbered as the supervisor numbers its links: a failed open still counts.
@@ -261,11 +253,6 @@ class MeteredConnector:
             raise
         return _MeteredStream(stream, index, self._meter)
 
-    async def refresh_credentials(self) -> None:
-        await self._inner.refresh_credentials()
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 class _MeteredStream:

@@ -55,3 +55,29 @@ class Connector(Protocol):
 
     async def aclose(self) -> None:
         """Release the HTTP client. Idempotent."""
+
+
+class ConnectorWrapper:
+    """A Connector that passes everything on to `inner`: a wrapper that observes streams (recording,
+    metrics, the turn meter) overrides `open_stream` only, and stays a Connector as the inner one changes
+    (`info` after a credentials refresh is always the inner connector's)."""
+
+    def __init__(self, inner: Connector) -> None:
+        self._inner = inner
+
+    @property
+    def info(self) -> ConnectionInfo:
+        return self._inner.info
+
+    @info.setter
+    def info(self, value: ConnectionInfo) -> None:
+        self._inner.info = value
+
+    async def open_stream(self, model_id: str) -> Stream:
+        return await self._inner.open_stream(model_id)
+
+    async def refresh_credentials(self) -> None:
+        await self._inner.refresh_credentials()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()

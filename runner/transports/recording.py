@@ -43,7 +43,7 @@ from runner.audio.stereo import ASSISTANT, USER, GrowingWavFile, StereoTimeline
 from runner.errors import RunnerError, TransportError
 from runner.files import open_for_writing
 from runner.transcript import Transcript
-from runner.transports.base import ConnectionInfo, Connector, Stream
+from runner.transports.base import Connector, ConnectorWrapper, Stream
 
 EVENTS_FILE = "events.jsonl"
 WAV_FILE = "conversation.wav"
@@ -342,21 +342,13 @@ class RecordingStream:
             self._recording.mark(self._index, "out", error=error_fields(exc))
 
 
-class RecordingConnector:
+class RecordingConnector(ConnectorWrapper):
     """A Connector whose streams are recorded; numbered 1, 2, ... in the order they are opened."""
 
     def __init__(self, inner: Connector, recording: Recording) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._recording = recording
         self._opened = 0
-
-    @property
-    def info(self) -> ConnectionInfo:
-        return self._inner.info
-
-    @info.setter
-    def info(self, value: ConnectionInfo) -> None:
-        self._inner.info = value
 
     async def open_stream(self, model_id: str) -> Stream:
         self._recording.check()
@@ -369,11 +361,6 @@ class RecordingConnector:
             raise
         return RecordingStream(stream, index, self._recording)
 
-    async def refresh_credentials(self) -> None:
-        await self._inner.refresh_credentials()
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 def error_fields(exc: TransportError) -> dict[str, Any]:
