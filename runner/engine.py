@@ -26,6 +26,8 @@ from runner.config.model import AgentConfig
 from runner.config.setup import session_setup
 from runner.console import Console
 from runner.conversation import Conversation, ConversationOptions, EventTap, SessionFactory, TextInput
+from runner.conversation.control import PhoneCall
+from runner.conversation.control import options_for as call_control_options
 from runner.errors import RunnerError, TransportError
 from runner.models import NOVA_2_SONIC, is_nova2, lifecycle_warning
 from runner.policies import POLICIES
@@ -134,7 +136,7 @@ async def run_agent(agent: AgentConfig, options: RunOptions, console: Console,
 def new_conversation(agent: AgentConfig, connector: Connector, *, source: AudioSource, sink: AudioSink,
                      transcript: Transcript, console: Console, text_input: TextInput | None = None,
                      taps: tuple[EventTap, ...] = (), idle_exit_s: float | None = None,
-                     max_duration_s: float | None = None) -> Conversation:
+                     max_duration_s: float | None = None, phone: PhoneCall | None = None) -> Conversation:
     """One conversation of `agent` over `connector` with the caller's parts (entered by the caller).
 
     `run_agent` builds its parts from the command line; `agent-run serve` gives one per connected
@@ -147,7 +149,7 @@ def new_conversation(agent: AgentConfig, connector: Connector, *, source: AudioS
         options=ConversationOptions(idle_exit_s=idle_exit_s, max_duration_s=max_duration_s,
                                     rotate_after_s=agent.session.rotate_after_s),
         input_finished=_finished_probe(source), labels={"agent": agent.name, "policy": agent.policy},
-        text_input=text_input, taps=taps)
+        text_input=text_input, taps=taps, call_control=call_control_options(agent.session), phone=phone)
 
 
 def _recording(agent: AgentConfig, options: RunOptions) -> Recording:

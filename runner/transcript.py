@@ -30,7 +30,10 @@ log = logging.getLogger(__name__)
 
 TRANSCRIPT_TYPES = ("greeting", "user", "assistant", "tool_call", "tool_result", "interrupted", "usage",
                     "session", "turn", "summary",
-                    "heard")  # heard: a phone caller's playout of an answer (runner.serve)
+                    "heard",  # heard: a phone caller's playout of an answer (runner.serve)
+                    # call control (runner.conversation.control): a nudge, goodbye or closing line
+                    # said, and why the call ended
+                    "call_control", "call_ended")
 
 
 class Transcript:

@@ -103,7 +103,8 @@ def add_parser(sub: Any) -> None:
                           "(on stderr; thousands of lines a minute)")
     limits = p.add_argument_group("limits")
     limits.add_argument("--max-duration", type=seconds(), metavar="SECONDS",
-                        help="end the run after this long (seconds > 0)")
+                        help="end the run after this long, at once (seconds > 0); an agent's smaller "
+                             "session.max_duration_s ends it first, with its closing line")
     limits.add_argument("--idle-exit", type=seconds(allow_zero=True), metavar="SECONDS",
                         help="with --input or --text: end after the file has played (or the typed input "
                              "ended) and nothing happened for this long (default 2.5; 0 or more)")

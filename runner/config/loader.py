@@ -14,7 +14,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeGuard
@@ -32,10 +32,12 @@ from runner.config.model import (
     DEFAULT_TIMEOUT_S,
     AgentConfig,
     AudioConfig,
+    InactivityConfig,
     McpServerConfig,
     ModelConfig,
     SessionConfig,
     ToolConfig,
+    TransferSpec,
     VarValue,
 )
 from runner.config.prompt import MAX_PROMPT_BYTES, PromptError, convert_override, render_prompt
@@ -59,6 +61,7 @@ from runner.files import MAX_AGENT_FILE_BYTES, MAX_TEXT_FILE_BYTES, UnreadableFi
 from runner.models import ALL_VOICES, MODELS, VOICE_SUCCESSORS, ModelInfo, lifecycle_warning, model_info
 from runner.protocol.setup import InferenceSettings
 from runner.protocol.templates import TEMPLATE_EVENTS, TEMPLATE_SUFFIX, EventTemplateError, EventTemplates
+from runner.tools.builtins import TRANSFER_HANDLER, destination_problem, env_name, transfer_handler
 from runner.tools.http import check_http, http_function
 from runner.tools.http import display as http_display
 from runner.tools.importer import HandlerImportError, resolve_handler
@@ -262,9 +265,41 @@ def _check_tool(check: _Check, index: int, tool: Any, seen: dict[str, int], data
     max_bytes = tool.get("max_result_bytes", DEFAULT_MAX_RESULT_BYTES)
     if not isinstance(timeout, int | float) or not isinstance(max_bytes, int | float):
         return None  # the schema check reported it
+    transfer = _transfer_spec(check, index, tool, handler)
+    if transfer is not None:
+        function = transfer_handler(transfer)
     return ToolConfig(name=name, description=tool["description"],
                       input_schema=copy.deepcopy(tool["input_schema"]), handler=handler,
-                      function=function, timeout_s=float(timeout), max_result_bytes=int(max_bytes))
+                      function=function, timeout_s=float(timeout), max_result_bytes=int(max_bytes),
+                      transfer=transfer)
+
+
+def _transfer_spec(check: _Check, index: int, tool: dict[str, Any], handler: str) -> TransferSpec | None:
+    """A builtin:transfer tool's settings (defaults when it has no `transfer:`); a missing
+    credential variable is a warning naming it (the tool then answers with an error result)."""
+    data = tool.get("transfer")
+    if handler != TRANSFER_HANDLER:
+        if data is not None:
+            check.add(("tools", index, "transfer"), f"tools[{index}].transfer: only a tool with "
+                                                    f"'handler: {TRANSFER_HANDLER}' has transfer settings")
+        return None
+    data = data if isinstance(data, dict) else {}
+    defaults = TransferSpec()
+    spec = TransferSpec(allow=tuple(a for a in data.get("allow", ()) if isinstance(a, str)),
+                        account_sid=data.get("account_sid", defaults.account_sid),
+                        auth_token=data.get("auth_token", defaults.auth_token))
+    for i, destination in enumerate(spec.allow):
+        if (problem := destination_problem(destination)) is not None:
+            check.add(("tools", index, "transfer", "allow", i),
+                      f"tools[{index}].transfer.allow[{i}]: {problem.removeprefix('cannot transfer to ')}")
+    for key in ("account_sid", "auth_token"):
+        name = env_name(getattr(spec, key))
+        if name is not None and name not in os.environ:
+            path: yaml.Path = ("tools", index, "transfer", key) if key in data else ("tools", index,
+                                                                                     "handler")
+            check.add(path, f"tools[{index}]: environment variable {name} ({key} of {TRANSFER_HANDLER}) is "
+                            f"not set; the tool answers with an error result until it is", "warning")
+    return spec
 
 
 def _check_http_tool(check: _Check, index: int, tool: dict[str, Any], schema_ok: bool,
@@ -642,7 +677,8 @@ def _build(check: _Check, path: Path, data: dict[str, Any], parts: dict[str, Any
         greeting=parts["greeting"],
         tools=parts["tools"],
         templates=parts["templates"],
-        session=SessionConfig(float(data.get("session", {}).get("rotate_after_s", DEFAULT_ROTATE_AFTER_S))),
+        session=replace(parts["session"], rotate_after_s=float(data.get("session", {}).get(
+            "rotate_after_s", DEFAULT_ROTATE_AFTER_S))),
         mcp_servers=parts["mcp_servers"],
     )
 
@@ -657,7 +693,59 @@ def _run_checks(check: _Check, data: dict[str, Any], overrides: Mapping[str, str
     return {"vars": variables, "prompt": _check_prompt(check, data, variables),
             "greeting": _check_greeting(check, data, variables),
             "tools": _check_tools(check, data, variables), "templates": _check_templates(check, data),
-            "mcp_servers": _check_mcp_servers(check, data)}
+            "mcp_servers": _check_mcp_servers(check, data),
+            "session": _check_call_control(check, data, variables, model_id, info)}
+
+
+def _check_call_control(check: _Check, data: dict[str, Any], variables: Mapping[str, VarValue],
+                        model_id: str | None, info: ModelInfo | None) -> SessionConfig:
+    """session.inactivity, max_duration_s and closing_line: their texts rendered with `vars`;
+    a model that takes no text (v1) cannot say them, which is a warning."""
+    session = data.get("session")
+    if not isinstance(session, dict):
+        return SessionConfig()
+    speaks_text = info is None or info.supports_interactive_text
+    inactivity = None
+    block = session.get("inactivity")
+    if isinstance(block, dict) and all(isinstance(block.get(k), int | float)
+                                       for k in ("nudge_after_s", "end_after_s")):
+        base = InactivityConfig(float(block["nudge_after_s"]), float(block["end_after_s"]))
+        inactivity = replace(
+            base, nudge=_call_text(check, block, "nudge", ("session", "inactivity", "nudge"), variables,
+                                   base.nudge),
+            goodbye=_call_text(check, block, "goodbye", ("session", "inactivity", "goodbye"), variables,
+                               base.goodbye))
+        if not speaks_text:
+            total = inactivity.nudge_after_s + inactivity.end_after_s
+            check.add(("session", "inactivity"), f"{model_id} takes no text input (Nova 2 only): no nudge "
+                                                 f"or goodbye can be said; the conversation just ends after "
+                                                 f"{total:g} s of silence", "warning")
+    limit = session.get("max_duration_s")
+    max_duration = float(limit) if isinstance(limit, int | float) else None
+    closing = _call_text(check, session, "closing_line", ("session", "closing_line"), variables,
+                         SessionConfig().closing_line)
+    if max_duration is not None and not speaks_text:
+        check.add(("session", "max_duration_s"), f"{model_id} takes no text input (Nova 2 only): the "
+                                                 f"closing line cannot be said; the conversation just ends "
+                                                 f"at max_duration_s", "warning")
+    if "closing_line" in session and max_duration is None:
+        check.add(("session", "closing_line"), "session.closing_line is only said when "
+                                               "session.max_duration_s is set", "warning")
+    return SessionConfig(inactivity=inactivity, max_duration_s=max_duration, closing_line=closing)
+
+
+def _call_text(check: _Check, block: dict[str, Any], key: str, path: yaml.Path,
+               variables: Mapping[str, VarValue], default: str) -> str:
+    """A call-control text (a Jinja template like the greeting), rendered; `default` when absent."""
+    text = block.get(key)
+    if not isinstance(text, str):
+        return default
+    try:
+        rendered = render_prompt(text, variables)
+    except PromptError as exc:
+        check.add(path, f"{'.'.join(map(str, path))}: {exc.message}")
+        return default
+    return rendered if _text_ok(check, rendered, text, check.label, path, f"the rendered {key}") else default
 
 
 def check_agent(path: Path | str, overrides: Mapping[str, str] = _EMPTY

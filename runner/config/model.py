@@ -23,6 +23,11 @@ DEFAULT_ROTATE_AFTER_S = 360.0
 # An MCP server must have started and listed its tools within this many seconds (a Python server
 # importing the SDK takes ~1 s on a quiet machine).
 DEFAULT_MCP_STARTUP_TIMEOUT_S = 20.0
+# Call control (session.inactivity, session.max_duration_s): what is said, as interactive USER
+# text on Nova 2, so the model speaks it in its own words and voice.
+DEFAULT_NUDGE = "The user has been silent for a while. Check briefly whether they are still there."
+DEFAULT_GOODBYE = "The user is still silent. Say a short goodbye now; the call is ending."
+DEFAULT_CLOSING_LINE = "We have reached the time limit for this call. Say a short goodbye to the user now."
 # An HTTP tool reads at most this much of a response body (runner/tools/http.py).
 DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
 
@@ -42,8 +47,33 @@ class AudioConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class InactivityConfig:
+    """session.inactivity: after `nudge_after_s` of user silence the `nudge` is said, after
+    `end_after_s` more the `goodbye`, then the call ends (runner.conversation.control)."""
+
+    nudge_after_s: float
+    end_after_s: float
+    nudge: str = DEFAULT_NUDGE
+    goodbye: str = DEFAULT_GOODBYE
+
+
+@dataclass(frozen=True, slots=True)
 class SessionConfig:
     rotate_after_s: float = DEFAULT_ROTATE_AFTER_S
+    inactivity: InactivityConfig | None = None
+    # The conversation's time limit; at it the closing line is said, played, and the call ends.
+    max_duration_s: float | None = None
+    closing_line: str = DEFAULT_CLOSING_LINE
+
+
+@dataclass(frozen=True, slots=True)
+class TransferSpec:
+    """A builtin:transfer tool's `transfer:` settings: where it may send calls and the Twilio
+    credentials, as `${env:NAME}` references (resolved when the tool runs, never stored)."""
+
+    allow: tuple[str, ...] = ()  # empty: any number or SIP address
+    account_sid: str = "${env:TWILIO_ACCOUNT_SID}"
+    auth_token: str = "${env:TWILIO_AUTH_TOKEN}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +107,7 @@ class ToolConfig:
     timeout_s: float = DEFAULT_TIMEOUT_S
     max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
     http: HttpToolSpec | None = None  # set when the tool is an HTTP request (then `function` makes it)
+    transfer: TransferSpec | None = None  # `transfer:` settings of a builtin:transfer tool
 
 
 @dataclass(frozen=True, slots=True)

@@ -279,6 +279,11 @@ def translate(err: jsonschema.ValidationError) -> Iterator[tuple[Path, str]]:
         yield path, f"{where(path)}: must not contain control characters (tab, newline, ...): {instance!r}"
     elif kind == "pattern" and path[-1:] == ("handler",):
         pass  # the handler importer words a malformed handler better (runner.tools.importer)
+    elif kind == "pattern" and path[-2:] in (("transfer", "account_sid"), ("transfer", "auth_token")):
+        # Not repeated: it may be the secret itself, written where a reference belongs.
+        example = f"${{env:TWILIO_{str(path[-1]).upper()}}}"
+        yield path, (f"{where(path)}: must name an environment variable, e.g. '{example}' (credentials "
+                     f"are never written in the agent file)")
     elif kind == "pattern":
         yield path, f"{where(path)}: {instance!r} does not match {value}{_hint(path)}"
     else:

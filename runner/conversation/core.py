@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from runner.audio.base import AudioSink, AudioSource
 from runner.config.model import ToolConfig
 from runner.console import Console
 from runner.conversation.audio import Microphone, Player
+from runner.conversation.control import CallControl, CallControlOptions, PhoneCall
 from runner.conversation.events import OutputRouter
 from runner.conversation.record import ConversationRecord
 from runner.conversation.state import Live, Stopped, StopRequest
@@ -49,7 +50,8 @@ class Conversation:
                  labels: Mapping[str, str] | None = None,
                  text_input: TextInput | None = None, taps: Sequence[EventTap] = (),
                  clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time, prices: PriceTable | None = None) -> None:
+                 wall_clock: Callable[[], float] = time.time, prices: PriceTable | None = None,
+                 call_control: CallControlOptions | None = None, phone: PhoneCall | None = None) -> None:
         self.model_id = model_id
         self.source = source
         self.sink = sink
@@ -75,9 +77,15 @@ class Conversation:
             # would cost as much CPU as the gate does).
             last_loud=lambda: handover._last_speech)
         connector = MeteredConnector(connector, self.meter)
-        self._taps = taps_ = Taps(taps, clock, meter=self.meter)
         self._record = ConversationRecord(transcript, console)
         self._player = Player(sink, live)
+        # Call control (end_call, inactivity, max duration, transfer): runner.conversation.control.
+        control_options = call_control or CallControlOptions()
+        self._control = CallControl(replace(control_options, speaks_text=nova2), phone=phone, live=live,
+                                    player=self._player, record=self._record, transcript=transcript,
+                                    console=console, clock=clock)
+        control_taps = (self._control,) if control_options.watches_user else ()
+        self._taps = taps_ = Taps([*taps, *control_taps], clock, meter=self.meter)
         self._mic = Microphone(source, policy, self._player, handover, live, on_sent=taps_.audio)
         self._tools = ToolCalls(tools, nova2=nova2, record=self._record, transcript=transcript,
                                 console=console, live=live,
@@ -131,16 +139,18 @@ class Conversation:
         if self.meter.export is None:
             self.meter.export = start_export(model_id=self.model_id, labels=self._labels,
                                              clock=self._live.clock)
+        self._control.started(self._run_started)
+        context = self._control.context()  # its tasks' (and so its tools') call control
         task = asyncio.current_task()
         cancelling_before = task.cancelling() if task is not None else 0
         try:
             async with asyncio.TaskGroup() as tg:
                 self._live.bind(tg)
-                tg.create_task(self._mic.run(), name="mic")
-                tg.create_task(self._player.run(), name="player")
-                tg.create_task(self._supervisor.run(), name="supervisor")
+                tg.create_task(self._mic.run(), name="mic", context=context)
+                tg.create_task(self._player.run(), name="player", context=context)
+                tg.create_task(self._supervisor.run(), name="supervisor", context=context)
                 if self._text is not None:
-                    tg.create_task(self._text.run(), name="text")
+                    tg.create_task(self._text.run(), name="text", context=context)
         except* Stopped:
             pass
         except* TransportError as group:
@@ -165,6 +175,7 @@ class Conversation:
     def _tick(self, now: float) -> None:
         self.meter.tick(now)
         self._check_outputs()
+        self._control.tick(now)
         limit = self.options.max_duration_s
         if limit is not None and now - self._run_started >= limit:
             self.request_stop(f"reached --max-duration ({limit:g} s)")

@@ -83,7 +83,7 @@ async def _run(ctx: ServeContext, agent: AgentConfig, caller: CallerIO, transcri
     conversation = new_conversation(
         agent, ctx.connector_for(agent), source=caller.source, sink=caller.sink, transcript=transcript,
         console=console, text_input=caller.text_input, idle_exit_s=idle_exit_s,
-        taps=(ctx.metrics.latency_tap(), CallerStateTap(caller)))
+        taps=(ctx.metrics.latency_tap(), CallerStateTap(caller)), phone=getattr(caller, "phone", None))
     with ctx.registered(conversation):
         caller.event("state", state="listening")
         run = asyncio.create_task(conversation.run(), name="conversation")

@@ -275,6 +275,26 @@ class TokensBelow:
         return f"{turn.total_tokens} tokens used"
 
 
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """The call ended (runner.conversation.control) for this reason in the turn."""
+
+    where: Where
+    reason: str
+
+    @classmethod
+    def parse(cls, value: Any, where: Where) -> Ended:
+        return cls(where, str(value))
+
+    def describe(self) -> str:
+        return f"the call to end ({self.reason})"
+
+    def check(self, turn: TurnRecord) -> str | None:
+        if turn.ended == self.reason:
+            return None
+        return f"it ended for another reason: {turn.ended}" if turn.ended else "the call did not end"
+
+
 Parser = Callable[[Any, Where], Expectation]
 
 # The `expect:` keys; each parses its value into an Expectation.
@@ -287,6 +307,7 @@ EXPECTATIONS: dict[str, Parser] = {
     "first_audio_within_ms": FirstAudioWithin.parse,
     "tool_latency_below_ms": ToolLatencyBelow.parse,
     "tokens_below": TokensBelow.parse,
+    "ended": Ended.parse,
 }
 
 

@@ -39,12 +39,14 @@ from runner.config.model import AgentConfig, ToolConfig
 from runner.config.setup import session_setup
 from runner.console import Console
 from runner.conversation import Conversation, ConversationOptions, QueueTextInput
+from runner.conversation.control import options_for as call_control_options
 from runner.errors import RunnerError, ToolError
 from runner.models import is_nova2
 from runner.policies import POLICIES
 from runner.protocol.events import AudioOutput, ContentEnd, OutputEvent
 from runner.protocol.session import Session
 from runner.protocol.setup import HistoryMessage
+from runner.testing.expectations import Ended as EndedExpectation
 from runner.testing.model import AudioInput, Case, Mock, ModelSide, SpeechInput, TextInput, Turn, UserInput
 from runner.testing.record import ToolCallRecord, TurnRecord, compact
 from runner.tools.sources import open_tool_sources
@@ -245,7 +247,8 @@ async def run_case(agent: AgentConfig, case: Case, *, target: Target = "emulator
                 tools=mocked_tools(agent.tools, case.mocks),
                 transcript=transcript, console=console,
                 options=ConversationOptions(rotate_after_s=agent.session.rotate_after_s),
-                labels={"agent": agent.name, "policy": agent.policy}, text_input=typing, taps=(tap,))
+                labels={"agent": agent.name, "policy": agent.policy}, text_input=typing, taps=(tap,),
+                call_control=call_control_options(agent.session))
             driver = _Driver(agent, case, conversation, source, sink, tap, transcript, typing, clock,
                              pcm_inputs)
             marks, error = await driver.run()
@@ -315,10 +318,12 @@ class _Driver:
             self._task = tg.create_task(self._converse(), name="conversation")
             try:
                 await self._drive(marks)
+                if self._expects_end():
+                    await self._until_ended(marks)
             except _TurnTimeout:
                 pass
             except _Ended as exc:
-                error = str(exc)
+                error = self._ended_early(marks, str(exc))
             finally:
                 self.conversation.request_stop("test case finished")
             try:
@@ -329,6 +334,30 @@ class _Driver:
                 self._task.cancel()
                 error = error or f"the conversation did not end within {STOP_S:g} s of the case's end"
         return marks, error
+
+    def _expects_end(self) -> bool:
+        return any(isinstance(e, EndedExpectation) for turn in self.case.turns for e in turn.expectations)
+
+    async def _until_ended(self, marks: list[_TurnMarks]) -> None:
+        """Every turn was answered and the case expects the call to end: let it end by itself
+        (runner.conversation.control), within the case's timeout."""
+        deadline = self.clock() + self.case.timeout_s
+        while self._task is not None and not self._task.done():
+            if self.clock() >= deadline:
+                if marks:
+                    marks[-1].problem = (f"timed out after {self.case.timeout_s:g} s waiting for the call "
+                                         "to end")
+                return
+            await asyncio.sleep(POLL_S)
+
+    def _ended_early(self, marks: list[_TurnMarks], why: str) -> str | None:
+        """The conversation ended while the case went on: an error, unless the call ended on purpose
+        (call control) after the last turn's input was sent (its expectations judge the rest)."""
+        reason = next((e["reason"] for e in self.transcript.entries if e["type"] == "call_ended"), None)
+        if reason is None:
+            return why
+        sent = len(marks) == len(self.case.turns) and marks[-1].input_end_at is not None
+        return None if sent else f"the call ended ({reason}) before turn {len(marks) + 1} of the case"
 
     async def _converse(self) -> tuple[bool, str]:
         """Run the conversation; (whether it failed, how it ended). Never raises a runner error,
@@ -472,6 +501,7 @@ def _record(index: int, mark: _TurnMarks, window: list[dict[str, Any]], tap: Tap
     heard: list[str] = []
     said: list[str] = []
     interrupted = False
+    ended: str | None = None
     for entry in window:
         kind = entry["type"]
         if kind == "user":
@@ -494,6 +524,11 @@ def _record(index: int, mark: _TurnMarks, window: list[dict[str, Any]], tap: Tap
         elif kind == "interrupted":
             interrupted = True
             lines.append("(the assistant was interrupted)")
+        elif kind == "call_ended":
+            ended = entry["reason"]
+            lines.append(f"(the call ended: {ended})")
+        elif kind == "call_control":
+            lines.append(f"({entry['event']} sent: {entry['text']})")
     first_audio = None
     if mark.input_end_at is not None:
         after = [t for t in tap.audio_starts if mark.input_end_at <= t < end]
@@ -503,7 +538,7 @@ def _record(index: int, mark: _TurnMarks, window: list[dict[str, Any]], tap: Tap
     return TurnRecord(index=index, input=lines[0], heard=tuple(heard), said=tuple(said),
                       tool_calls=tuple(calls.values()), interrupted=interrupted, first_audio_ms=first_audio,
                       total_tokens=usage, lines=tuple(lines), problem=mark.problem,
-                      sent=mark.input_end_at is not None)
+                      sent=mark.input_end_at is not None, ended=ended)
 
 
 def _input_line(user_input: UserInput | None) -> str:

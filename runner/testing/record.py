@@ -37,6 +37,8 @@ class TurnRecord:
     problem: str | None = None
     # Whether its input was sent (False: the driver timed out waiting to send it).
     sent: bool = True
+    # Why the call ended in this turn (a `call_ended` transcript entry's reason), if it did.
+    ended: str | None = None
 
     @property
     def said_text(self) -> str:

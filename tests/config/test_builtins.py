@@ -63,4 +63,4 @@ def test_days_between() -> None:
 
 
 def test_registry() -> None:
-    assert set(BUILTINS) == {"current_datetime", "calculator", "days_between"}
+    assert set(BUILTINS) == {"current_datetime", "calculator", "days_between", "end_call", "transfer"}

@@ -192,7 +192,7 @@ def test_greeting_is_rendered_and_warned_about_on_v1(write_agent: Write) -> None
      "7:11: error: session.rotate_after_s: must be at most 470"),
     (MINIMAL + "tools: [{name: a, description: d, input_schema: {type: object}, handler: x:y, extra: 1}]\n",
      "error: unknown key 'extra' in tools[0] (allowed: description, handler, http, input_schema, "
-     "max_result_bytes, name, timeout_s)"),
+     "max_result_bytes, name, timeout_s, transfer)"),
     (MINIMAL + "tools: [{name: a, description: d, input_schema: {type: object}, handler: builtin:calculator, "
                "max_result_bytes: 0}]\n", "error: tools[0].max_result_bytes: must be at least 64"),
     (MINIMAL + "tools: [{name: a, description: d, input_schema: {type: object}, handler: builtin:calculator, "

@@ -119,7 +119,7 @@ cases:
         "20:36: error: unknown key 'arg' in cases[0].turns[1].expect[3].tool_called; did you mean 'args'?",
         "21:13: error: cases[0].turns[1].expect[4]: an expectation is one key, its kind (one of: "
         "tool_called, no_tool_called, says, heard, interrupted, first_audio_within_ms, "
-        "tool_latency_below_ms, tokens_below)",
+        "tool_latency_below_ms, tokens_below, ended)",
         "22:13: error: cases[0].turns[1].expect[5].first_audio_within_ms: must be at least 1, got 0",
         f"23:9: error: cases[0].turns[2].audio: {tmp_path / 'missing.wav'} no such file",
         "26:9: error: cases[0].turns[3]: `wait_ms` waits for the assistant to finish, `barge_in_ms` "

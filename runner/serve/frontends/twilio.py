@@ -45,6 +45,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from runner.audio.base import AudioFormat, AudioSink, AudioSource
+from runner.conversation.control import PhoneCall
 from runner.conversation.text import QueueTextInput, TextInput
 from runner.serve.errors import close_reason
 from runner.serve.frontends.base import CallerRefused, TranscriptWrite, UnknownAgent, converse, register
@@ -84,6 +85,8 @@ MAX_DTMF_DIGITS = 32
 LOG_FIRST_MALFORMED = 5
 LOG_EVERY_MALFORMED = 100
 MAX_MALFORMED = 1000
+# After the conversation ended by itself: how long the mark after its last audio may take to come back.
+LAST_MARK_WAIT_S = 5.0
 # Webhook parameters passed on to the stream (and so to template vars), as Twilio names them.
 FORWARDED_WEBHOOK_PARAMS = ("From", "To")
 
@@ -183,6 +186,7 @@ class TwilioCall:
                   if k not in (TOKEN_PARAMETER, AGENT_PARAMETER)}
         self.vars: Mapping[str, str] = {**params, "callSid": started.call_sid,
                                         "streamSid": started.stream_sid}
+        self.phone = PhoneCall("twilio", started.call_sid, started.account_sid)  # for builtin:transfer
         self.closed = asyncio.Event()
         self.wake = asyncio.Event()  # frames are waiting in the protocol for the writer
         self.ending = False  # the writer sends what is left, then returns
@@ -289,6 +293,8 @@ async def serve_stream(ctx: ServeContext, settings: TwilioSettings, websocket: W
             writer = tg.create_task(_write(websocket, call), name="twilio-writer")
             try:
                 await converse(ctx, call, agent)
+                if not ctx.draining:  # a drain has its own deadline
+                    await _heard_to_the_end(call)
             except CallerRefused as exc:
                 await _close(websocket, CallerRefused.websocket_code, exc.reason)
             finally:
@@ -399,6 +405,16 @@ async def _write(websocket: WebSocket, call: TwilioCall) -> None:
             except (WebSocketDisconnect, RuntimeError, OSError):
                 call.closed.set()
                 return
+
+
+async def _heard_to_the_end(call: TwilioCall) -> None:
+    """The conversation ended on its own (end_call, inactivity, a time limit): hang up once Twilio
+    has echoed the mark after the last audio, i.e. the caller heard the goodbye (bounded)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(LAST_MARK_WAIT_S):
+            # Polled: the sans-IO protocol has no event for "every mark came back".
+            while call.protocol.unconfirmed_ms() > 0 and not call.closed.is_set():  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
 
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
