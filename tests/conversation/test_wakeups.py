@@ -106,3 +106,27 @@ def test_an_idle_conversation_wakes_nothing(monkeypatch: pytest.MonkeyPatch) -> 
     assert exit_s < 5.0
     assert observer.conversation is not None
     assert any(e["type"] == "turn" for e in observer.conversation.transcript.entries)
+
+
+def test_call_clock_says_when_it_next_acts() -> None:
+    """CallClock's next deadline (sans-IO): the supervisor sleeps until it instead of stepping it."""
+    from runner.config.model import InactivityConfig
+    from runner.conversation.control import STEP_S, Activity, CallClock, CallControlOptions, Say
+
+    def quiet(at: float) -> Activity:
+        return Activity(user_at=at, output_at=at, answered_at=None, busy=False)
+
+    assert CallClock(CallControlOptions(), 0.0).next_due(5.0, quiet(0.0)) is None  # nothing to watch
+    clock = CallClock(CallControlOptions(inactivity=InactivityConfig(10.0, 5.0), max_duration_s=60.0), 0.0)
+    assert clock.step(1.0, quiet(1.0)) == []
+    assert clock.next_due(1.0, quiet(1.0)) == 11.0  # the nudge: 10 s after the last activity
+    busy = Activity(user_at=1.0, output_at=1.0, answered_at=None, busy=True)
+    assert clock.step(4.0, busy) == []
+    assert clock.next_due(4.0, busy) == 4.0 + STEP_S  # busy: the quiet counts from its end
+    assert clock.step(6.0, quiet(1.0)) == []
+    assert clock.next_due(6.0, quiet(1.0)) == 14.0  # from the last step that saw it busy
+    assert clock.step(13.9, quiet(1.0)) == []
+    assert [type(a) for a in clock.step(14.0, quiet(1.0))] == [Say]  # the nudge, when it said
+    assert clock.next_due(14.0, quiet(1.0)) == 19.0  # the goodbye: end_after_s after the nudge
+    late = CallClock(CallControlOptions(inactivity=InactivityConfig(100.0, 5.0), max_duration_s=60.0), 0.0)
+    assert late.next_due(1.0, quiet(1.0)) == 60.0  # the time limit comes first
