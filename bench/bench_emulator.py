@@ -23,6 +23,11 @@ Phases (each repeated --reps times; median and spread reported):
                       default speed (4x real time). Reports CPU %, events in/out, worst lags.
 
     .venv/bin/python bench/bench_emulator.py [--quick] [--reps 5] [--events 2000] [--sessions 8]
+        [--seconds 8] [--asr none|whisper] [--json] [--compare CHECKOUT [--rounds 3]]
+
+--compare runs the whole bench against another checkout's `runner` (A: e.g. a worktree of main)
+and this one's (B), alternating A B A B..., each in its own process with PYTHONPATH set, and
+prints the medians side by side with the ratio B/A: the before/after of a change, from one run.
 """
 
 from __future__ import annotations
@@ -32,8 +37,10 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from _common import (
@@ -61,7 +68,7 @@ TURNS = 400
 # -- server side (this process) -------------------------------------------------------------------
 
 
-def make_router() -> Any:
+def make_router(asr: str = "none") -> Any:
     from bench_emulator_wire import BenchHandler
 
     from runner.emulator.api import EmulatorStream, Rejection, StreamRequest
@@ -72,9 +79,9 @@ def make_router() -> Any:
         return parse_scenario({"turns": [{"user": "Talk.", "assistant": [{"say": text}]}] * TURNS})
 
     nova = {
-        "in": NovaHandler(NovaConfig(scenario(SHORT_SAY))),
-        "out": NovaHandler(NovaConfig(scenario(LONG_SAY), speed=1000.0)),
-        "rt": NovaHandler(NovaConfig(scenario(SHORT_SAY))),
+        "in": NovaHandler(NovaConfig(scenario(SHORT_SAY), asr=asr)),
+        "out": NovaHandler(NovaConfig(scenario(LONG_SAY), speed=1000.0, asr=asr)),
+        "rt": NovaHandler(NovaConfig(scenario(SHORT_SAY), asr=asr)),
     }
     wire = BenchHandler()
 
@@ -115,14 +122,15 @@ async def server_main(args: argparse.Namespace) -> None:
     for text in (LONG_SAY, SHORT_SAY):
         speech.synthesize(text, OUT_RATE)
     sampler = CpuSampler()
-    async with asyncio.TaskGroup() as tg, Emulator(make_router()) as emulator:
+    figures: dict[str, Any] = {}
+    async with asyncio.TaskGroup() as tg, Emulator(make_router(args.asr)) as emulator:
         sampler_task = tg.create_task(sampler.run())
         await asyncio.sleep(1.0)
         t_idle = time.monotonic()
         await asyncio.sleep(1.0)
         idle_rate = sampler.cpu(t_idle, time.monotonic())  # sampler + idle server, CPU s per s
         print(f"machine: {os.cpu_count()} cores; emulator idle (incl. 10 ms CPU sampler): "
-              f"{idle_rate * 100:.2f} % of a core (subtracted below)")
+              f"{idle_rate * 100:.2f} % of a core (subtracted below); speech recognition: {args.asr}")
 
         report = await run_child(emulator.env(), "events", json.dumps(vars(args)))
 
@@ -147,6 +155,8 @@ async def server_main(args: argparse.Namespace) -> None:
               f"  ({audio_share * 100:.0f} % audioOutput of 4800 B)")
         m_in, m_out = statistics.median(nova_in), statistics.median(nova_out)
         w_in, w_out = statistics.median(wire_in), statistics.median(wire_out)
+        figures.update(wire_in_us=w_in * 1e6, nova_in_us=m_in * 1e6, wire_out_us=w_out * 1e6,
+                       nova_out_us=m_out * 1e6)
         print(f"  NovaHandler / wire-only: input x{m_in / w_in:.2f}, output x{m_out / w_out:.2f}"
               f" (output events carry 4.7x the PCM of wire-out's)")
 
@@ -177,7 +187,12 @@ async def server_main(args: argparse.Namespace) -> None:
         print(f"  worst client send lag behind the 32 ms schedule: {rt['max_lag'] * 1000:.0f} ms;"
               f" worst emulator event-loop lag: {sampler.loop_lag(t0, t1) * 1000:.0f} ms;"
               f" client process CPU {rt['client_cpu'] * 100:.0f} % of a core")
+        figures.update(rt_session_pct=per_session * 100, rt_events_in=rt["sent"],
+                       rt_events_out=rt["received"], rt_answers=rt["answers"],
+                       rt_loop_lag_ms=sampler.loop_lag(t0, t1) * 1000)
         sampler_task.cancel()
+    if args.json:
+        print(JSON_MARK + json.dumps(figures))
 
 
 # -- client side (child process) ------------------------------------------------------------------
@@ -321,6 +336,41 @@ async def client_main(mode: str, options: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+# -- A/B comparison of two checkouts ---------------------------------------------------------------
+
+JSON_MARK = "FIGURES "
+COMPARED = (("wire_in_us", "wire-in, µs per audioInput (wire layer only)"),
+            ("nova_in_us", "nova-in, µs per audioInput (NovaHandler)"),
+            ("wire_out_us", "wire-out, µs per audioOutput (wire layer only)"),
+            ("nova_out_us", "nova-out, µs per output event (NovaHandler)"),
+            ("rt_session_pct", "verification, % of a core per real-time session"))
+
+
+def compare(args: argparse.Namespace, forwarded: list[str]) -> None:
+    """Run this bench --rounds times against each checkout, alternating (A B A B ...) so that a
+    slow phase of the machine hits both alike, and print the medians side by side with B/A."""
+    trees = {"A": Path(args.compare).resolve(), "B": Path(__file__).resolve().parent.parent}
+    runs: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
+    for round_ in range(args.rounds):
+        for label, tree in trees.items():
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            proc = subprocess.run([sys.executable, __file__, *forwarded, "--json"], env=env,
+                                  capture_output=True, text=True, timeout=600, check=False)
+            line = next((x for x in proc.stdout.splitlines() if x.startswith(JSON_MARK)), None)
+            if proc.returncode != 0 or line is None:
+                raise SystemExit(f"round {round_ + 1}, {label} ({tree}) failed:\n{proc.stderr[-2000:]}")
+            runs[label].append(json.loads(line.removeprefix(JSON_MARK)))
+            print(f"round {round_ + 1}/{args.rounds} {label}: " + ", ".join(
+                f"{key} {runs[label][-1][key]:.2f}" for key, _ in COMPARED), flush=True)
+    print(f"\nA = {trees['A']}\nB = {trees['B']}\nmedian of {args.rounds} alternating rounds"
+          " (min-max):")
+    print(f"  {'figure':<50} {'A':>38} {'B':>38} {'B/A':>6}")
+    for key, title in COMPARED:
+        a, b = ([run[key] for run in runs[label]] for label in ("A", "B"))
+        ratio = statistics.median(b) / statistics.median(a)
+        print(f"  {title:<50} {spread(a, digits=2):>38} {spread(b, digits=2):>38} x{ratio:.2f}")
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--client":
         print(json.dumps(asyncio.run(client_main(sys.argv[2], json.loads(sys.argv[3])))))
@@ -332,7 +382,21 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--sessions", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--asr", default="none", choices=("none", "whisper"),
+                        help="the emulator's speech recognition (default none, as `agent-run serve`'s "
+                             "load tests run it; whisper transcribes each utterance of the verification)")
+    parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    parser.add_argument("--compare", metavar="CHECKOUT",
+                        help="A/B: run this bench against CHECKOUT's runner (A) and this one's (B), "
+                             "alternating, and print both with their ratio")
+    parser.add_argument("--rounds", type=int, default=3, help="with --compare: runs of each (default 3)")
     args = parser.parse_args()
+    if args.compare:
+        forwarded = ["--quick"] if args.quick else [
+            "--reps", str(args.reps), "--events", str(args.events), "--sessions", str(args.sessions),
+            "--seconds", str(args.seconds)]
+        compare(args, [*forwarded, "--asr", args.asr])
+        return
     if args.quick:
         args.reps, args.events, args.sessions, args.seconds = 2, 500, 4, 3.0
     asyncio.run(server_main(args))

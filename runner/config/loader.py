@@ -693,8 +693,8 @@ def _run_checks(check: _Check, data: dict[str, Any], overrides: Mapping[str, str
     return {"vars": variables, "prompt": _check_prompt(check, data, variables),
             "greeting": _check_greeting(check, data, variables),
             "tools": _check_tools(check, data, variables), "templates": _check_templates(check, data),
-            "mcp_servers": _check_mcp_servers(check, data),
-            "session": _check_call_control(check, data, variables, model_id, info)}
+            "session": _check_call_control(check, data, variables, model_id, info),
+            "mcp_servers": _check_mcp_servers(check, data)}
 
 
 def _check_call_control(check: _Check, data: dict[str, Any], variables: Mapping[str, VarValue],

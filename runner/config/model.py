@@ -20,14 +20,14 @@ DEFAULT_TIMEOUT_S = 10.0
 # A tool result larger than this (UTF-8 bytes of its JSON) is refused: the model gets an error.
 DEFAULT_MAX_RESULT_BYTES = 64 * 1024
 DEFAULT_ROTATE_AFTER_S = 360.0
-# An MCP server must have started and listed its tools within this many seconds (a Python server
-# importing the SDK takes ~1 s on a quiet machine).
-DEFAULT_MCP_STARTUP_TIMEOUT_S = 20.0
 # Call control (session.inactivity, session.max_duration_s): what is said, as interactive USER
 # text on Nova 2, so the model speaks it in its own words and voice.
 DEFAULT_NUDGE = "The user has been silent for a while. Check briefly whether they are still there."
 DEFAULT_GOODBYE = "The user is still silent. Say a short goodbye now; the call is ending."
 DEFAULT_CLOSING_LINE = "We have reached the time limit for this call. Say a short goodbye to the user now."
+# An MCP server must have started and listed its tools within this many seconds (a Python server
+# importing the SDK takes ~1 s on a quiet machine).
+DEFAULT_MCP_STARTUP_TIMEOUT_S = 20.0
 # An HTTP tool reads at most this much of a response body (runner/tools/http.py).
 DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
 

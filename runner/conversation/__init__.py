@@ -35,14 +35,14 @@ Theory of operation
 - Typed input (text mode) goes to the current stream as interactive USER text, turn by turn
   for a script, at once for a person (over the assistant: a barge-in).                [text.py]
 - Taps see every output event and what the runner sent, for tests and measurements.   [taps.py]
-- Every turn is measured (end of speech -> first audio decoded / first sample played, tool time,
-  stream set-up, tokens and cost) by a sans-IO tracker the taps and the router feed; the results
-  go to the transcript (`turn`, `summary`), the console and, when configured, OpenTelemetry.
-                                                                  [runner/telemetry, core.py]
 - Call control ends a conversation on purpose once its last words have played: the end_call
   tool, the user's silence (a nudge, then a goodbye, said as interactive USER text on Nova 2),
   the agent's time limit (a closing line), a phone transfer. Its decisions are a sans-IO clock
   the supervisor's tick drives; tools reach it through a context variable.         [control.py]
+- Every turn is measured (end of speech -> first audio decoded / first sample played, tool time,
+  stream set-up, tokens and cost) by a sans-IO tracker the taps and the router feed; the results
+  go to the transcript (`turn`, `summary`), the console and, when configured, OpenTelemetry.
+                                                                  [runner/telemetry, core.py]
 - What the parts share (the current stream, the stop request, what is busy) lives in one place,
   each field with one writer.                                                         [state.py]
 - Nothing polls: the supervisor sleeps until the next deadline that is due (rotation, idle

@@ -81,6 +81,9 @@ class Message:
 
 # --- encoding ---------------------------------------------------------------------------------
 
+_PRELUDE: Final = struct.Struct(">II")
+_U32: Final = struct.Struct(">I")
+_U16: Final = struct.Struct(">H")
 _INT_FORMATS: Final = {_BYTE: ">b", _SHORT: ">h", _INT: ">i", _LONG: ">q", _TIMESTAMP: ">q"}
 
 
@@ -137,11 +140,17 @@ def encode_message(headers: dict[str, HeaderValue], payload: bytes = b"") -> byt
         raise EventStreamError(f"headers of {len(raw_headers)} bytes exceed {MAX_HEADERS_LENGTH}")
     if len(payload) > MAX_PAYLOAD_LENGTH:
         raise EventStreamError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_LENGTH}")
+    return frame(raw_headers, payload)
+
+
+def frame(raw_headers: bytes, payload: bytes) -> bytes:
+    """One message from headers already encoded (`encode_headers`) and a payload within the
+    limits. The message CRC runs on over the parts, so the body is joined only once."""
     total = MIN_MESSAGE_LENGTH + len(raw_headers) + len(payload)
-    prelude = struct.pack(">II", total, len(raw_headers))
-    prelude += struct.pack(">I", zlib.crc32(prelude))
-    body = prelude + raw_headers + payload
-    return body + struct.pack(">I", zlib.crc32(body))
+    lengths = _PRELUDE.pack(total, len(raw_headers))
+    prelude = lengths + _U32.pack(zlib.crc32(lengths))
+    crc = zlib.crc32(payload, zlib.crc32(raw_headers, zlib.crc32(prelude)))
+    return b"".join((prelude, raw_headers, payload, _U32.pack(crc)))
 
 
 # --- decoding ---------------------------------------------------------------------------------
@@ -196,6 +205,39 @@ def _decode_value(reader: _Reader, tag: int) -> HeaderValue:
 
 
 def decode_headers(data: bytes) -> dict[str, HeaderValue]:
+    """The header block's values. Strings and byte arrays (every header Bedrock's input frames
+    carry but `:date`) are read inline; the other types go through `_decode_value`."""
+    headers: dict[str, HeaderValue] = {}
+    pos, end = 0, len(data)
+    try:
+        while pos < end:
+            name_len = data[pos]
+            name_end = pos + 1 + name_len
+            if name_len == 0 or name_end >= end:
+                break  # the general reader below words the error
+            name = data[pos + 1:name_end].decode("utf-8")
+            tag = data[name_end]
+            if tag in (_STRING, _BYTES):
+                (size,) = _U16.unpack_from(data, name_end + 1)
+                value_end = name_end + 3 + size
+                if value_end > end:
+                    break
+                raw = data[name_end + 3:value_end]
+                headers[name] = raw.decode("utf-8") if tag == _STRING else raw
+                pos = value_end
+            else:
+                reader = _Reader(data)
+                reader.pos = name_end + 1
+                headers[name] = _decode_value(reader, tag)
+                pos = reader.pos
+        else:
+            return headers
+    except (UnicodeDecodeError, struct.error):
+        pass
+    return _decode_headers_slowly(data)
+
+
+def _decode_headers_slowly(data: bytes) -> dict[str, HeaderValue]:
     reader = _Reader(data)
     headers: dict[str, HeaderValue] = {}
     while reader.pos < len(data):
@@ -264,13 +306,12 @@ class EventStreamDecoder:
             raise EventStreamError(f"payload length {payload_len} exceeds {MAX_PAYLOAD_LENGTH}")
         if len(buf) < total:
             return None
-        frame = bytes(buf[:total])
-        (message_crc,) = struct.unpack_from(">I", frame, total - CRC_LENGTH)
-        if zlib.crc32(frame[: total - CRC_LENGTH]) != message_crc:
-            raise EventStreamError("message CRC mismatch")
+        (message_crc,) = _U32.unpack_from(buf, total - CRC_LENGTH)
+        with memoryview(buf) as view:  # CRC and slices without copying the whole frame first
+            if zlib.crc32(view[: total - CRC_LENGTH]) != message_crc:
+                raise EventStreamError("message CRC mismatch")
+            headers_end = PRELUDE_LENGTH + headers_len
+            raw_headers = bytes(view[PRELUDE_LENGTH:headers_end])
+            payload = bytes(view[headers_end : total - CRC_LENGTH])
         del buf[:total]
-        headers_end = PRELUDE_LENGTH + headers_len
-        return Message(
-            headers=decode_headers(frame[PRELUDE_LENGTH:headers_end]),
-            payload=frame[headers_end : total - CRC_LENGTH],
-        )
+        return Message(headers=decode_headers(raw_headers), payload=payload)

@@ -1,11 +1,11 @@
 """NovaHandler: the emulator's model behaviour behind the wire layer (a `StreamHandler`).
 
-A thin async adapter over the sans-IO `Brain`: one reader task moves input payloads into a
-bounded queue; the session loop feeds them to the brain with the current time, waits (bounded by
-the brain's next deadline) for more, and executes the actions the brain returns on the stream.
-Speech synthesis (a subprocess) and recognition (runner.emulator.asr) run in worker threads so
-that other streams keep flowing. This stream's input waits meanwhile (in the bounded inbox, then
-in the connection's flow control): the brain is between turns then, with no playback to interrupt.
+A thin async adapter over the sans-IO `Brain`: the session loop reads input payloads from the
+stream, feeds them to the brain with the current time, waits (bounded by the brain's next
+deadline) for more, and executes the actions the brain returns on the stream. Speech synthesis (a
+subprocess) and recognition (runner.emulator.asr) run in worker threads so that other streams keep
+flowing. This stream's input waits meanwhile (in the stream's queue, then in the connection's flow
+control): the brain is between turns then, with no playback to interrupt.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from runner.emulator import asr, speech
-from runner.emulator.api import EmulatorStream, Rejection, StreamRequest, read_into
+from runner.emulator.api import EmulatorStream, Rejection, StreamRequest
 from runner.emulator.brain import (
     THROTTLED,
     Action,
@@ -38,7 +38,6 @@ from runner.emulator.vad import VadSettings
 
 log = logging.getLogger("runner.emulator")
 
-INBOX_SIZE = 64
 # NovaHandler.sessions keeps the records of this many most recent streams (tests read them; an
 # 8-minute stream's record holds ~15 000 input event names, ~120 kB).
 MAX_SESSIONS = 256
@@ -104,14 +103,8 @@ class NovaHandler:
         # streams: keep the newest records only, or each stream's record stays for good.
         del self.sessions[:-MAX_SESSIONS]
         events = StreamLog(log, stream.request.request_id[:8])
-        inbox: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=INBOX_SIZE)
         try:
-            async with asyncio.TaskGroup() as tasks:
-                reader = tasks.create_task(read_into(stream, inbox))
-                try:
-                    await self._run(stream, brain, inbox, events)
-                finally:
-                    reader.cancel()
+            await self._run(stream, brain, events)
         finally:
             events.close()
         if not stream.closed:
@@ -126,8 +119,7 @@ class NovaHandler:
         self._warming = True
         asyncio.get_running_loop().run_in_executor(None, self.transcriber.warm_up)
 
-    async def _run(self, stream: EmulatorStream, brain: Brain,
-                   inbox: asyncio.Queue[bytes | None], events: StreamLog) -> None:
+    async def _run(self, stream: EmulatorStream, brain: Brain, events: StreamLog) -> None:
         while True:
             await _execute(stream, brain.poll(self._clock()), events)
             if brain.done:
@@ -145,9 +137,15 @@ class NovaHandler:
                 heard = await asr.transcribe_async(self.transcriber, audio, rate)
                 brain.provide_transcript(heard, self._clock())
                 continue
-            timeout = max(0.0, brain.next_deadline() - self._clock())
+            # The stream's own queue is the inbox: the wire layer stops acknowledging input (HTTP/2
+            # flow control holds the client back) while it holds many unread events. Reading it
+            # here, not through a reader task and a second queue, saves a task switch per event.
+            # A receive cut short by the timeout loses nothing: it had not taken an event yet.
+            # (A deadline already past still takes an event that is there: asyncio.timeout
+            # cancels only at the next suspension.)
             try:
-                payload = await asyncio.wait_for(inbox.get(), timeout)
+                async with asyncio.timeout(max(0.0, brain.next_deadline() - self._clock())):
+                    payload = await stream.receive()
             except TimeoutError:
                 continue
             if payload is None:

@@ -43,7 +43,14 @@ import h2.settings
 from runner.emulator.api import EXCEPTION_KINDS, StreamHandler, StreamRequest
 from runner.emulator.certs import load_identity, server_context
 from runner.emulator.eventlog import summarize_event
-from runner.emulator.eventstream import EventStreamDecoder, EventStreamError, decode_message, encode_message
+from runner.emulator.eventstream import (
+    EventStreamDecoder,
+    EventStreamError,
+    decode_message,
+    encode_headers,
+    encode_message,
+    frame,
+)
 from runner.emulator.sigv4 import ChunkVerifier, Credentials, SignatureError, verify_request
 from runner.errors import RunnerError
 
@@ -58,6 +65,9 @@ CLOSE_TIMEOUT: Final = 3.0  # closing the emulator
 # Stop acknowledging input (closing the client's window) while this many events wait unread.
 _QUEUE_SOFT_LIMIT: Final = 256
 _STREAM_WINDOW: Final = 1 << 20
+# DATA queued in h2 beyond this goes to the transport at once rather than at the end of the
+# loop iteration (the transport's own high-water mark is 64 KiB too).
+_FLUSH_NOW_BYTES: Final = 64 * 1024
 _CONNECTION_WINDOW: Final = 1 << 24
 
 
@@ -89,6 +99,9 @@ class _Counters:
     chunk_signatures_verified: int = 0
 
 
+_TCP_QUICKACK: Final[int | None] = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+
+
 # --- event summaries for the debug log (NovaHandler logs validated events at INFO) -----------
 
 
@@ -107,8 +120,15 @@ def _unwrap_chunk(inner: bytes) -> bytes:
     message = decode_message(inner)
     if message.headers.get(":message-type") != "event" or message.headers.get(":event-type") != "chunk":
         raise ValueError(f"unexpected input event headers {sorted(message.headers)}")
+    payload = message.payload
+    if payload.startswith(_BYTES_OPEN) and payload.endswith(b'"}'):
+        # What the SDK sends: {"bytes":"<base64>"}. When the slice between the quotes is valid
+        # base64 it holds no quote, backslash or control character, so json.loads would read the
+        # same string; anything else takes the general path, which words the error.
+        with contextlib.suppress(binascii.Error):
+            return base64.b64decode(payload[len(_BYTES_OPEN):-2], validate=True)
     try:
-        body = json.loads(message.payload)
+        body = json.loads(payload)
     except RecursionError:  # json.loads raises it, not a ValueError, for deep nesting
         raise ValueError("input chunk payload is nested too deeply") from None
     if not isinstance(body, dict) or not isinstance(body.get("bytes"), str):
@@ -119,10 +139,15 @@ def _unwrap_chunk(inner: bytes) -> bytes:
         raise ValueError("input chunk bytes are not base64") from exc
 
 
+_BYTES_OPEN: Final = b'{"bytes":"'
+_CHUNK_HEADERS: Final = encode_headers(
+    {":message-type": "event", ":event-type": "chunk", ":content-type": "application/json"})
+
+
 def _chunk_message(event: Mapping[str, Any]) -> bytes:
-    payload = json.dumps({"bytes": base64.b64encode(json.dumps(event).encode()).decode()}).encode()
-    headers = {":message-type": "event", ":event-type": "chunk", ":content-type": "application/json"}
-    return encode_message(dict(headers), payload)
+    # json.dumps({"bytes": b64}) without the second JSON pass over the base64 (it needs no escaping).
+    payload = b'{"bytes": "' + base64.b64encode(json.dumps(event).encode()) + b'"}'
+    return frame(_CHUNK_HEADERS, payload)
 
 
 def _exception_message(kind: str, message: str) -> bytes:
@@ -249,8 +274,11 @@ class _Stream:
                     self._gone()
                     return False
                 offset += size
-                self._conn.flush()
-                if not await self._bounded_wait(self._conn.writable()):
+                self._conn.flush_soon(size)
+                # Most writes fit the transport's buffer: no wait (and no timeout set up) then.
+                if not self._conn.is_writable and not await self._bounded_wait(self._conn.writable()):
+                    return False
+                if self.closed:
                     return False
             self._conn.counters.bytes_out += len(data)
             if end:
@@ -386,6 +414,8 @@ class _Connection(asyncio.Protocol):
         self._writable = asyncio.Event()
         self._writable.set()
         self.lost = asyncio.Event()
+        self._flush_scheduled = False
+        self._unflushed = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -417,9 +447,9 @@ class _Connection(asyncio.Protocol):
     def _quickack(self) -> None:
         # awscrt never sets TCP_NODELAY; without QUICKACK its small writes wait ~40 ms for our
         # delayed ACK. The kernel clears QUICKACK, so it is re-armed on every read.
-        if self._sock is not None and hasattr(socket, "TCP_QUICKACK"):
+        if self._sock is not None and _TCP_QUICKACK is not None:
             with contextlib.suppress(OSError):
-                self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+                self._sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.counters.connections_open -= 1
@@ -438,10 +468,34 @@ class _Connection(asyncio.Protocol):
     async def writable(self) -> None:
         await self._writable.wait()
 
+    @property
+    def is_writable(self) -> bool:
+        return self._writable.is_set()
+
     def flush(self) -> None:
+        """Hand what h2 has queued to the transport now."""
+        self._flush_scheduled = False
+        self._unflushed = 0
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+
+    def flush_soon(self, queued: int) -> None:
+        """Flush at the end of this loop iteration, so that the output events every stream sends
+        meanwhile go out in one TLS write (one send) instead of one each; at once when `queued`
+        (bytes of DATA just queued) brings the backlog to _FLUSH_NOW_BYTES, so a burst still meets
+        the transport's back-pressure. Only event data waits: control frames (SETTINGS, their
+        ACK, WINDOW_UPDATE, HEADERS) keep flush()'s timing, which awscrt's flow control relies on."""
+        self._unflushed += queued
+        if self._unflushed >= _FLUSH_NOW_BYTES:
+            self.flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        if self._flush_scheduled:
+            self.flush()
 
     def forget(self, stream_id: int) -> None:
         if self.streams.pop(stream_id, None) is not None:
@@ -452,7 +506,7 @@ class _Connection(asyncio.Protocol):
             return
         with contextlib.suppress(h2.exceptions.ProtocolError):
             self.h2.close_connection()
-            self.flush()
+        self.flush()
         self.transport.close()
 
     def data_received(self, data: bytes) -> None:
@@ -505,6 +559,7 @@ class _Connection(asyncio.Protocol):
                 # After GOAWAY h2 refuses every send on this connection: its streams are over.
                 for stream in list(self.streams.values()):
                     stream._gone()
+                self.flush()
                 if self.transport is not None:
                     self.transport.close()
             case _:

@@ -14,14 +14,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 from urllib.parse import parse_qsl, quote
 
-from runner.emulator.eventstream import Message, Timestamp, encode_headers
+from runner.emulator.eventstream import Message, Timestamp
 
+# encode_headers({":date": Timestamp(ms)}) is these bytes then ms as i64: what the chunk signs.
+_DATE_HEADER: Final = b"\x05:date\x08"
+_I64: Final = struct.Struct(">q")
 STREAMING_PAYLOAD: Final = "STREAMING-AWS4-HMAC-SHA256-EVENTS"
 TIMESTAMP_FORMAT: Final = "%Y%m%dT%H%M%SZ"
 MAX_CLOCK_SKEW: Final = timedelta(minutes=15)
@@ -200,6 +204,10 @@ class ChunkVerifier:
         self._service = service
         self.verified = 0
         self.finished = False
+        # Derived once per day (4 HMACs) and once per second (a strftime), not per event: a
+        # stream signs ~31 events a second, all with the same day and mostly the same second.
+        self._day_key: tuple[str, bytes] = ("", b"")
+        self._second: tuple[int, str] = (-1, "")
 
     def verify(self, message: Message) -> bytes:
         """Check one outer message and return its payload (the inner message; b"" = end of input)."""
@@ -213,10 +221,7 @@ class ChunkVerifier:
             self.verified += 1
             self.finished = not message.payload
             return message.payload
-        try:
-            timestamp = date.to_datetime().strftime(TIMESTAMP_FORMAT)
-        except (ValueError, OverflowError, OSError):  # an i64 of milliseconds far outside datetime's years
-            raise SignatureError("InvalidSignatureException", SIGNATURE_MISMATCH) from None
+        timestamp = self._timestamp(date)
         day = timestamp[:8]
         string_to_sign = "\n".join(
             [
@@ -224,14 +229,27 @@ class ChunkVerifier:
                 timestamp,
                 f"{day}/{self._region}/{self._service}/aws4_request",
                 self._prior,
-                hashlib.sha256(encode_headers({":date": date})).hexdigest(),
+                hashlib.sha256(_DATE_HEADER + _I64.pack(date.millis)).hexdigest(),
                 hashlib.sha256(message.payload).hexdigest(),
             ]
         )
-        expected = _hmac(signing_key(self._secret, day, self._region, self._service), string_to_sign)
+        if self._day_key[0] != day:
+            self._day_key = (day, signing_key(self._secret, day, self._region, self._service))
+        expected = _hmac(self._day_key[1], string_to_sign)
         if not hmac.compare_digest(expected, signature):
             raise SignatureError("InvalidSignatureException", SIGNATURE_MISMATCH)
         self._prior = expected.hex()
         self.verified += 1
         self.finished = not message.payload
         return message.payload
+
+    def _timestamp(self, date: Timestamp) -> str:
+        """`date` as SigV4's YYYYMMDDTHHMMSSZ (whole seconds, as the signer formats it)."""
+        second = date.millis // 1000
+        if second != self._second[0]:
+            try:
+                text = date.to_datetime().strftime(TIMESTAMP_FORMAT)
+            except (ValueError, OverflowError, OSError):  # i64 milliseconds far outside datetime's years
+                raise SignatureError("InvalidSignatureException", SIGNATURE_MISMATCH) from None
+            self._second = (second, text)
+        return self._second[1]

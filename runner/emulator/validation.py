@@ -85,6 +85,8 @@ class Block:
     tool_use_id: str | None = None
     text: list[str] = field(default_factory=list)
     got_result: bool = False
+    # AUDIO: an audioInput of this block passed the full schema (later ones may take the fast path).
+    schema_checked: bool = False
 
     @property
     def is_history(self) -> bool:
@@ -143,6 +145,9 @@ class InputValidator:
                                       event=_event_name(payload)) from None
 
     def _check(self, payload: bytes | str) -> InputEvent:
+        fast = self._audio_fast(payload)
+        if fast is not None:
+            return fast
         event = _parse(payload)
         if self.session_ended or (not self.session_started and event.name != "sessionStart"):
             raise NovaValidationError(INVALID_INPUT)
@@ -153,7 +158,45 @@ class InputValidator:
             raise NovaValidationError(INVALID_INPUT)
         block = _RULES[event.name](self, event.body)
         audio = _decode_audio(event.body["content"]) if event.name == "audioInput" else b""
+        if event.name == "audioInput" and block is not None:
+            block.schema_checked = True
         return InputEvent(name=event.name, body=event.body, block=block, audio=audio)
+
+    def _audio_fast(self, payload: bytes | str) -> InputEvent | None:
+        """The audioInput event `payload`, when it is certainly valid; else None, and the full
+        path (schema and rules) checks it and words the error exactly as it always did.
+
+        ~31 audioInput events a second per stream make the schema pass the emulator's largest
+        cost. Once the first audio event of a block has passed the full path, an audio event whose
+        body has exactly the schema's three string fields, names this prompt and an open AUDIO
+        block (names the schema already bounded when they were declared), with no text or tool
+        block open, is valid by every rule. Nothing here changes the validator's state before
+        the event is known valid, so a None costs only the second parse."""
+        if not self.session_started or self.session_ended or self.prompt is None or self.prompt_ended:
+            return None
+        try:  # strict UTF-8, as _loads: json.loads(bytes) would also take UTF-16 and surrogates
+            data = json.loads(payload.decode("utf-8") if isinstance(payload, bytes) else payload)
+        except (ValueError, RecursionError):
+            return None
+        event = data.get("event") if type(data) is dict and len(data) == 1 else None
+        body = event.get("audioInput") if type(event) is dict and len(event) == 1 else None
+        if type(body) is not dict or len(body) != 3:
+            return None
+        prompt_name, content_name, content = (body.get("promptName"), body.get("contentName"),
+                                              body.get("content"))
+        if (type(content) is not str or type(prompt_name) is not str or type(content_name) is not str
+                or prompt_name != self.prompt.name or not content.isascii()):
+            return None
+        block = self.blocks.get(content_name)
+        if block is None or block.type != "AUDIO" or not block.schema_checked or self._text_or_tool_open():
+            return None
+        try:
+            audio = base64.b64decode(content, validate=True)
+        except (binascii.Error, ValueError):
+            return None
+        if len(audio) % 2:
+            return None
+        return InputEvent(name="audioInput", body=body, block=block, audio=audio)
 
     def _check_voice(self, body: dict[str, Any]) -> None:
         # Checked before the schema: the schema's lowercase pattern would otherwise turn

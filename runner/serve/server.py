@@ -65,6 +65,10 @@ async def serve(ctx: ServeContext, app: Starlette, sock: socket.socket, console:
     config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False,  # URLs hold tokens
                             proxy_headers=False,
                             ws="websockets-sansio", timeout_graceful_shutdown=int(STOP_WAIT_S))
+    # No permessage-deflate (browsers offer it): PCM audio barely compresses, every 20 ms frame both
+    # ways would cost a zlib pass, and the zlib states made and freed with each caller left the
+    # worker ~10 kB larger after every spoken conversation (bench/bench_memory.py --wav, bench/README.md).
+    config.ws_per_message_deflate = False
     server = _Server(config)
     drain = _Drain(ctx, server, console)
     watch = asyncio.get_running_loop().create_task(ctx.metrics.watch_loop(), name="loop lag")

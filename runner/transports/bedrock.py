@@ -17,7 +17,7 @@ import asyncio
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,8 +104,9 @@ def translate_error(exc: BaseException) -> TransportError:
 class BedrockStream:
     """One InvokeModelWithBidirectionalStream call."""
 
-    def __init__(self, sdk_stream: Any) -> None:
+    def __init__(self, sdk_stream: Any, on_closed: Callable[[], Awaitable[None]] | None = None) -> None:
         self._sdk = sdk_stream
+        self._on_closed = on_closed  # the connector's: this stream no longer needs its client
         self._receiver: Any = None
         self._output_ended = False
         self._input_closed = False
@@ -166,10 +167,16 @@ class BedrockStream:
     async def aclose(self) -> None:
         if self._closed:
             return
-        await self.close_input()
-        self._closed = True
-        if self._receiver is not None and not self._output_ended:
-            await _bounded(self._drain(), CLOSE_TIMEOUT_S)
+        try:
+            await self.close_input()
+            self._closed = True
+            if self._receiver is not None and not self._output_ended:
+                await _bounded(self._drain(), CLOSE_TIMEOUT_S)
+        finally:
+            self._closed = True
+            on_closed, self._on_closed = self._on_closed, None
+            if on_closed is not None:
+                await on_closed()
 
     async def _drain(self) -> None:
         while await self._receiver.receive() is not None:
@@ -193,16 +200,40 @@ async def _bounded(coro: Any, limit_s: float) -> None:
         log.debug("stream close ended with %r", task.exception())
 
 
+class _Client:
+    """One SDK client and the streams opened on it that have not closed yet."""
+
+    def __init__(self, sdk: AsyncBedrockRuntimeClient) -> None:
+        self.sdk = sdk
+        self.streams = 0
+
+
 class BedrockConnector:
-    """Resolves region, endpoint and credentials once, then opens streams on one SDK client."""
+    """Resolves region, endpoint and credentials once, then opens streams on one SDK client.
+
+    A server's connector lives as long as the worker and serves every conversation, so nothing
+    here may grow with them: after a credential refresh the previous client is closed as soon as
+    the last stream opened on it has closed (each client counts its open streams), and at most
+    MAX_RETIRED such clients wait for their streams: past that the oldest is closed anyway (its
+    streams fail over to a new one, as after any reset).
+    """
+
+    MAX_RETIRED = 4
 
     def __init__(self, client: AsyncBedrockRuntimeClient, info: ConnectionInfo,
                  settings: _Settings) -> None:
-        self._client = client
+        self._current = _Client(client)
         self.info = info
         self._settings = settings
-        self._retired: list[AsyncBedrockRuntimeClient] = []
+        self._retired: list[_Client] = []
+        self._refreshing = asyncio.Lock()
+        self._refreshes = 0
         self._closed = False
+
+    @property
+    def clients(self) -> int:
+        """SDK clients open now: the current one and the retired ones still serving a stream."""
+        return 0 if self._closed else 1 + len(self._retired)
 
     async def refresh_credentials(self) -> None:
         """Resolve credentials afresh and use them for the streams opened from now on.
@@ -210,30 +241,60 @@ class BedrockConnector:
         The SDK's resolvers keep temporary credentials until the moment they expire, and a stream
         cannot switch keys midway (its event signatures chain from the request's), so continuing
         past an expiry needs a new resolver and client for the next stream. The old client stays
-        open for the streams still using it and is closed with the connector.
+        open for the streams still using it and is closed once the last of them has closed.
+        Conversations sharing the connector that ask at the same time get one refresh, not one each.
         """
-        client, info = await _build_client(self._settings)
-        self._retired.append(self._client)
-        self._client, self.info = client, info
+        asked_at = self._refreshes
+        async with self._refreshing:
+            if self._refreshes != asked_at:  # another caller refreshed while this one waited
+                return
+            client, info = await _build_client(self._settings)
+            self._refreshes += 1
+            old, self._current, self.info = self._current, _Client(client), info
+            if old.streams == 0:
+                await _close_client(old)
+                return
+            self._retired.append(old)
+            while len(self._retired) > self.MAX_RETIRED:
+                oldest = self._retired.pop(0)
+                log.warning("closing an old SDK client with %d stream(s) still open", oldest.streams)
+                await _close_client(oldest)
 
     async def open_stream(self, model_id: str) -> BedrockStream:
+        client = self._current
+        client.streams += 1  # before the await: a refresh meanwhile must not close it under us
         try:
             async with asyncio.timeout(OPEN_TIMEOUT_S):
-                sdk_stream = await self._client.invoke_model_with_bidirectional_stream(
+                sdk_stream = await client.sdk.invoke_model_with_bidirectional_stream(
                     InvokeModelWithBidirectionalStreamOperationInput(model_id=model_id))
         except TimeoutError:
+            await self._stream_closed(client)
             raise TransportError("opening the stream timed out", kind="ConnectionError",
                                  retryable=True) from None
-        except Exception as exc:
-            raise translate_error(exc) from exc
-        return BedrockStream(sdk_stream)
+        except BaseException as exc:
+            await self._stream_closed(client)
+            if isinstance(exc, Exception):
+                raise translate_error(exc) from exc
+            raise
+        return BedrockStream(sdk_stream, on_closed=lambda: self._stream_closed(client))
+
+    async def _stream_closed(self, client: _Client) -> None:
+        client.streams -= 1
+        if client.streams == 0 and client in self._retired:
+            self._retired.remove(client)
+            await _close_client(client)
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
-        for client in (*self._retired, self._client):
-            await _bounded(client.close(), CLOSE_TIMEOUT_S)
+        for client in (*self._retired, self._current):
+            await _close_client(client)
+        self._retired.clear()
+
+
+async def _close_client(client: _Client) -> None:
+    await _bounded(client.sdk.close(), CLOSE_TIMEOUT_S)
 
 
 @dataclass(frozen=True, slots=True)
