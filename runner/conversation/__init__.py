@@ -45,6 +45,11 @@ Theory of operation
                                                                   [runner/telemetry, core.py]
 - What the parts share (the current stream, the stop request, what is busy) lives in one place,
   each field with one writer.                                                         [state.py]
+- Nothing polls: the supervisor sleeps until the next deadline that is due (rotation, idle
+  exit, max duration, call control, a turn's close), computed, not looked for; whatever brings
+  one nearer (a stop request, a link done, an answer ending, the input ending, activity after a
+  quiet spell) wakes it through `Live.poke`. A loop wake-up is what a session's CPU goes to.
+                                                                 [supervisor.py, core.py]
 """
 
 from runner.conversation.core import Conversation, ConversationOptions

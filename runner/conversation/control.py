@@ -16,7 +16,9 @@ A `transfer` that Twilio accepted ends the call too (reason "transfer"): the cal
 The decisions are a sans-IO state machine (`CallClock`, fed the time and what it needs to know,
 returning actions), tested synchronously; `CallControl` is its glue to the running conversation:
 an EventTap that notes user speech, typed text and answers, and a `tick` the supervisor calls
-every 0.1 s that carries the actions out. Tools reach it through `current_call()`, a context
+that carries the actions out. The supervisor sleeps until `next_due` (CallClock's next deadline,
+or every STEP_S while something is busy or the call is closing); the tap and the tool calls wake
+it when that deadline moves nearer. Tools reach it through `current_call()`, a context
 variable every task of the conversation inherits.
 """
 
@@ -56,6 +58,9 @@ CLOSING_LIMIT_S = 20.0
 # How long `transfer` waits for the words before it ("I am transferring you") to be played.
 PLAYED_WAIT_S = 8.0
 POLL_S = 0.05
+# While the user or the assistant is busy (inactivity counts from the end of it), or the call is
+# closing, CallClock is stepped this often.
+STEP_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +167,28 @@ class CallClock:
             return self._close("inactivity", now, Say(inactivity.goodbye, "goodbye"), activity)
         return []
 
+    def next_due(self, now: float, activity: Activity) -> float | None:
+        """When `step` may next act if nothing else happens (None: never), asked after a step."""
+        if self._phase == "ended":
+            return None
+        if self._phase == "closing":
+            return now + STEP_S
+        dues: list[float] = []
+        limit = self.options.max_duration_s
+        if limit is not None:
+            dues.append(self._started_at + limit)
+        inactivity = self.options.inactivity
+        if inactivity is not None:
+            if activity.busy:
+                dues.append(now + STEP_S)  # the quiet counts from the last step that saw it busy
+            else:
+                quiet_since = max(activity.user_at, activity.output_at, self._busy_until)
+                if self._phase == "open" or activity.user_at > self._nudged_at:
+                    dues.append(quiet_since + inactivity.nudge_after_s)
+                else:
+                    dues.append(max(quiet_since, self._nudged_at) + inactivity.end_after_s)
+        return min(dues) if dues else None
+
     def _close(self, reason: EndReason, now: float, say: Say, activity: Activity) -> list[Action]:
         if not self.options.speaks_text:  # nothing to say: end once what plays has played
             self._begin_closing(reason, now, 0.0)
@@ -213,6 +240,9 @@ class CallControl:
         self._user_at = clock()
         self._user_speaking = False
         self._pending: list[Say] = []  # texts waiting for a stream that takes them
+        # The supervisor sleeps until a quiet deadline: the next sign of activity must wake it, so
+        # the time it stays busy is seen (see next_due).
+        self._sleeping_quiet = False
 
     def started(self, now: float) -> None:
         """The conversation starts now (its limits count from here)."""
@@ -231,10 +261,12 @@ class CallControl:
     def end_call(self) -> None:
         """The model asked to end the call (the end_call tool)."""
         self._core.end("end_call", self._clock())
+        self._live.poke()
 
     def transferred(self) -> None:
         """The call was handed to another party: nothing more reaches the caller from here."""
         self._core.end("transfer", self._clock(), settle_s=0.0)
+        self._live.poke()
 
     @property
     def ending(self) -> str | None:
@@ -252,7 +284,8 @@ class CallControl:
     # -- EventTap ------------------------------------------------------------------------------
 
     def output(self, event: OutputEvent, at: float) -> None:
-        pass  # answers are known from Live.last_answer_at; received events from Live.last_activity
+        # Answers are known from Live.last_answer_at, received events from Live.last_activity.
+        self._wake_if_quiet()
 
     def sent(self, kind: str, at: float, **fields: Any) -> None:
         if kind == "user_text":
@@ -260,21 +293,39 @@ class CallControl:
         elif kind == "audio":
             self._user_speaking = bool(fields.get("speaking"))
             self._user_at = max(self._user_at, at)
+            self._wake_if_quiet()
+
+    def _wake_if_quiet(self) -> None:
+        if self._sleeping_quiet:
+            self._sleeping_quiet = False
+            self._live.poke()
 
     # -- every tick ----------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
         if self._live.stopping:
             return
-        activity = Activity(user_at=self._user_at, output_at=self._live.last_activity,
-                            answered_at=self._live.last_answer_at,
-                            busy=self._player.pending or self._live.tools_running > 0 or self._user_speaking)
-        for action in self._core.step(now, activity):
+        for action in self._core.step(now, self._activity()):
             if isinstance(action, Say):
                 self._pending.append(action)
             else:
                 self._end(action.reason)
         self._send_pending()
+
+    def next_due(self, now: float) -> float | None:
+        """When `tick` next has something to do if nothing else happens (None: only when woken)."""
+        if self._live.stopping:
+            return None
+        if self._pending:
+            return now + STEP_S  # a stream being opened or rotated: try again
+        activity = self._activity()
+        self._sleeping_quiet = not activity.busy and self.options.inactivity is not None
+        return self._core.next_due(now, activity)
+
+    def _activity(self) -> Activity:
+        return Activity(user_at=self._user_at, output_at=self._live.last_activity,
+                        answered_at=self._live.last_answer_at,
+                        busy=self._player.pending or self._live.tools_running > 0 or self._user_speaking)
 
     def _send_pending(self) -> None:
         link = self._live.link

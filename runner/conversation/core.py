@@ -30,6 +30,13 @@ from runner.telemetry.prices import PriceTable, price_table
 from runner.transcript import Transcript
 from runner.transports.base import Connector
 
+# A deadline that is due but held up by something with no event of its own (a turn still being
+# answered, a tool running) is looked at again this often.
+BUSY_POLL_S = 0.1
+# While assistant audio plays, the stop checks run at least this often (a sink that breaks while
+# playing says so only when asked), and when the audio queued so far should have played.
+PLAYING_CHECK_S = 1.0
+
 
 @dataclass(frozen=True, slots=True)
 class ConversationOptions:
@@ -86,7 +93,10 @@ class Conversation:
                                     console=console, clock=clock)
         control_taps = (self._control,) if control_options.watches_user else ()
         self._taps = taps_ = Taps([*taps, *control_taps], clock, meter=self.meter)
-        self._mic = Microphone(source, policy, self._player, handover, live, on_sent=taps_.audio)
+        # The idle exit counts from the end of the input: the first chunk sent after it wakes the
+        # supervisor (a file source goes on with silence), so nothing polls for it.
+        self._watch_input_end = options.idle_exit_s is not None and text_input is None
+        self._mic = Microphone(source, policy, self._player, handover, live, on_sent=self._audio_sent)
         self._tools = ToolCalls(tools, nova2=nova2, record=self._record, transcript=transcript,
                                 console=console, live=live,
                                 on_result=lambda call: taps_.sent("tool_result", name=call.name,
@@ -105,7 +115,9 @@ class Conversation:
             player=self._player, router=self._router, handover=handover, transcript=transcript,
             console=console, live=live, tick=self._tick,
             sent_trace=SentTrace(console, source.chunk_ms) if console.verbose else None,
-            wall_clock=wall_clock)
+            wall_clock=wall_clock, next_due=self._next_due)
+        # A transcript that cannot be written ends the run (see _check_outputs) at once.
+        transcript.listen(lambda entry: live.poke() if transcript.failure is not None else None)
 
     # -- public ------------------------------------------------------------------------------
 
@@ -182,6 +194,40 @@ class Conversation:
         elif self._idle_done(now):
             self.request_stop("input finished and the conversation is idle")
 
+    def _next_due(self, now: float) -> float | None:
+        """When `_tick` next has something to decide if nothing else happens (None: only when
+        poked). Each part's deadline is computed, not polled for."""
+        play_check = None
+        if self._player.pending:
+            play_check = now + min(max(self.sink.pending_ms() / 1000, 0.02), PLAYING_CHECK_S)
+        limit = self.options.max_duration_s
+        return _earliest(
+            play_check, self._run_started + limit if limit is not None else None,
+            self.meter.next_due(now, play_check or now + BUSY_POLL_S),
+            self._control.next_due(now),
+            self._idle_due(now, play_check))
+
+    def _idle_due(self, now: float, play_check: float | None) -> float | None:
+        idle = self.options.idle_exit_s
+        if idle is None:
+            return None
+        if self._input_done_at is None:  # set by _idle_done once the input has finished
+            if self._text is not None and self._text.ended:
+                return self._text.answer_deadline()  # its answer pokes; else it is waited for so long
+            return None  # the microphone pokes when the input finishes
+        link = self._live.link
+        if self._live.tools_running > 0 or link is None or not link.session.at_turn_boundary:
+            return now + BUSY_POLL_S
+        if play_check is not None:
+            return play_check
+        return max(self._live.last_activity, self._input_done_at) + idle
+
+    def _audio_sent(self, chunk: bytes) -> None:
+        self._taps.audio(chunk)
+        if self._watch_input_end and self._input_finished():
+            self._watch_input_end = False
+            self._live.poke()
+
     def _check_outputs(self) -> None:
         """A broken output (a full disk under the WAV or the transcript) ends the run with its error.
 
@@ -204,6 +250,11 @@ class Conversation:
                 or self._player.pending)
         quiet_since = max(self._live.last_activity, self._input_done_at)
         return not busy and now - quiet_since >= idle
+
+
+def _earliest(*times: float | None) -> float | None:
+    known = [t for t in times if t is not None]
+    return min(known) if known else None
 
 
 def _first(group: BaseExceptionGroup[TransportError]) -> TransportError:

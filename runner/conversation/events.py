@@ -61,6 +61,7 @@ class OutputRouter:
         if isinstance(event, ContentEnd) and event.stop_reason in ("END_TURN", "INTERRUPTED"):
             self._mic.answer_over()
             self._live.last_answer_at = self._live.clock()
+            self._live.poke()  # deadlines that count from an answer (turn close, idle exit, call control)
         match event:
             case ContentStart(role=role) if event.type.value == "AUDIO":
                 self._console.status(f"{role.value.lower()} speaking")

@@ -35,6 +35,9 @@ class Link:
     closing: bool = False
     served_turn: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # Called once the link is done (failed or its reader ended): the supervisor sleeps on one
+    # event rather than waiting on `done` too (that took two tasks per wait).
+    on_done: Callable[[], None] | None = None
 
     def kick(self) -> None:
         """The session has something to send: wake the writer."""
@@ -44,7 +47,13 @@ class Link:
     def fail(self, failure: TransportError) -> None:
         if self.failure is None and not self.closing:
             self.failure = failure
+        self.end()
+
+    def end(self) -> None:
+        """The link is done: nothing more comes from it."""
         self.done.set()
+        if self.on_done is not None:
+            self.on_done()
 
     @property
     def usable(self) -> bool:
@@ -109,4 +118,4 @@ async def read_pump(link: Link, *, accepted: Callable[[], None],
         link.fail(TransportError(f"malformed event from the service: {exc}",
                                  kind="InvalidEventBytes", retryable=True))
     finally:
-        link.done.set()
+        link.end()

@@ -43,6 +43,9 @@ class Live:
         self.last_answer_at: float | None = None  # output router: the last END_TURN or interruption
         self.stop: StopRequest | None = None  # request_stop (first reason wins)
         self.stop_event = asyncio.Event()
+        # Set by poke(): something may have moved a deadline of the supervisor's earlier (see
+        # Supervisor._watch, which otherwise sleeps until the next one instead of polling).
+        self.changed = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
 
     def request_stop(self, reason: str, *, code: int = 0, graceful: bool = True,
@@ -51,6 +54,7 @@ class Live:
         if self.stop is None:
             self.stop = StopRequest(reason, code, graceful, error)
         self.stop_event.set()
+        self.changed.set()
 
     @property
     def stopping(self) -> bool:
@@ -62,6 +66,22 @@ class Live:
             async with asyncio.timeout(delay):
                 await self.stop_event.wait()
         return self.stop_event.is_set()
+
+    def poke(self) -> None:
+        """Wake the supervisor now: a deadline may be due sooner than it planned (an answer
+        ended, the input finished, the user or the assistant became busy, a call is closing)."""
+        self.changed.set()
+
+    async def wait_changed(self, until: float | None) -> None:
+        """Sleep until `until` (this clock) or a poke, whichever comes first; no task is created."""
+        if self.changed.is_set():
+            return
+        if until is None:
+            await self.changed.wait()
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, until - self.clock())):
+                await self.changed.wait()
 
     def touch(self) -> None:
         """Something happened: the idle exit counts from now."""

@@ -44,6 +44,8 @@ BACKOFF_MAX_S = 8.0
 MAX_CONSECUTIVE_FAILURES = 6
 # Rotate this long before temporary credentials expire (livekit recycles 3 min before expiry).
 CREDENTIALS_MARGIN_S = 180.0
+# While a rotation is due but the conversation is mid-turn, how often to look for its boundary.
+ROTATION_POLL_S = 0.1
 
 SessionFactory = Callable[[tuple[HistoryMessage, ...], bool], Session]
 
@@ -54,7 +56,8 @@ class Supervisor:
                  mic: Microphone, player: Player, router: OutputRouter, handover: HandoverGate,
                  transcript: Transcript, console: Console, live: Live,
                  tick: Callable[[float], None], sent_trace: Callable[[bytes], None] | None,
-                 wall_clock: Callable[[], float]) -> None:
+                 wall_clock: Callable[[], float],
+                 next_due: Callable[[float], float | None] = lambda now: None) -> None:
         self._connector = connector
         self._model_id = model_id
         self._nova2 = nova2
@@ -69,7 +72,10 @@ class Supervisor:
         self._transcript = transcript
         self._console = console
         self._live = live
-        self._tick = tick  # every 0.1 s while a stream runs: the conversation's own stop checks
+        # The conversation's own stop checks, run at each wake-up of `_watch`; `next_due(now)` says
+        # when they next need to run (None: only when poked).
+        self._tick = tick
+        self._next_due = next_due
         self._sent_trace = sent_trace
         self._wall_clock = wall_clock
         self.links_opened = 0
@@ -133,13 +139,14 @@ class Supervisor:
         try:
             stream = await self._connector.open_stream(self._model_id)
         except TransportError as exc:
-            link = Link(self.links_opened + 1, session, DeadStream(), self._live.clock(), reason)
+            link = Link(self.links_opened + 1, session, DeadStream(), self._live.clock(), reason,
+                        on_done=self._live.poke)
             self.links_opened += 1
             link.fail(exc)
             self._live.link = link
             return link
         self.links_opened += 1
-        link = Link(self.links_opened, session, stream, self._live.clock(), reason)
+        link = Link(self.links_opened, session, stream, self._live.clock(), reason, on_done=self._live.poke)
         self._live.link = link
         reader = read_pump(link, accepted=self._accepted, on_event=self._router.on_event)
         link.tasks = [self._live.spawn(write_pump(link, self._sent_trace), name=f"writer:{link.index}"),
@@ -170,11 +177,15 @@ class Supervisor:
         link.kick()
 
     async def _watch(self, link: Link) -> str | TransportError:
-        """Wait until the link must stop, rotate, or has failed."""
+        """Wait until the link must stop, rotate, or has failed.
+
+        It sleeps until the next deadline that is due (rotation, and the conversation's own:
+        `next_due`), or until poked (`Live.poke`: a stop request, the link done, anything that
+        brings a deadline nearer). An idle conversation wakes nothing here (the loop's wake-ups
+        are what a session's CPU goes to), and no task is created per wake-up.
+        """
         while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(0.1):
-                    await _first_of(self._live.stop_event, link.done)
+            self._live.changed.clear()  # before the checks: a poke from here on is seen
             if self._live.stopping:
                 return "stop"
             if link.done.is_set():
@@ -185,6 +196,16 @@ class Supervisor:
             rotation = self._rotation_due(link, now)
             if rotation is not None:
                 return rotation
+            await self._live.wait_changed(_earliest(self._next_due(now), self._next_rotation(link, now)))
+
+    def _next_rotation(self, link: Link, now: float) -> float:
+        """When to look at rotating next: the stream's age limit or the credentials' margin, then
+        (due but not at a turn boundary yet) every ROTATION_POLL_S."""
+        at = link.started_at + self._rotate_after_s
+        expiry = self._connector.info.credentials_expiry
+        if expiry is not None and expiry != self._stale_expiry:
+            at = min(at, now + expiry.timestamp() - CREDENTIALS_MARGIN_S - self._wall_clock())
+        return max(at, now + ROTATION_POLL_S)
 
     def _rotation_due(self, link: Link, now: float) -> str | None:
         """"rotate", "rotate-credentials" or None."""
@@ -255,6 +276,11 @@ async def _first_of(*events: asyncio.Event) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+def _earliest(*times: float | None) -> float | None:
+    known = [t for t in times if t is not None]
+    return min(known) if known else None
 
 
 async def _within(awaitable: Any, limit_s: float) -> None:

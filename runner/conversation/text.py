@@ -90,6 +90,15 @@ class TextPump:
         self._sent_at: float | None = None  # when the last line went (its answer awaited)
 
     @property
+    def ended(self) -> bool:
+        """The input is finished and every line was sent (its answer may still be awaited)."""
+        return self._ended
+
+    def answer_deadline(self) -> float | None:
+        """Until when the last line's answer is waited for (None: none is)."""
+        return None if self._sent_at is None else self._sent_at + ANSWER_WAIT_S
+
+    @property
     def finished(self) -> bool:
         """Every line was sent and the last one was answered (or waited for long enough)."""
         return self._ended and not self._awaiting_answer()
@@ -99,6 +108,7 @@ class TextPump:
             line = await self._input.read_line()
             if line is None:
                 self._ended = True
+                self._live.poke()  # the idle exit may count from now
                 return
             line = line.strip()
             if not line:

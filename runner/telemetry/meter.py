@@ -108,9 +108,19 @@ class TurnMeter:
         self._flushes += 1
 
     def tick(self, now: float) -> None:
+        self.tracker.tick(now, playing=self._playing())
+
+    def next_due(self, now: float, played_check: float) -> float | None:
+        """When `tick` may next close the open turn: TURN_CLOSE_S after its END_TURN, or, while its
+        answer still plays, at `played_check` (the caller's estimate of the playing's end)."""
+        closes = self.tracker.closes_at()
+        if closes is None:
+            return None
+        return played_check if self._playing() else closes
+
+    def _playing(self) -> bool:
         # Still playing: queued audio not yet dropped or played (the sink counts what it played).
-        playing = self._handed - self._dropped > self._sink.statistics().bytes_played
-        self.tracker.tick(now, playing=playing)
+        return self._handed - self._dropped > self._sink.statistics().bytes_played
 
     def write_summary(self) -> Summary:
         """The open turn and the summary go to the transcript and the console (once)."""

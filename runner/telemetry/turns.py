@@ -258,6 +258,13 @@ class TurnTracker:
         if answered is not None and not playing and now - answered >= self._close_after_s:
             self._close(now)
 
+    def closes_at(self) -> float | None:
+        """When `tick` reports the open turn, once its answer has played (None: no turn answered)."""
+        turn = self._turn
+        if turn is None or turn.answered_at is None:
+            return None
+        return turn.answered_at + self._close_after_s
+
     def finish(self, now: float) -> Summary:
         """The run ended: the open turn is reported; the run's summary."""
         if self._turn is not None:
