@@ -77,3 +77,15 @@ def redact(text: str, resolved: Mapping[str, str]) -> str:
         if secret:
             text = text.replace(secret, f"${{env:{name}}}")
     return text
+
+
+def unset_refusal(where: str, missing: Mapping[str, list[str]]) -> str | None:
+    """Why a run must not start: `missing` maps each unset variable to what uses it (None if empty).
+
+    One wording for every part that takes `${env:NAME}` (HTTP tools, MCP servers), as `check` warns.
+    """
+    if not missing:
+        return None
+    listing = "; ".join(f"{name} (used by {', '.join(users)})" for name, users in missing.items())
+    return (f"{where}: environment variable(s) not set: {listing}. Set them before starting "
+            f"(export NAME=...); `agent-run check` lists them")

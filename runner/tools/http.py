@@ -43,7 +43,7 @@ import jinja2
 
 from runner.config.model import DEFAULT_MAX_RESPONSE_BYTES, AgentConfig, HttpToolSpec, VarValue
 from runner.config.schema import non_json_path
-from runner.config.secrets import ENV_REF, env_refs, malformed_env_refs, redact
+from runner.config.secrets import ENV_REF, env_refs, malformed_env_refs, redact, unset_refusal
 from runner.errors import ToolError
 from runner.httpclient import HttpError, HttpResponse, request, where
 from runner.protocol.sandbox import TemplateLimitError, render_bounded
@@ -496,11 +496,7 @@ def missing_env_refusal(agent: AgentConfig, environ: Mapping[str, str] | None = 
             for name in spec_env_names(tool.http):
                 if name not in environ:
                     missing.setdefault(name, []).append(tool.name)
-    if not missing:
-        return None
-    listing = "; ".join(f"{name} (used by {', '.join(tools)})" for name, tools in missing.items())
-    return (f"{agent.path}: environment variable(s) not set: {listing}. Set them before starting "
-            f"(export NAME=...); `agent-run check` lists them")
+    return unset_refusal(str(agent.path), missing)
 
 
 def _backoff(attempt: int) -> float:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from runner.config.model import McpServerConfig
-from runner.config.secrets import env_refs, resolve_env_refs
+from runner.config.secrets import env_refs, resolve_env_refs, unset_refusal
 from runner.errors import RunnerError, ToolError
 
 if TYPE_CHECKING:
@@ -84,15 +84,12 @@ def env_refusal(servers: tuple[McpServerConfig, ...], where: str,
     environ = os.environ if environ is None else environ
     missing: dict[str, list[str]] = {}
     for server in servers:
+        user = f"MCP server {server.name}"
         for _, template in (*server.env, *server.headers):
             for name in env_refs(template):
-                if name not in environ and server.name not in missing.setdefault(name, []):
-                    missing[name].append(server.name)
-    if not missing:
-        return None
-    listing = "; ".join(f"{name} (used by MCP server {', '.join(users)})" for name, users in missing.items())
-    return (f"{where}: environment variable(s) not set: {listing}. Set them before starting "
-            f"(export NAME=...); `agent-run check` lists them")
+                if name not in environ and user not in missing.setdefault(name, []):
+                    missing[name].append(user)
+    return unset_refusal(where, missing)
 
 
 def describe_server(server: McpServerConfig) -> str:
