@@ -281,6 +281,11 @@ WATCHED = ("AsyncBedrockRuntimeClient", "AWSCRTHTTPClient", "EventLoopGroup", "C
            "ClientTlsContext", "DefaultHostResolver", "Conversation", "BrowserCaller", "CallerTranscript",
            "BedrockStream")
 PROBE_TIMEOUT_S = 30.0
+# /ping turns Healthy when the last conversation gives back its slot, a moment before its caller's
+# handler has returned (closing the socket): a probe waits, at most this long, until the worker
+# holds none of these, so a row counts what is retained, not what is still being let go.
+PER_CONVERSATION = ("Conversation", "BrowserCaller", "CallerTranscript", "BedrockStream")
+SETTLE_S = 3.0
 LEAKED: list[bytes] = []
 
 
@@ -403,6 +408,15 @@ class ServeWorker:
                     if row["seq"] == self._seq:
                         return row
                 await asyncio.sleep(0.02)
+
+    async def settled(self) -> None:
+        """Wait (at most SETTLE_S) until the worker holds no per-conversation object."""
+        deadline = time.monotonic() + SETTLE_S
+        while True:
+            watched = (await self.probe())["watched"]
+            if not any(watched[name] for name in PER_CONVERSATION) or time.monotonic() > deadline:
+                return
+            await asyncio.sleep(0.05)
 
     async def idle(self) -> None:
         """Wait until the worker has ended every conversation (/ping says Healthy)."""
@@ -549,6 +563,7 @@ async def measure_serve(n: int, *, wav: bool, warmup: int, types: bool, traced: 
                 await ws_conversation(url, wav=wav)
             await server.idle()
             seconds = time.monotonic() - t0
+            await server.settled()
             at_base, at_end = i == base_at, i == n - 1
             snapshot = str(tmp / f"snapshot{i}") if traced and (at_base or at_end) else None
             row = await server.probe(types=types and (at_base or at_end), trim=trim, snapshot=snapshot,

@@ -29,12 +29,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
-
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
+from typing import TYPE_CHECKING, Any
 
 from runner.errors import RunnerError
+
+if TYPE_CHECKING:
+    from aiohttp.abc import AbstractResolver
+
+# aiohttp is imported only when a request is made: importing it builds a TLS context, which reads
+# SSL_CERT_FILE, and a FIFO named there would block every command that merely imports this module
+# (`agent-run doctor` must report such a file, and `run` refuse it, instead of hanging).
 
 DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
 _READ_CHUNK = 64 * 1024
@@ -148,6 +152,8 @@ async def request(method: str, url: str, *, headers: Mapping[str, str] | None = 
     HttpError subclass. At most one body: `json` (any JSON value, sent as UTF-8 JSON), `content`
     (bytes as they are) or `form` (URL-encoded fields). Cancellation propagates.
     """
+    import aiohttp
+
     sent_headers = dict(headers or {})
     body = _body(json, content, form, sent_headers)
     context = tls_context(None if ca_file is None else str(ca_file))
@@ -182,48 +188,56 @@ def _reason(exc: BaseException) -> str:
     return str(reason) if reason else type(exc).__name__
 
 
-class _DaemonThreadResolver(AbstractResolver):
-    """Name lookups in a daemon thread of their own, never in the loop's default executor.
+@functools.cache
+def _resolver_type() -> type[AbstractResolver]:
+    from aiohttp.abc import AbstractResolver, ResolveResult
 
-    getaddrinfo() cannot be interrupted: with DNS unreachable it blocks for many seconds. aiohttp's
-    default resolver runs it in the default executor, which `asyncio.run` joins at exit, so a
-    stuck lookup would hold a stopping run long after its request was cancelled. A daemon thread
-    is abandoned instead (its answer discarded), as runner.tools.invoke does with hung handlers.
-    """
+    class _DaemonThreadResolver(AbstractResolver):
+        """Name lookups in a daemon thread of their own, never in the loop's default executor.
 
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[Any]] = loop.create_future()
+        getaddrinfo() cannot be interrupted: with DNS unreachable it blocks for many seconds. aiohttp's
+        default resolver runs it in the default executor, which `asyncio.run` joins at exit, so a
+        stuck lookup would hold a stopping run long after its request was cancelled. A daemon thread
+        is abandoned instead (its answer discarded), as runner.tools.invoke does with hung handlers.
+        """
 
-        def settle(ok: bool, value: Any) -> None:
-            if not future.done():  # the request was abandoned meanwhile
-                (future.set_result if ok else future.set_exception)(value)
+        async def resolve(self, host: str, port: int = 0,
+                          family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[list[Any]] = loop.create_future()
 
-        def lookup() -> None:
-            try:
-                value: Any = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
-                ok = True
-            except Exception as exc:  # socket.gaierror, UnicodeError for an impossible name
-                value, ok = exc, False
-            with contextlib.suppress(RuntimeError):  # the loop closed while the lookup hung
-                loop.call_soon_threadsafe(settle, ok, value)
+            def settle(ok: bool, value: Any) -> None:
+                if not future.done():  # the request was abandoned meanwhile
+                    (future.set_result if ok else future.set_exception)(value)
 
-        threading.Thread(target=lookup, name=f"resolve:{host[:40]}", daemon=True).start()
-        infos = await future
-        return [ResolveResult(hostname=host, host=str(address[0]), port=int(address[1]), family=af,
-                              proto=proto, flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV)
-                for af, _, proto, _, address in infos if af in (socket.AF_INET, socket.AF_INET6)]
+            def lookup() -> None:
+                try:
+                    value: Any = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+                    ok = True
+                except Exception as exc:  # socket.gaierror, UnicodeError for an impossible name
+                    value, ok = exc, False
+                with contextlib.suppress(RuntimeError):  # the loop closed while the lookup hung
+                    loop.call_soon_threadsafe(settle, ok, value)
 
-    async def close(self) -> None:
-        pass
+            threading.Thread(target=lookup, name=f"resolve:{host[:40]}", daemon=True).start()
+            infos = await future
+            return [ResolveResult(hostname=host, host=str(address[0]), port=int(address[1]), family=af,
+                                  proto=proto, flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV)
+                    for af, _, proto, _, address in infos if af in (socket.AF_INET, socket.AF_INET6)]
+
+        async def close(self) -> None:
+            pass
+
+    return _DaemonThreadResolver
 
 
 async def _send(method: str, url: str, headers: dict[str, str], body: bytes | None,
                 context: ssl.SSLContext, limit: int) -> HttpResponse:
     # trust_env=False: no proxy or .netrc credentials picked up from the environment behind the
     # agent author's back. One session per request: tools are called a few times a conversation.
-    connector = aiohttp.TCPConnector(ssl=context, resolver=_DaemonThreadResolver())
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(ssl=context, resolver=_resolver_type()())
     async with aiohttp.ClientSession(connector=connector, trust_env=False) as session, \
             session.request(method, url, headers=headers, data=body, allow_redirects=False) as response:
         declared = response.content_length
