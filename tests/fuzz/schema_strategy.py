@@ -2,7 +2,7 @@
 
 Supported: type (one or a list), const, enum, minimum / maximum / exclusiveMinimum, minLength /
 maxLength, pattern, properties / required / additionalProperties (false or a schema),
-propertyNames (pattern), minProperties (over declared properties), items / minItems, oneOf whose
+propertyNames (pattern), minProperties (over declared properties), items / minItems / uniqueItems, oneOf whose
 branches only require keys, dependentRequired and local `$ref`s to `#/$defs/...`. Anything else
 raises NotImplementedError, so a schema that grows a new keyword fails loudly here instead of
 silently generating the wrong shape.
@@ -16,6 +16,7 @@ that is a JSON Schema, files next to the agent).
 
 from __future__ import annotations
 
+import json
 import string
 import unicodedata
 from collections.abc import Mapping
@@ -50,6 +51,8 @@ _KNOWN = {
     "minProperties",
     "items",
     "minItems",
+    "uniqueItems",
+    "maxProperties",
     "oneOf",
     "dependentRequired",
 }
@@ -95,7 +98,9 @@ class SchemaStrategy:
                 return self._object(node, path)
             case "array":
                 item = self.build(node.get("items", {}), (*path, "*"))
-                return st.lists(item, min_size=node.get("minItems", 0), max_size=3)
+                unique = node.get("uniqueItems") is True  # (items the schemas declare unique are strings)
+                return st.lists(item, min_size=node.get("minItems", 0), max_size=3,
+                                unique_by=(lambda v: json.dumps(v, sort_keys=True)) if unique else None)
             case "string":
                 return self._string(node)
             case "integer":
@@ -152,7 +157,9 @@ class SchemaStrategy:
                 exclusive = {k for b in one_of for k in b["required"]} - set(chosen["required"])
             optional = sorted(set(props) - keys - exclusive)
             at_least = max(0, min(node.get("minProperties", 0) - len(keys), len(optional)))
-            keys |= set(draw(st.lists(st.sampled_from(optional), unique=True, min_size=at_least))
+            at_most = max(at_least, node.get("maxProperties", len(optional) + len(keys)) - len(keys))
+            keys |= set(draw(st.lists(st.sampled_from(optional), unique=True, min_size=at_least,
+                                      max_size=at_most))
                         if optional else [])
             for key in list(keys):
                 keys |= set(dependent.get(key, ()))
