@@ -11,8 +11,6 @@ is answered, the turn closes, then nothing happens for 2 s. Before this, the sup
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,43 +20,14 @@ from runner.config.loader import load_agent
 from runner.console import Console
 from runner.conversation import Conversation, QueueTextInput
 from runner.engine import RunOptions, run_agent
-from runner.protocol.events import ContentEnd, OutputEvent
+from tests.conversation.text_run_helpers import EndOfTurn, KeepConversation, restore_environ  # noqa: F401  (a fixture, autouse below)
 
 REPO = Path(__file__).resolve().parents[2]
 IDLE_S = 2.0
 # Generous: an idle conversation needs none; a 10 Hz poll would make 20 checks and 40 tasks.
 MAX_CHECKS = 4
 MAX_TASKS = 8
-
-
-@pytest.fixture(autouse=True)
-def _restore_environ() -> Iterator[None]:
-    saved = dict(os.environ)  # the emulator's CA and credentials are put in the environment
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
-
-
-class Answers:
-    def __init__(self) -> None:
-        self.ended = asyncio.Event()
-
-    def output(self, event: OutputEvent, at: float) -> None:
-        if isinstance(event, ContentEnd) and event.stop_reason == "END_TURN":
-            self.ended.set()
-
-    def sent(self, kind: str, at: float, **fields: Any) -> None:
-        pass
-
-
-class Observer:
-    conversation: Conversation | None = None
-
-    def emulator_started(self, emulator: object) -> None:
-        pass
-
-    def conversation_finished(self, conversation: Conversation) -> None:
-        self.conversation = conversation
+pytestmark = pytest.mark.usefixtures("restore_environ")
 
 
 def test_an_idle_conversation_wakes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -71,7 +40,7 @@ def test_an_idle_conversation_wakes_nothing(monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setattr(Conversation, "_tick", counted_tick)
     agent = load_agent(REPO / "agents" / "orders.yaml")
-    text, answers, observer = QueueTextInput(), Answers(), Observer()
+    text, answers, observer = QueueTextInput(), EndOfTurn(), KeepConversation()
     options = RunOptions(emulate=True, scenario=REPO / "samples" / "orders.scenario.yaml", text=True,
                          text_input=text, mute=True, taps=(answers,), idle_exit_s=0.5)
     tasks: list[str] = []

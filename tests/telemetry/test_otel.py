@@ -21,12 +21,13 @@ from opentelemetry.trace import StatusCode
 from runner import telemetry
 from runner.config.loader import load_agent
 from runner.console import Console
-from runner.conversation import Conversation, QueueTextInput
+from runner.conversation import QueueTextInput
 from runner.engine import RunOptions, run_agent
-from runner.protocol.events import ContentEnd, OutputEvent, TokenCounts
+from runner.protocol.events import TokenCounts
 from runner.telemetry import otel
 from runner.telemetry.prices import BUILTIN_TABLE
 from runner.telemetry.turns import ToolTiming, TurnTracker
+from tests.conversation.text_run_helpers import EndOfTurn, KeepConversation, restore_environ  # noqa: F401  (restore_environ: a fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 NOVA2 = "amazon.nova-2-sonic-v1:0"
@@ -129,44 +130,14 @@ def test_a_failed_run_marks_the_conversation_span(
     assert root.status.description == "cannot reach the endpoint"
 
 
-@pytest.fixture
-def _restore_environ() -> Iterator[None]:
-    saved = dict(os.environ)  # the emulator's CA and credentials are put in the environment
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
-
-
-class _Ended:
-    def __init__(self) -> None:
-        self.ended = asyncio.Event()
-
-    def output(self, event: OutputEvent, at: float) -> None:
-        if isinstance(event, ContentEnd) and event.stop_reason == "END_TURN":
-            self.ended.set()
-
-    def sent(self, kind: str, at: float, **fields: Any) -> None:
-        pass
-
-
-class _Observer:
-    conversation: Conversation | None = None
-
-    def emulator_started(self, emulator: object) -> None:
-        pass
-
-    def conversation_finished(self, conversation: Conversation) -> None:
-        self.conversation = conversation
-
-
-@pytest.mark.usefixtures("_restore_environ")
+@pytest.mark.usefixtures("restore_environ")
 def test_a_real_run_is_traced_with_model_voice_agent_tool_and_tokens(
         exported: tuple[InMemorySpanExporter, InMemoryMetricReader]) -> None:
     span_exporter, reader = exported
     # Configured (the installed in-memory exporters are used, nothing is sent there).
     os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://127.0.0.1:9"
     agent = load_agent(REPO / "agents" / "orders.yaml")
-    text, ended, observer = QueueTextInput(), _Ended(), _Observer()
+    text, ended, observer = QueueTextInput(), EndOfTurn(), KeepConversation()
     options = RunOptions(emulate=True, scenario=REPO / "samples" / "orders.scenario.yaml", text=True,
                          text_input=text, mute=True, taps=(ended,), idle_exit_s=0.5)
 
