@@ -1,4 +1,5 @@
-"""Bedrock transport: the only module that imports the Bedrock SDK (`aws_sdk_bedrock_runtime`, smithy).
+"""Bedrock transport: with its send fast path (sdk_send.py), the only module that imports the Bedrock
+SDK (`aws_sdk_bedrock_runtime`, smithy).
 
 Facts this relies on (verified in ../shared/reference/bedrock-sdk.md, SDK 0.12.0):
 - the default aiohttp transport cannot do duplex streams: always pass AWSCRTHTTPClient();
@@ -42,6 +43,7 @@ from runner.errors import CredentialsError, TransportError
 from runner.transports.base import ConnectionInfo
 from runner.transports.endpoint import endpoint_problem, run_endpoint
 from runner.transports.sdk_files import check_sdk_files
+from runner.transports.sdk_send import FastChunkSender, attach, bounded_if_suspends
 
 log = logging.getLogger("runner.transport")
 
@@ -111,16 +113,29 @@ class BedrockStream:
         self._output_ended = False
         self._input_closed = False
         self._closed = False
+        self._attached = False
+        self._fast: FastChunkSender | None = None
+
+    @property
+    def fast_sender(self) -> FastChunkSender | None:
+        """The publisher fast path in use (None: not attached yet, or the SDK's own send)."""
+        return self._fast
 
     async def send(self, payload: bytes) -> None:
         if self._output_ended or self._input_closed:
             # Sending after the service ended the stream blocks forever (gotcha 2).
             raise TransportError("the stream has ended", kind="StreamReset", retryable=True)
-        chunk = InvokeModelWithBidirectionalStreamInputChunk(
-            value=BidirectionalInputPayloadPart(bytes_=payload))
+        if not self._attached:
+            self._attached = True
+            self._fast = await attach(self._sdk.input_stream, _chunk)
+        fast = self._fast
         try:
-            async with asyncio.timeout(SEND_TIMEOUT_S):
-                await self._sdk.input_stream.send(chunk)
+            # Bounded from the moment a send suspends (a full buffer, a credential refresh): one
+            # that completes at once needs no timer (sdk_send.bounded_if_suspends).
+            if fast is not None:
+                await bounded_if_suspends(fast.send(payload), SEND_TIMEOUT_S)
+            else:
+                await bounded_if_suspends(self._sdk.input_stream.send(_chunk(payload)), SEND_TIMEOUT_S)
         except TimeoutError:
             raise TransportError("sending to the stream timed out", kind="ConnectionError",
                                  retryable=True) from None
@@ -181,6 +196,10 @@ class BedrockStream:
     async def _drain(self) -> None:
         while await self._receiver.receive() is not None:
             pass
+
+
+def _chunk(payload: bytes) -> InvokeModelWithBidirectionalStreamInputChunk:
+    return InvokeModelWithBidirectionalStreamInputChunk(value=BidirectionalInputPayloadPart(bytes_=payload))
 
 
 async def _bounded(coro: Any, limit_s: float) -> None:

@@ -23,6 +23,9 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "bench_runner.py": (["--quick"], [
         r"runner  : \d+\.\d+ %", r"baseline: \d+\.\d+ %", r"runner / baseline: x\d+\.\d+",
         r"interruption signal decoded -> silence", r"invoke_tool micro-benchmark"]),
+    "bench_sdk_send.py": (["--quick"], [
+        r"burst  fast path +: +\d+\.\d µs/event", r"paced  SDK publisher.send +: +\d+\.\d µs/event",
+        r"paced  \+ bounded_if_suspends: +\d+\.\d µs/event", r"fast path \d+\.\d+ %"]),
     "bench_emulator.py": (["--quick"], [
         r"nova-in   audioInput 1024 B, NovaHandler +: \d", r"nova-out  output events, NovaHandler +: \d",
         r"listening session \(31.25 in/s\) +: \d", r"emulator CPU \d+\.\d % of a core"]),
