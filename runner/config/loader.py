@@ -304,7 +304,7 @@ def _transfer_spec(check: _Check, index: int, tool: dict[str, Any], handler: str
 
 def _check_http_tool(check: _Check, index: int, tool: dict[str, Any], schema_ok: bool,
                      data: dict[str, Any], variables: Mapping[str, VarValue]) -> ToolConfig | None:
-    """A tool answered by an HTTP request (runner/tools/http.py): its templates, URL, CA file."""
+    """A tool answered by an HTTP request (runner/tools/http/): its templates, URL, CA file."""
     raw = tool["http"]
     if not isinstance(raw, dict):
         return None  # the schema check reported it

@@ -28,7 +28,7 @@ DEFAULT_CLOSING_LINE = "We have reached the time limit for this call. Say a shor
 # An MCP server must have started and listed its tools within this many seconds (a Python server
 # importing the SDK takes ~1 s on a quiet machine).
 DEFAULT_MCP_STARTUP_TIMEOUT_S = 20.0
-# An HTTP tool reads at most this much of a response body (runner/tools/http.py).
+# An HTTP tool reads at most this much of a response body (runner/tools/http/).
 DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
 
 
@@ -78,7 +78,7 @@ class TransferSpec:
 
 @dataclass(frozen=True, slots=True)
 class HttpToolSpec:
-    """A tool answered by one HTTP request (`http:` in the agent file; runner/tools/http.py).
+    """A tool answered by one HTTP request (`http:` in the agent file; runner/tools/http/).
 
     Text here is the template as written (`{argument}`, `{vars.NAME}`, `${env:NAME}`): secrets are
     resolved only when a request is made, so no config value ever holds one.

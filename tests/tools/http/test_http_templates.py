@@ -1,5 +1,5 @@
 """The sans-IO parts of HTTP tools: templates, body templates, JSON pointers, result extraction and
-the `http:` block checks (runner/tools/http.py)."""
+the `http:` block checks (runner/tools/http/)."""
 
 from __future__ import annotations
 
@@ -13,19 +13,15 @@ import pytest
 
 from runner.errors import ToolError
 from runner.httpclient import HttpResponse
-from runner.tools.http import (
+from runner.tools.http.config import check_http, display, spec_env_names
+from runner.tools.http.response import compile_result_template, extract_result, resolve_pointer
+from runner.tools.http.templates import (
     Context,
     Placeholder,
     TemplateSyntaxError,
-    check_http,
-    compile_result_template,
-    display,
-    extract_result,
     parse_template,
     render_body,
     render_text,
-    resolve_pointer,
-    spec_env_names,
 )
 
 
