@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 from runner.commands.argtypes import port, positive_int, seconds
 from runner.config.loader import load_agent
 from runner.config.overrides import parse_var, var_overrides
+from runner.config.secrets import unset_refusal
 from runner.console import Console
 from runner.telemetry import shutdown as telemetry_shutdown
 from runner.telemetry.prices import price_table
-from runner.tools.http import missing_env_refusal
-from runner.tools.mcp import McpStartError, env_refusal
+from runner.tools.mcp import McpStartError
 
 if TYPE_CHECKING:
     from runner.config.model import AgentConfig
@@ -108,11 +108,10 @@ def run(args: argparse.Namespace) -> int:
     agents = _load_agents(args.agents, overrides)
     if (clash := _name_clash(agents)) is not None:
         args.run_parser.error(clash)  # exit 2, like any mistake on the command line
-    for agent in agents:  # HTTP tools' ${env:NAME} secrets: refuse before serving anyone
-        refusal = missing_env_refusal(agent) or env_refusal(agent.mcp_servers, str(agent.path))
-        if refusal is not None:
-            print(f"agent-run: error: {refusal}", file=sys.stderr)
-            return 2
+    # HTTP tools' and MCP servers' ${env:NAME} secrets, every agent's at once: refuse before serving anyone.
+    if (refusal := unset_refusal(use for agent in agents for use in agent.env_uses)) is not None:
+        print(f"agent-run: error: {refusal}", file=sys.stderr)
+        return 2
     price_table()  # a bad AGENT_RUN_PRICES file is an error at start, not in every conversation
     stdout = args.transcripts == "-"
     settings = ServeSettings(

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runner.config.secrets import EnvUse
 from runner.protocol.setup import InferenceSettings
 from runner.protocol.templates import EventTemplates
 
@@ -153,3 +154,6 @@ class AgentConfig:
     templates: EventTemplates
     session: SessionConfig
     mcp_servers: tuple[McpServerConfig, ...] = ()
+    # Every `${env:NAME}` its HTTP tools and MCP servers reference, with where: what a command
+    # checks against the environment before it starts (runner.config.secrets.unset_refusal).
+    env_uses: tuple[EnvUse, ...] = ()

@@ -32,6 +32,6 @@ The loader checks an `http:` block with `check_http` and builds the callable wit
 """
 
 from runner.tools.http.call import http_function
-from runner.tools.http.config import METHODS, HttpProblem, check_http, display, missing_env_refusal
+from runner.tools.http.config import METHODS, HttpProblem, check_http, display, env_ref_paths
 
-__all__ = ["METHODS", "HttpProblem", "check_http", "display", "http_function", "missing_env_refusal"]
+__all__ = ["METHODS", "HttpProblem", "check_http", "display", "env_ref_paths", "http_function"]

@@ -1,6 +1,6 @@
 """Checking an `http:` block at the loader boundary: `check_http` reports every problem (with its
-place inside the block) and builds the frozen HttpToolSpec; `missing_env_refusal` says why a run
-must not start while a variable a tool references is unset.
+place inside the block) and builds the frozen HttpToolSpec; `env_ref_paths` lists the block's
+`${env:NAME}` references by place, so the loader can record where each secret is named.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any, Literal
 
 import jinja2
 
-from runner.config.model import DEFAULT_MAX_RESPONSE_BYTES, AgentConfig, HttpToolSpec, VarValue
+from runner.config.model import DEFAULT_MAX_RESPONSE_BYTES, HttpToolSpec, VarValue
 from runner.config.schema import non_json_path
-from runner.config.secrets import env_refs, malformed_env_refs, unset_refusal
+from runner.config.secrets import env_refs, malformed_env_refs
 from runner.tools.http.response import compile_result_template
 from runner.tools.http.templates import (
     Placeholder,
@@ -212,21 +212,10 @@ def display(spec: HttpToolSpec) -> str:
     return f"http:{spec.method} {spec.url}"
 
 
-def spec_env_names(spec: HttpToolSpec) -> list[str]:
-    """Every environment variable the tool's requests reference."""
-    texts = [spec.url, *(value for _, value in spec.headers)]
+def env_ref_paths(spec: HttpToolSpec) -> list[tuple[tuple[str | int, ...], str]]:
+    """Every `${env:NAME}` the tool's requests reference: (its place inside `http:`, NAME), in file order."""
+    texts: list[tuple[tuple[str | int, ...], str]] = [(("url",), spec.url)]
+    texts += [(("headers", name), value) for name, value in spec.headers]
     if spec.body is not None:
-        texts += [text for _, text in body_strings(json.loads(spec.body))]
-    return list(dict.fromkeys(name for text in texts for name in env_refs(text)))
-
-
-def missing_env_refusal(agent: AgentConfig, environ: Mapping[str, str] | None = None) -> str | None:
-    """Why a run of `agent` must not start (environment variables its tools need are not set), or None."""
-    environ = os.environ if environ is None else environ
-    missing: dict[str, list[str]] = {}
-    for tool in agent.tools:
-        if tool.http is not None:
-            for name in spec_env_names(tool.http):
-                if name not in environ:
-                    missing.setdefault(name, []).append(tool.name)
-    return unset_refusal(str(agent.path), missing)
+        texts += [(("body", *path), text) for path, text in body_strings(json.loads(spec.body))]
+    return [(path, name) for path, text in texts for name in env_refs(text)]
