@@ -57,7 +57,8 @@ JSON, USD per 1,000 tokens per model id). OpenTelemetry traces and metrics (the 
 exported over OTLP/HTTP only when OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_TRACES_EXPORTER=otlp) is set.
 
 A run refuses to start (exit 2) while an environment variable that an HTTP tool or an MCP server
-references (${env:NAME}) is unset; `agent-run check` warns about each. It stops with exit 2 too when
+references (${env:NAME}) is unset, naming each variable and each place it is written (FILE:LINE:COL;
+`serve` and `test` refuse alike); `agent-run check` warns about each. It stops with exit 2 too when
 one of the agent's MCP servers cannot be started (`agent-run check --connect` tries them).
 """
 

@@ -41,7 +41,9 @@ text/event-stream; Nova 2 agents), /ping (AgentCore health: Healthy / HealthyBus
 time_of_last_update), /readyz (503 while full or draining), /metrics (Prometheus), /twilio/voice
 and /twilio/stream (phone calls through Twilio Media Streams). Callers must present the token
 (?token=... or Authorization: Bearer) whenever one is set; a server on another address than
-loopback refuses to start without one (or --no-auth).
+loopback refuses to start without one (or --no-auth). It refuses to start (exit 2) too while an
+environment variable that an agent's HTTP tools or MCP servers reference (${env:NAME}) is unset,
+naming each variable and where it is written, as `agent-run AGENT` does.
 
 SIGTERM, SIGINT or SIGHUP drain: new callers are refused, live conversations go on for up to
 --drain-timeout seconds, then each is ended in order with its transcript closed; exit status
