@@ -12,13 +12,13 @@ from typing import Any
 from runner.commands.argtypes import seconds
 from runner.config.loader import load_agent
 from runner.config.overrides import add_var_option, var_overrides
+from runner.config.secrets import unset_refusal
 from runner.console import Console
 from runner.engine import RunOptions, run_agent, text_mode_refusal
 from runner.models import is_nova2
 from runner.telemetry import shutdown as telemetry_shutdown
 from runner.telemetry.prices import price_table
-from runner.tools.http import missing_env_refusal
-from runner.tools.mcp import McpStartError, env_refusal
+from runner.tools.mcp import McpStartError
 
 EPILOG = """\
 examples:
@@ -57,7 +57,8 @@ JSON, USD per 1,000 tokens per model id). OpenTelemetry traces and metrics (the 
 exported over OTLP/HTTP only when OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_TRACES_EXPORTER=otlp) is set.
 
 A run refuses to start (exit 2) while an environment variable that an HTTP tool or an MCP server
-references (${env:NAME}) is unset; `agent-run check` warns about each. It stops with exit 2 too when
+references (${env:NAME}) is unset, naming each variable and each place it is written (FILE:LINE:COL;
+`serve` and `test` refuse alike); `agent-run check` warns about each. It stops with exit 2 too when
 one of the agent's MCP servers cannot be started (`agent-run check --connect` tries them).
 """
 
@@ -117,9 +118,8 @@ def run(args: argparse.Namespace) -> int:
         args.run_parser.error("--time-limit only applies with --emulate (the emulator's stream limit)")
     _check_modes(args)
     agent = load_agent(args.agent, var_overrides(args))
-    refusal = missing_env_refusal(agent)  # HTTP tools' ${env:NAME} secrets: refuse before anything starts
-    refusal = refusal or env_refusal(agent.mcp_servers, str(agent.path))  # and MCP servers'
-    if refusal is not None:
+    # HTTP tools' and MCP servers' ${env:NAME} secrets: refuse before anything starts.
+    if (refusal := unset_refusal(agent.env_uses)) is not None:
         print(f"agent-run: error: {refusal}", file=sys.stderr)
         return 2
     if args.text and not is_nova2(agent.model.id):

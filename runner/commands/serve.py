@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 from runner.commands.argtypes import port, positive_int, seconds
 from runner.config.loader import load_agent
 from runner.config.overrides import parse_var, var_overrides
+from runner.config.secrets import unset_refusal
 from runner.console import Console
 from runner.telemetry import shutdown as telemetry_shutdown
 from runner.telemetry.prices import price_table
-from runner.tools.http import missing_env_refusal
-from runner.tools.mcp import McpStartError, env_refusal
+from runner.tools.mcp import McpStartError
 
 if TYPE_CHECKING:
     from runner.config.model import AgentConfig
@@ -41,7 +41,9 @@ text/event-stream; Nova 2 agents), /ping (AgentCore health: Healthy / HealthyBus
 time_of_last_update), /readyz (503 while full or draining), /metrics (Prometheus), /twilio/voice
 and /twilio/stream (phone calls through Twilio Media Streams). Callers must present the token
 (?token=... or Authorization: Bearer) whenever one is set; a server on another address than
-loopback refuses to start without one (or --no-auth).
+loopback refuses to start without one (or --no-auth). It refuses to start (exit 2) too while an
+environment variable that an agent's HTTP tools or MCP servers reference (${env:NAME}) is unset,
+naming each variable and where it is written, as `agent-run AGENT` does.
 
 SIGTERM, SIGINT or SIGHUP drain: new callers are refused, live conversations go on for up to
 --drain-timeout seconds, then each is ended in order with its transcript closed; exit status
@@ -108,11 +110,10 @@ def run(args: argparse.Namespace) -> int:
     agents = _load_agents(args.agents, overrides)
     if (clash := _name_clash(agents)) is not None:
         args.run_parser.error(clash)  # exit 2, like any mistake on the command line
-    for agent in agents:  # HTTP tools' ${env:NAME} secrets: refuse before serving anyone
-        refusal = missing_env_refusal(agent) or env_refusal(agent.mcp_servers, str(agent.path))
-        if refusal is not None:
-            print(f"agent-run: error: {refusal}", file=sys.stderr)
-            return 2
+    # HTTP tools' and MCP servers' ${env:NAME} secrets, every agent's at once: refuse before serving anyone.
+    if (refusal := unset_refusal(use for agent in agents for use in agent.env_uses)) is not None:
+        print(f"agent-run: error: {refusal}", file=sys.stderr)
+        return 2
     price_table()  # a bad AGENT_RUN_PRICES file is an error at start, not in every conversation
     stdout = args.transcripts == "-"
     settings = ServeSettings(

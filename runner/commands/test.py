@@ -38,8 +38,13 @@ under pytest: `pytest agents/`.
 A test file's `services:` (local servers, e.g. a stand-in HTTP API) start before its cases and
 stop after them.
 
+Like `agent-run AGENT`, it refuses to start (exit 2) while an environment variable that the
+agent's HTTP tools or MCP servers reference (${env:NAME}) is unset, naming each and where it is
+written; a tool that every selected case mocks needs none.
+
 exit status: 0 every case passed, 1 some case failed, 2 a test file or its agent has errors
-(printed as FILE:LINE:COL: error: ...), a service did not start, or the command line is wrong.
+(printed as FILE:LINE:COL: error: ...), an environment variable is not set, a service did not
+start, or the command line is wrong.
 """
 
 
@@ -84,7 +89,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from runner.testing.load import check_tests, find_test_files
-    from runner.testing.runner import RunSettings
+    from runner.testing.runner import RunSettings, env_refusal
     from runner.testing.services import ServiceError, serving
 
     if args.voice is not None:  # read where the speech is made, in this process (pytest reads it too)
@@ -123,6 +128,9 @@ def run(args: argparse.Namespace) -> int:
     for case in skipped:
         print(f"SKIP  {case.where.file}: {case.name} (targets: {', '.join(case.targets)})")
     running = [(a, c) for a, c in jobs if args.target in c.targets]
+    if (refusal := env_refusal(running)) is not None:  # before any service or emulator starts
+        print(f"agent-run test: error: {refusal}")
+        return 2
     with ExitStack() as stack:
         try:  # each file's services, started once for its cases (stopped on the way out, Ctrl-C too)
             bound = {id(agent): stack.enter_context(serving(served[id(agent)], agent))

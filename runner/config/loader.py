@@ -53,7 +53,7 @@ from runner.config.schema import (
     schema_problems,
     schema_references,
 )
-from runner.config.secrets import env_refs, malformed_env_refs
+from runner.config.secrets import EnvUse, env_refs, malformed_env_refs
 from runner.config.signature import signature_problems
 from runner.config.templates import load_event_templates
 from runner.errors import ConfigError
@@ -62,7 +62,7 @@ from runner.models import ALL_VOICES, MODELS, VOICE_SUCCESSORS, ModelInfo, lifec
 from runner.protocol.setup import InferenceSettings
 from runner.protocol.templates import TEMPLATE_EVENTS, TEMPLATE_SUFFIX, EventTemplateError, EventTemplates
 from runner.tools.builtins import TRANSFER_HANDLER, destination_problem, env_name, transfer_handler
-from runner.tools.http import check_http, http_function
+from runner.tools.http import check_http, env_ref_paths, http_function
 from runner.tools.http import display as http_display
 from runner.tools.importer import HandlerImportError, resolve_handler
 from runner.transports.endpoint import endpoint_problem
@@ -81,10 +81,16 @@ class _Check:
     text: str = ""
     doc: yaml.YamlDocument = field(default_factory=lambda: yaml.YamlDocument(None, {}))
     problems: list[Problem] = field(default_factory=list)
+    # Every `${env:NAME}` of HTTP tools and MCP servers, set or not (AgentConfig.env_uses).
+    env_uses: list[EnvUse] = field(default_factory=list)
 
     def add(self, path: yaml.Path, message: str, severity: Severity = "error") -> None:
         mark = self.doc.locate(path)
         self.problems.append(Problem(self.label, mark.line, mark.col, severity, message))
+
+    def env_use(self, path: yaml.Path, name: str, user: str, tool: str | None = None) -> None:
+        mark = self.doc.locate(path)
+        self.env_uses.append(EnvUse(name, user, self.label, mark.line, mark.col, tool))
 
     def add_at(self, file: str, line: int, col: int, message: str) -> None:
         self.problems.append(Problem(file, line, col, "error", message))
@@ -304,7 +310,7 @@ def _transfer_spec(check: _Check, index: int, tool: dict[str, Any], handler: str
 
 def _check_http_tool(check: _Check, index: int, tool: dict[str, Any], schema_ok: bool,
                      data: dict[str, Any], variables: Mapping[str, VarValue]) -> ToolConfig | None:
-    """A tool answered by an HTTP request (runner/tools/http.py): its templates, URL, CA file."""
+    """A tool answered by an HTTP request (runner/tools/http/): its templates, URL, CA file."""
     raw = tool["http"]
     if not isinstance(raw, dict):
         return None  # the schema check reported it
@@ -328,6 +334,8 @@ def _check_http_tool(check: _Check, index: int, tool: dict[str, Any], schema_ok:
         check.add((*base, "timeout_s"), f"tools[{index}].http.timeout_s ({spec.timeout_s:g} s) is longer "
                                         f"than the tool's timeout_s ({timeout:g} s), which ends the call "
                                         f"first", "warning")
+    for place, variable in env_ref_paths(spec):
+        check.env_use((*base, *place), variable, f"tool {name}", tool=name)
     function = http_function(spec, variables=variables, timeout_s=float(timeout))
     return ToolConfig(name=name, description=tool["description"],
                       input_schema=copy.deepcopy(tool["input_schema"]), handler=http_display(spec),
@@ -382,12 +390,13 @@ def _check_mcp_server(check: _Check, name: Any, server: Any) -> McpServerConfig 
         check.add((*at, "url"), f"{label}.url: plain http:// sends the headers unencrypted; use https://, "
                                 f"a loopback host, or set 'allow_http: true'")
         return None
-    env = _mcp_env(check, at, label, server.get("env"))
+    user = f"MCP server {name}"
+    env = _mcp_env(check, at, label, server.get("env"), user)
     headers = server.get("headers", {})
     if isinstance(headers, dict):
         for header, value in headers.items():
             if isinstance(value, str):
-                _check_refs(check, (*at, "headers", header), f"{label}.headers.{header}", value)
+                _check_refs(check, (*at, "headers", header), f"{label}.headers.{header}", value, user)
     allowed = server.get("tools")
     timeout = server.get("timeout_s", DEFAULT_TIMEOUT_S)
     startup = server.get("startup_timeout_s", DEFAULT_MCP_STARTUP_TIMEOUT_S)
@@ -403,7 +412,8 @@ def _check_mcp_server(check: _Check, name: Any, server: Any) -> McpServerConfig 
         timeout_s=float(timeout), startup_timeout_s=float(startup))
 
 
-def _mcp_env(check: _Check, at: yaml.Path, label: str, env: Any) -> tuple[tuple[str, str], ...] | None:
+def _mcp_env(check: _Check, at: yaml.Path, label: str, env: Any, user: str
+             ) -> tuple[tuple[str, str], ...] | None:
     """`env` as (NAME, value template) pairs: a listed NAME passes the runner's own NAME on."""
     if env is None:
         return ()
@@ -411,27 +421,29 @@ def _mcp_env(check: _Check, at: yaml.Path, label: str, env: Any) -> tuple[tuple[
         pairs = [(n, f"${{env:{n}}}") for n in env if isinstance(n, str)]
         for i, name in enumerate(env):
             if isinstance(name, str):
-                _warn_unset(check, (*at, "env", i), f"{label}.env", [name])
+                _note_refs(check, (*at, "env", i), f"{label}.env", [name], user)
     elif isinstance(env, dict):
         pairs = [(str(k), v) for k, v in env.items() if isinstance(v, str)]
         for n, value in pairs:
-            _check_refs(check, (*at, "env", n), f"{label}.env.{n}", value)
+            _check_refs(check, (*at, "env", n), f"{label}.env.{n}", value, user)
     else:
         return None
     return tuple(pairs)
 
 
-def _check_refs(check: _Check, path: yaml.Path, label: str, value: str) -> None:
+def _check_refs(check: _Check, path: yaml.Path, label: str, value: str, user: str) -> None:
     """A value's `${env:NAME}` references: malformed ones are errors (they would be sent as they
     are), unset variables warnings."""
     for bad in malformed_env_refs(value):
         check.add(path, f"{label}: {bad!r} is not a valid reference: write ${{env:NAME}} (NAME: letters, "
                         f"digits and '_', not starting with a digit)")
-    _warn_unset(check, path, label, env_refs(value))
+    _note_refs(check, path, label, env_refs(value), user)
 
 
-def _warn_unset(check: _Check, path: yaml.Path, label: str, names: list[str]) -> None:
+def _note_refs(check: _Check, path: yaml.Path, label: str, names: list[str], user: str) -> None:
+    """Record each reference (a run checks them when it starts) and warn now about unset ones."""
     for name in names:
+        check.env_use(path, name, user)
         if name not in os.environ:
             check.add(path, f"{label}: environment variable {name} is not set; a run refuses to start "
                             f"without it", "warning")
@@ -680,6 +692,7 @@ def _build(check: _Check, path: Path, data: dict[str, Any], parts: dict[str, Any
         session=replace(parts["session"], rotate_after_s=float(data.get("session", {}).get(
             "rotate_after_s", DEFAULT_ROTATE_AFTER_S))),
         mcp_servers=parts["mcp_servers"],
+        env_uses=tuple(check.env_uses),
     )
 
 

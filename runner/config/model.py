@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runner.config.secrets import EnvUse
 from runner.protocol.setup import InferenceSettings
 from runner.protocol.templates import EventTemplates
 
@@ -28,7 +29,7 @@ DEFAULT_CLOSING_LINE = "We have reached the time limit for this call. Say a shor
 # An MCP server must have started and listed its tools within this many seconds (a Python server
 # importing the SDK takes ~1 s on a quiet machine).
 DEFAULT_MCP_STARTUP_TIMEOUT_S = 20.0
-# An HTTP tool reads at most this much of a response body (runner/tools/http.py).
+# An HTTP tool reads at most this much of a response body (runner/tools/http/).
 DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
 
 
@@ -78,7 +79,7 @@ class TransferSpec:
 
 @dataclass(frozen=True, slots=True)
 class HttpToolSpec:
-    """A tool answered by one HTTP request (`http:` in the agent file; runner/tools/http.py).
+    """A tool answered by one HTTP request (`http:` in the agent file; runner/tools/http/).
 
     Text here is the template as written (`{argument}`, `{vars.NAME}`, `${env:NAME}`): secrets are
     resolved only when a request is made, so no config value ever holds one.
@@ -153,3 +154,6 @@ class AgentConfig:
     templates: EventTemplates
     session: SessionConfig
     mcp_servers: tuple[McpServerConfig, ...] = ()
+    # Every `${env:NAME}` its HTTP tools and MCP servers reference, with where: what a command
+    # checks against the environment before it starts (runner.config.secrets.unset_refusal).
+    env_uses: tuple[EnvUse, ...] = ()

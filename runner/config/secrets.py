@@ -9,8 +9,10 @@ variable, and `redact` turns any resolved value found in outgoing text back into
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from runner.errors import RunnerError
 
@@ -79,13 +81,37 @@ def redact(text: str, resolved: Mapping[str, str]) -> str:
     return text
 
 
-def unset_refusal(where: str, missing: Mapping[str, list[str]]) -> str | None:
-    """Why a run must not start: `missing` maps each unset variable to what uses it (None if empty).
+@dataclass(frozen=True, slots=True)
+class EnvUse:
+    """One `${env:NAME}` reference in an agent file: the variable, what needs it and where it is
+    written. The loader records every reference (set or not), so the refusal can be made later,
+    at the moment a command is about to start, against the environment of that moment."""
 
-    One wording for every part that takes `${env:NAME}` (HTTP tools, MCP servers), as `check` warns.
+    name: str
+    user: str  # what needs it, as shown: "tool lookup_order", "MCP server crm"
+    file: str  # the agent file as the user named it
+    line: int
+    col: int
+    tool: str | None = None  # the tool's name, when the reference is an HTTP tool's (a test can mock it)
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+def unset_refusal(uses: Iterable[EnvUse], environ: Mapping[str, str] | None = None) -> str | None:
+    """Why a command must not start, or None: the variables `uses` reference that are not set.
+
+    The one wording of `agent-run run`, `serve` and `test` (HTTP tools, MCP servers): each unset
+    variable by name, then each place that references it as FILE:LINE:COL, never a value.
     """
-    if not missing:
+    environ = os.environ if environ is None else environ
+    # Each place once, in file order (several cases of a test can share an agent's uses).
+    unset = sorted((use for use in set(uses) if use.name not in environ),
+                   key=lambda use: (use.file, use.line, use.col, use.name))
+    if not unset:
         return None
-    listing = "; ".join(f"{name} (used by {', '.join(users)})" for name, users in missing.items())
-    return (f"{where}: environment variable(s) not set: {listing}. Set them before starting "
-            f"(export NAME=...); `agent-run check` lists them")
+    names = ", ".join(dict.fromkeys(use.name for use in unset))
+    places = "".join(f"\n  {use.where}: {use.name}, used by {use.user}" for use in unset)
+    return (f"environment variable(s) not set: {names}; nothing was started{places}\n"
+            f"Set them before starting (export NAME=...); `agent-run check` lists them")

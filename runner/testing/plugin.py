@@ -21,7 +21,7 @@ from runner.config.model import AgentConfig
 from runner.errors import ConfigError
 from runner.testing.load import SUFFIX, LoadedTests, load_tests
 from runner.testing.model import Case
-from runner.testing.runner import RunSettings, run_outcome
+from runner.testing.runner import RunSettings, env_refusal, run_outcome
 from runner.testing.services import ServiceError, serving
 
 
@@ -91,6 +91,8 @@ class AgentCase(pytest.Item):
         options = self.config.option
         if options.agent_target not in self.case.targets:
             pytest.skip(f"this case runs on: {', '.join(self.case.targets)} (not {options.agent_target})")
+        if (refusal := env_refusal([(self.agent, self.case)])) is not None:
+            pytest.fail(refusal, pytrace=False)  # as `agent-run test` refuses, before anything starts
         settings = RunSettings(target=options.agent_target, repeat=options.agent_repeat,
                                pass_rate=options.agent_pass_rate)
         agent = self.parent.served_agent if isinstance(self.parent, AgentTestFile) else None

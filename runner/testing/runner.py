@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from runner.config.model import AgentConfig
+from runner.config.secrets import unset_refusal
 from runner.testing.expectations import failure_message
 from runner.testing.harness import CaseRun, Target, run_case
 from runner.testing.model import Case
@@ -88,6 +89,14 @@ def check_run(case: Case, run: CaseRun) -> tuple[str, ...]:
             if instead is not None:
                 failures.append(failure_message(expectation, instead, record))
     return tuple(failures)
+
+
+def env_refusal(jobs: Iterable[tuple[AgentConfig, Case]]) -> str | None:
+    """Why these cases must not start (`${env:NAME}` variables they need are not set), or None:
+    the refusal of `agent-run run`. A tool a case mocks is never called, so its variables are not
+    needed for that case; an MCP server's always are (it starts whatever the mocks say)."""
+    return unset_refusal(use for agent, case in jobs for use in agent.env_uses
+                         if use.tool is None or use.tool not in case.mocks)
 
 
 async def run_outcome(agent: AgentConfig, case: Case, settings: RunSettings) -> Outcome:

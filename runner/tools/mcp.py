@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from runner.config.model import McpServerConfig
-from runner.config.secrets import env_refs, resolve_env_refs, unset_refusal
+from runner.config.secrets import env_refs, resolve_env_refs
 from runner.errors import RunnerError, ToolError
 
 if TYPE_CHECKING:
@@ -76,20 +76,6 @@ def sdk_missing() -> str | None:
     if importlib.util.find_spec("mcp") is None:
         return "mcp_servers need the MCP SDK, which is not installed: pip install 'nova-agent-runner[mcp]'"
     return None
-
-
-def env_refusal(servers: tuple[McpServerConfig, ...], where: str,
-                environ: Mapping[str, str] | None = None) -> str | None:
-    """Why a run must not start (environment variables its MCP servers reference are not set), or None."""
-    environ = os.environ if environ is None else environ
-    missing: dict[str, list[str]] = {}
-    for server in servers:
-        user = f"MCP server {server.name}"
-        for _, template in (*server.env, *server.headers):
-            for name in env_refs(template):
-                if name not in environ and user not in missing.setdefault(name, []):
-                    missing[name].append(user)
-    return unset_refusal(where, missing)
 
 
 def describe_server(server: McpServerConfig) -> str:

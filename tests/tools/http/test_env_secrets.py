@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 
 from runner.config.secrets import (
+    EnvUse,
     MissingEnvError,
     env_refs,
     malformed_env_refs,
     missing_env,
     redact,
     resolve_env_refs,
+    unset_refusal,
 )
 
 
@@ -53,3 +55,16 @@ def test_redact_puts_references_back() -> None:
     resolved = {"SHORT": "abc", "LONG": "abcdef", "EMPTY": ""}
     assert redact("key=abcdef&x=abc", resolved) == "key=${env:LONG}&x=${env:SHORT}"
     assert redact("nothing secret", resolved) == "nothing secret"
+
+
+def test_unset_refusal_names_each_variable_and_place_once_in_file_order() -> None:
+    uses = [EnvUse("B", "MCP server crm", "a.yaml", 20, 9), EnvUse("A", "tool t", "a.yaml", 7, 5, "t"),
+            EnvUse("A", "tool t", "a.yaml", 7, 5, "t"),  # two cases of a test sharing the agent
+            EnvUse("SET", "tool t", "a.yaml", 8, 5, "t"), EnvUse("EMPTY", "tool t", "a.yaml", 9, 5, "t")]
+    assert unset_refusal(uses, {"SET": "hunter2", "EMPTY": ""}) == (
+        "environment variable(s) not set: A, B; nothing was started\n"
+        "  a.yaml:7:5: A, used by tool t\n"
+        "  a.yaml:20:9: B, used by MCP server crm\n"
+        "Set them before starting (export NAME=...); `agent-run check` lists them")
+    assert unset_refusal(uses, {"A": "x", "B": "y", "SET": "z", "EMPTY": ""}) is None
+    assert unset_refusal([], {}) is None

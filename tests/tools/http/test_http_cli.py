@@ -165,7 +165,9 @@ def test_a_run_refuses_to_start_without_the_variable(setup: tuple[LocalHttpServe
     done = cli(agent, "--text", "--mute", "--emulate", scenario, env=base_env())
     assert done.returncode == 2, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
-    assert "environment variable(s) not set: ORDERS_TOKEN (used by lookup_order, cancel_order)" in done.stderr
+    assert "agent-run: error: environment variable(s) not set: ORDERS_TOKEN; nothing was started\n" \
+        f"  {agent}:17:9: ORDERS_TOKEN, used by tool lookup_order\n" \
+        f"  {agent}:27:7: ORDERS_TOKEN, used by tool cancel_order\n" in done.stderr
     assert time.monotonic() - started < 30
 
 
@@ -174,7 +176,8 @@ def test_serve_refuses_to_start_without_the_variable(setup: tuple[LocalHttpServe
     done = cli("serve", agent, "--emulate", scenario, "--port", "0", env=base_env())
     assert done.returncode == 2, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
-    assert "environment variable(s) not set: ORDERS_TOKEN" in done.stderr
+    assert "environment variable(s) not set: ORDERS_TOKEN; nothing was started" in done.stderr
+    assert f"  {agent}:17:9: ORDERS_TOKEN, used by tool lookup_order\n" in done.stderr
 
 
 def test_render_never_shows_the_secret(setup: tuple[LocalHttpServer, Path, Path]) -> None:

@@ -1,5 +1,5 @@
 """The sans-IO parts of HTTP tools: templates, body templates, JSON pointers, result extraction and
-the `http:` block checks (runner/tools/http.py)."""
+the `http:` block checks (runner/tools/http/)."""
 
 from __future__ import annotations
 
@@ -13,19 +13,15 @@ import pytest
 
 from runner.errors import ToolError
 from runner.httpclient import HttpResponse
-from runner.tools.http import (
+from runner.tools.http.config import check_http, display, env_ref_paths
+from runner.tools.http.response import compile_result_template, extract_result, resolve_pointer
+from runner.tools.http.templates import (
     Context,
     Placeholder,
     TemplateSyntaxError,
-    check_http,
-    compile_result_template,
-    display,
-    extract_result,
     parse_template,
     render_body,
     render_text,
-    resolve_pointer,
-    spec_env_names,
 )
 
 
@@ -200,7 +196,7 @@ def test_a_good_block_makes_a_spec() -> None:
     assert spec.method == "GET" and spec.retries == 2 and spec.result_pointer == "/order"
     assert spec.headers == (("Authorization", "Bearer ${env:TOKEN}"),)
     assert display(spec) == "http:GET https://api.x/orders/{order_id}?l={vars.lang}"
-    assert spec_env_names(spec) == ["TOKEN"]
+    assert env_ref_paths(spec) == [(("headers", "Authorization"), "TOKEN")]
 
 
 def test_missing_env_variable_is_a_warning_naming_it() -> None:
@@ -209,7 +205,7 @@ def test_missing_env_variable_is_a_warning_naming_it() -> None:
     assert spec is not None
     assert [(p, s) for p, _, s in problems] == [(("url",), "warning"), (("body", "auth"), "warning")]
     assert "API_KEY" in problems[0][1] and "refuses to start" in problems[0][1]
-    assert spec_env_names(spec) == ["API_KEY", "BODY_KEY"]
+    assert env_ref_paths(spec) == [(("url",), "API_KEY"), (("body", "auth"), "BODY_KEY")]
 
 
 @pytest.mark.parametrize(("raw", "where", "words"), [

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from runner.config.model import HttpToolSpec
-from runner.tools import http as http_module
+from runner.tools.http import call as http_call
 from runner.tools.http import http_function
 from runner.tools.invoke import ToolOutcome, invoke_tool
 from tests.tools.http.http_servers import LocalHttpServer
@@ -221,6 +221,6 @@ def test_an_unforeseen_failure_is_scrubbed_too(monkeypatch: pytest.MonkeyPatch) 
     async def refusing(method: str, url: str, *, headers: Mapping[str, str], **kwargs: Any) -> None:
         raise ValueError(f"bad header value {headers['X-Key']!r}")
 
-    monkeypatch.setattr(http_module, "request", refusing)
+    monkeypatch.setattr(http_call, "request", refusing)
     spec = HttpToolSpec("GET", "https://api.example/", headers=(("X-Key", "${env:TOKEN}"),))
     assert error(call(spec)) == "ValueError: bad header value '${env:TOKEN}'"

@@ -111,8 +111,9 @@ def test_a_missing_variable_stops_the_run_naming_it(tmp_path: Path) -> None:
     done = start([agent, "--emulate", "--text", "--mute", "--transcript", transcript], transcript,
                  lines=["hello"]).finish(timeout_s=60)
     assert done.returncode == 2, done.describe()
-    assert f"agent-run: error: {agent}: environment variable(s) not set: T_MCP_UNSET (used by MCP server " \
-           "demo)" in done.stderr
+    assert "agent-run: error: environment variable(s) not set: T_MCP_UNSET; nothing was started\n" \
+           f"  {agent}:" in done.stderr
+    assert ": T_MCP_UNSET, used by MCP server demo\n" in done.stderr
     assert "emulator:" not in done.stdout  # refused before anything started
 
 
