@@ -20,11 +20,13 @@ from runner.audio.pcm import sum_of_squares, sums_of_squares
 
 SPEECH_DBFS = -40.0
 # Chunks wait, unmeasured, until the gate is asked (a rotation is due, a user transcript came) or
-# this many of them (about a second of a live microphone) are waiting; then they are measured in
-# one batch. Measuring each 32 ms chunk on arrival cost ~100 us of numpy call overhead each (cold
-# caches in a real run), the largest part of the microphone's per-chunk cost.
-PENDING_CHUNKS = 32
-PENDING_BYTES = 64 * 1024
+# this many of them (about two seconds of a live microphone) are waiting; then they are measured
+# in one batch. Measuring each 32 ms chunk on arrival cost ~100 us of numpy call overhead each
+# (cold caches in a real run), the largest part of the microphone's per-chunk cost.
+PENDING_CHUNKS = 64
+# Bounds a batch's int32 arrays (twice its bytes) below glibc's 128 KiB mmap threshold: a larger
+# batch had its arrays mapped and unmapped on every measurement, ten times slower.
+PENDING_BYTES = 48 * 1024
 
 
 @dataclass

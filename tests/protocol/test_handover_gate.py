@@ -125,14 +125,14 @@ def measured(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 def test_chunks_wait_unmeasured_until_asked(measured: list[int]) -> None:
     gate = HandoverGate()
-    for k in range(PENDING_CHUNKS - 1):
+    for k in range(20):
         gate.heard(LOUD if k == 3 else QUIET, k * 0.032)
     assert measured == []  # nothing measured per chunk
     assert not gate.open(3 * 0.032 + 0.1, at_turn_boundary=True)  # the loud chunk is found
-    assert measured == [PENDING_CHUNKS - 1]
+    assert measured == [20]
     assert gate.last_speech() == 3 * 0.032
     assert not gate.open(10.0, at_turn_boundary=False)  # not at a boundary: nothing to measure
-    assert measured == [PENDING_CHUNKS - 1]  # and nothing measured twice
+    assert measured == [20]  # and nothing measured twice
 
 
 def test_a_long_run_unasked_stays_bounded_and_measures_each_chunk_once(measured: list[int]) -> None:
@@ -142,8 +142,8 @@ def test_a_long_run_unasked_stays_bounded_and_measures_each_chunk_once(measured:
         gate.heard(LOUD if k == n - 40 else QUIET, k * 0.032)
         assert len(gate._pending) < PENDING_CHUNKS
     assert gate.last_speech() == (n - 40) * 0.032
-    assert sum(measured) == n
-    assert max(measured) == PENDING_CHUNKS
+    assert sum(measured) == n  # each chunk once, in batches
+    assert len(measured) <= n // 32 + 1
 
 
 def test_big_chunks_are_bounded_by_bytes(measured: list[int]) -> None:
