@@ -105,6 +105,12 @@ def test_chunk_dbfs_is_the_reference_level(pcm: bytes) -> None:
     assert chunk_dbfs(pcm) == _reference_dbfs(pcm)
 
 
+@pytest.mark.parametrize("pcm", [b"", bytes(1024), bytes(1024) + b"\x05", b"\x01\x00" + bytes(1022)])
+def test_chunk_dbfs_of_silence_and_near_silence(pcm: bytes) -> None:
+    # Digital silence takes a shortcut; a single quiet sample or a trailing odd byte must not.
+    assert chunk_dbfs(pcm) == _reference_dbfs(pcm)
+
+
 LOUD = struct.pack("<h", 3000) * 512
 QUIET = bytes(1024)
 
