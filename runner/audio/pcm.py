@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -45,10 +45,28 @@ def sum_of_squares(pcm: bytes | bytearray) -> int:
     """The exact sum of the squared int16 samples of `pcm` (a trailing odd byte is ignored).
 
     In int64, which cannot overflow below 2**33 samples; about 4x faster than a Python loop over
-    a 32 ms microphone chunk, which the hand-over gate measures for every chunk.
+    a 32 ms microphone chunk (event taps measure every chunk as it is sent).
     """
     x = samples(pcm).astype(np.int64)
     return int(x @ x)
+
+
+def sums_of_squares(chunks: Sequence[bytes]) -> list[int]:
+    """`sum_of_squares` of each chunk, for a batch of equally long chunks in a few numpy calls.
+
+    On a 32 ms chunk numpy's per-call overhead, not the arithmetic, is the cost (about 100 us per
+    chunk with the cold caches of a real run), so a batch of a live microphone's chunks, which all
+    have one length, is measured as one array. Other batches are measured chunk by chunk.
+    """
+    if not chunks:
+        return []
+    size = len(chunks[0])
+    if size % SAMPLE_WIDTH or any(len(c) != size for c in chunks):
+        return [sum_of_squares(c) for c in chunks]
+    # A square of an int16 fits int32 (at most 2**30); the sums are taken in int64.
+    x = np.frombuffer(b"".join(chunks), dtype="<i2").astype(np.int32).reshape(len(chunks), -1)
+    sums: list[int] = (x * x).sum(axis=1, dtype=np.int64).tolist()
+    return sums
 
 
 def split(pcm: bytes, chunk_bytes: int) -> Iterator[bytes]:

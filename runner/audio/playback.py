@@ -38,6 +38,7 @@ class PlaybackQueue:
     def __init__(self, fmt: AudioFormat, capacity_ms: float = DEFAULT_CAPACITY_MS) -> None:
         self.fmt = fmt
         self.capacity = fmt.bytes_for_ms(capacity_ms)
+        self._bytes_per_ms = fmt.bytes_per_ms
         self._buf = bytearray()
         self._lock = threading.Lock()
         self._generation = 0
@@ -55,7 +56,9 @@ class PlaybackQueue:
         return len(self._buf)
 
     def queued_ms(self) -> float:
-        return self.fmt.duration_ms(len(self._buf))
+        # Asked before every microphone chunk (the mic gate asks whether the assistant is
+        # speaking), so without the property chain of fmt.duration_ms.
+        return len(self._buf) / self._bytes_per_ms
 
     async def put(self, pcm: bytes) -> None:
         """Append `pcm` (whole frames), waiting for space; a flush meanwhile drops the remainder."""
@@ -210,7 +213,8 @@ class PacedSink:
 
     def pending_ms(self) -> float:
         queued = self._queue.queued_ms() if self._queue is not None else 0.0
-        return queued + max(0.0, (self._in_device_until - self._clock()) * 1000)
+        in_device_s = self._in_device_until - self._clock()
+        return queued + in_device_s * 1000 if in_device_s > 0 else queued
 
     def failure(self) -> str | None:
         return self._failure

@@ -370,7 +370,8 @@ class SpeakerSink(_Device):
 
     def pending_ms(self) -> float:
         queued = self._queue.queued_ms() if self._queue is not None else 0.0
-        return queued + max(0.0, (self._heard_until - time.monotonic()) * 1000)
+        in_device_s = self._heard_until - time.monotonic()
+        return queued + in_device_s * 1000 if in_device_s > 0 else queued
 
     async def wait_drained(self, timeout: float) -> bool:  # noqa: ASYNC109
         self._live_queue()

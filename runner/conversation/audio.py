@@ -102,9 +102,12 @@ class Microphone:
 
     def assistant_speaking(self) -> bool:
         """Assistant audio is queued or playing, or the greeting's answer is still to come."""
-        if self._greeting_until is not None and self._live.clock() >= self._greeting_until:
+        until = self._greeting_until
+        if until is not None:
+            if self._live.clock() < until:
+                return True
             self._greeting_until = None
-        return self._player.pending or self._greeting_until is not None
+        return self._player.pending
 
     def heard(self) -> None:
         """The service transcribed what the user said: nothing unheard to replay any more."""

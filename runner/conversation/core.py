@@ -79,10 +79,10 @@ class Conversation:
             console=console, sink=sink, clock=clock, run_started=lambda: self._run_started, spawn=live.spawn,
             voice=lambda: live.session.setup.voice_id if live.session is not None else None,
             stopping=lambda: live.stopping,
-            # The handover gate already measures every microphone chunk's level: its last loud
-            # chunk is the user's end of speech as the runner can know it (measuring again here
-            # would cost as much CPU as the gate does).
-            last_loud=lambda: handover._last_speech)
+            # The handover gate already measures every microphone chunk's level (in batches): its
+            # last loud chunk is the user's end of speech as the runner can know it (measuring again
+            # here would cost as much CPU as the gate does).
+            last_loud=handover.last_speech)
         connector = MeteredConnector(connector, self.meter)
         self._record = ConversationRecord(transcript, console)
         self._player = Player(sink, live)

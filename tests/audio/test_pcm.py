@@ -1,11 +1,25 @@
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import pytest
 from audio_helpers import tone
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runner.audio.base import AudioFormat
-from runner.audio.pcm import SILENCE_DBFS, duration_ms, pad_to, rms_dbfs, silence, split, to_mono
+from runner.audio.pcm import (
+    SILENCE_DBFS,
+    duration_ms,
+    pad_to,
+    rms_dbfs,
+    silence,
+    split,
+    sum_of_squares,
+    sums_of_squares,
+    to_mono,
+)
 
 
 def test_silence_is_whole_frames_of_zeros() -> None:
@@ -58,3 +72,25 @@ def test_audio_format_helpers() -> None:
     assert AudioFormat(44100, channels=2).bytes_for_ms(10) == 441 * 4
     with pytest.raises(ValueError, match="invalid audio format"):
         AudioFormat(0)
+
+
+_chunk = st.builds(lambda xs, odd: struct.pack(f"<{len(xs)}h", *xs) + (b"\x01" if odd else b""),
+                   st.lists(st.integers(-32768, 32767), max_size=40), st.booleans())
+
+
+# Chunks of one length (a microphone's: measured as one array) or of any lengths.
+_same_length = st.integers(0, 41).flatmap(
+    lambda n: st.lists(st.binary(min_size=n, max_size=n), max_size=12))
+
+
+@settings(max_examples=200, deadline=None)
+@given(chunks=st.one_of(st.lists(_chunk, max_size=12), _same_length))
+def test_sums_of_squares_is_each_chunks_exact_sum(chunks: list[bytes]) -> None:
+    # Empty chunks, odd trailing bytes and full-scale samples included; the exact sums, in order.
+    expected = [sum(v * v for v in struct.unpack(f"<{len(c) // 2}h", c[:len(c) // 2 * 2])) for c in chunks]
+    assert sums_of_squares(chunks) == expected
+    assert [sum_of_squares(c) for c in chunks] == expected
+
+
+def test_sums_of_squares_of_full_scale_chunks_do_not_overflow() -> None:
+    assert sums_of_squares([b"\x00\x80" * 512] * 3) == [512 * 2**30] * 3  # -32768 squared is 2**30
