@@ -179,7 +179,8 @@ class TwilioCall:
         self.protocol = protocol
         self.caller_audio = TwilioSource(AudioFormat(agent.audio.input_sample_rate), agent.audio.chunk_ms)
         self.source: AudioSource = self.caller_audio
-        self.sink: AudioSink = TwilioSink(AudioFormat(agent.audio.output_sample_rate), self)
+        self.twilio_sink = TwilioSink(AudioFormat(agent.audio.output_sample_rate), self)
+        self.sink: AudioSink = self.twilio_sink
         self.dtmf: QueueTextInput | None = QueueTextInput() if ctx.takes_text(agent) else None
         self.text_input: TextInput | None = self.dtmf
         params = {k: v for k, v in started.custom_parameters.items()
@@ -218,13 +219,18 @@ class TwilioCall:
                       how=p.how)
 
     # MediaLink
-    def send_audio(self, pcm8k: bytes, *, mark: bool) -> None:
-        if self.protocol.send_audio(pcm8k, mark=mark) or mark:
+    def send_audio(self, pcm8k: bytes, *, mark: bool) -> tuple[int, str | None]:
+        sent = self.protocol.send_audio(pcm8k, mark=mark)
+        if sent or mark:
             self.wake.set()
+        return sent, self.protocol.mark_after_audio() if mark else None
 
-    def send_mark(self) -> None:
-        self.protocol.send_mark()
+    def send_mark(self) -> str | None:
+        if not self.protocol.can_send:
+            return None
+        name = self.protocol.send_mark()
         self.wake.set()
+        return name
 
     def clear(self) -> None:
         self.protocol.clear()
@@ -372,6 +378,8 @@ async def _read(websocket: WebSocket, call: TwilioCall) -> None:
                 elif isinstance(event, Dtmf):
                     call.digit(event.digit)
                 elif isinstance(event, MarkReached):
+                    if event.heard:
+                        call.twilio_sink.mark_reached(event.name)
                     call.record_playouts()
                 elif isinstance(event, Stopped):
                     log.info("call %s: Twilio stopped the stream (hung up)", protocol.call_sid)

@@ -332,6 +332,12 @@ class MediaStreamProtocol:
             self._send({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
         return name
 
+    def mark_after_audio(self) -> str | None:
+        """The outstanding mark that follows the last audio sent, if there is one."""
+        if self._marks and self._marks[-1].sent_ulaw == self._sent_ulaw:
+            return self._marks[-1].name
+        return None
+
     def clear(self) -> None:
         """Barge-in: Twilio drops the audio it holds. Outstanding marks will echo back as cut."""
         self._partial = b""
