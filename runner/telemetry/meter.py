@@ -67,6 +67,8 @@ class TurnMeter:
         self._dropped = 0
         self._flushes = 0
         self._await_play: int | None = None  # the turn whose first audio is about to be queued
+        # A sink whose audio nobody hears (serve's POST /invocations discards it) has nothing played.
+        self._audible: bool = getattr(sink, "audible", True)
         self.summary: Summary | None = None
         transcript.listen(self._transcript_entry, before=self._before_entry)
 
@@ -97,7 +99,7 @@ class TurnMeter:
     def queued(self, nbytes: int) -> None:
         """Assistant audio goes to the player (after the policy let it through)."""
         turn, self._await_play = self._await_play, None
-        if turn is not None:
+        if turn is not None and self._audible:
             target = self._handed - self._dropped
             self._spawn(self._watch_played(turn, target, self._flushes), f"played:{turn}")
         self._handed += nbytes
@@ -120,7 +122,7 @@ class TurnMeter:
 
     def _playing(self) -> bool:
         # Still playing: queued audio not yet dropped or played (the sink counts what it played).
-        return self._handed - self._dropped > self._sink.statistics().bytes_played
+        return self._audible and self._handed - self._dropped > self._sink.statistics().bytes_played
 
     def write_summary(self) -> Summary:
         """The open turn and the summary go to the transcript and the console (once)."""
