@@ -275,3 +275,16 @@ def test_any_sequence_of_event_shaped_frames_never_raises(frames: list[dict[str,
         p.clear()
         for text in p.data_to_send():
             assert json.loads(text)["streamSid"] == p.stream_sid
+
+
+def test_the_mark_after_the_last_audio_is_named() -> None:
+    proto = MediaStreamProtocol()
+    proto.receive_text(json.dumps(START))
+    assert proto.mark_after_audio() is None
+    proto.send_audio(bytes(FRAME_BYTES_PCM))
+    assert proto.mark_after_audio() is None  # audio, no mark after it yet
+    name = proto.send_mark()
+    assert proto.mark_after_audio() == name
+    proto.send_audio(bytes(FRAME_BYTES_PCM // 2), mark=True)  # a tail, padded, then a new mark
+    after = proto.mark_after_audio()
+    assert after is not None and after != name
