@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from twilio_caller import SAMPLES, Heard, ServeProcess, TwilioCaller, wav_as_ulaw
@@ -61,3 +62,38 @@ def test_first_sample_played_is_what_twilio_confirmed(server: ServeProcess) -> N
         assert played <= audio + START_DELAY_S * 1000 + 1500, turn  # and not much later (a busy machine)
     summary = next(e for e in entries if e["type"] == "summary")
     assert summary["figures"]["speech_end_to_first_played_ms"]["n"] >= len(spoken)
+
+
+@pytest.fixture
+def draining_server(tmp_path: Path) -> Iterator[ServeProcess]:
+    with ServeProcess(tmp_path, SAMPLES / "orders.scenario.yaml", "--drain-timeout", "1") as server:
+        server.wait_ready()
+        yield server
+
+
+async def _call_cut_by_a_drain(server: ServeProcess) -> Heard:
+    question = wav_as_ulaw(SAMPLES / "where_is_my_order.wav")
+    async with TwilioCaller(f"ws://127.0.0.1:{server.port}/twilio/stream") as caller:
+        speaking = asyncio.create_task(caller.speak(question, then_silence_s=30))
+        # The answer (~5 s of speech) has begun: the server is told to stop; its drain (1 s) ends
+        # the call while the answer still plays.
+        assert await caller.wait_for(lambda h: h.media_frames > 25, 30), caller.heard
+        server.terminate()
+        await caller.wait_for(lambda h: h.close_code is not None, 15)
+        speaking.cancel()
+        return caller.heard
+
+
+def test_an_answer_cut_by_the_drain_gets_its_heard_entry(draining_server: ServeProcess) -> None:
+    server = draining_server
+    heard = asyncio.run(_call_cut_by_a_drain(server))
+    assert heard.close_code == 1001  # the drain ended the call
+    assert server.proc.wait(timeout=20) == 143
+    [entries] = server.transcripts_done(1)
+    assert entries[-1]["event"] == "end" and entries[-1]["reason"] == "server shutting down", entries[-3:]
+    answers = [e for e in entries if e["type"] == "heard"]
+    # What the marks confirmed was heard; the rest, still playing, counts as neither.
+    assert answers and answers[-1]["how"] == "call ended", answers
+    last = answers[-1]
+    assert 0 < last["played_ms"] < last["sent_ms"] and last["cut_ms"] == 0, last
+    assert last["played_ms"] <= heard.played_frames * 20 + 20, (last, heard.played_frames)

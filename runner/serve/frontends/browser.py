@@ -172,6 +172,9 @@ class BrowserCaller:
     def entry(self, entry: dict[str, Any]) -> None:
         pass
 
+    def transcript_closing(self) -> None:
+        pass
+
     def finish(self) -> None:
         """Nothing more will be sent: the sender ends once it has sent what is queued."""
         with contextlib.suppress(asyncio.QueueFull):

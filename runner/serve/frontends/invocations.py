@@ -143,6 +143,9 @@ class InvocationCaller:
         with contextlib.suppress(asyncio.QueueFull):  # a stream reader that fell far behind misses some
             self.entries.put_nowait(entry)
 
+    def transcript_closing(self) -> None:
+        pass
+
     def hang_up(self, reason: str) -> None:
         self.close_reason = reason
         self.closed.set()

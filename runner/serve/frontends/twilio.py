@@ -176,6 +176,7 @@ class TwilioCall:
 
     def __init__(self, ctx: ServeContext, protocol: MediaStreamProtocol, started: Started,
                  agent: AgentConfig) -> None:
+        self._ctx = ctx
         self.protocol = protocol
         self.caller_audio = TwilioSource(AudioFormat(agent.audio.input_sample_rate), agent.audio.chunk_ms)
         self.source: AudioSource = self.caller_audio
@@ -203,12 +204,21 @@ class TwilioCall:
 
     def transcript_open(self, write: TranscriptWrite | None) -> None:
         # None: the conversation has ended (its end record is written): nothing more goes in. An
-        # answer still playing when the server ended the call gets no entry; one playing when the
-        # caller hung up got its entry in `_read`, before the conversation was told to end.
+        # answer still playing when the server's drain ended the call got its entry in
+        # `transcript_closing`; one playing when the caller hung up got its entry in `_read`, before
+        # the conversation was told to end.
         self._write_transcript = write
 
     def entry(self, entry: dict[str, Any]) -> None:
         pass
+
+    def transcript_closing(self) -> None:
+        # The server's drain ends the call while an answer may still play: what its marks
+        # confirmed was heard, the rest counts as neither (as when the caller hangs up). A call the
+        # agent ends is hung up only once its last mark came back (`_heard_to_the_end`).
+        if self._ctx.draining and not self.hung_up:
+            self.protocol.finish()
+            self.record_playouts()
 
     def record_playouts(self) -> None:
         """What the caller heard of each answer whose playout is now known, as `heard` entries."""
