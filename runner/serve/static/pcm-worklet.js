@@ -239,7 +239,7 @@ if (typeof AudioWorkletProcessor !== "undefined" && typeof registerProcessor ===
       while (i < out.length && this.queue.length > 0) {
         const chunk = this.queue[0];
         if (!(chunk instanceof Float32Array)) {
-          this.reached(chunk.mark);
+          this.reached(chunk.mark, i);
           continue;
         }
         const n = Math.min(out.length - i, chunk.length - this.head);
@@ -252,7 +252,7 @@ if (typeof AudioWorkletProcessor !== "undefined" && typeof registerProcessor ===
         }
       }
       // Marks right behind the audio rendered now: what came before them has played.
-      while (this.queue.length > 0 && !(this.queue[0] instanceof Float32Array)) this.reached(this.queue[0].mark);
+      while (this.queue.length > 0 && !(this.queue[0] instanceof Float32Array)) this.reached(this.queue[0].mark, i);
       this.queued -= i;
       this.stats.played += i;
       if (i > 0) this.playing = true;
@@ -267,9 +267,12 @@ if (typeof AudioWorkletProcessor !== "undefined" && typeof registerProcessor ===
       return true;
     }
 
-    reached(name) {
+    // A mark reached after `frames` more were rendered in this quantum; `played` counts samples of
+    // the assistant's audio (at its rate) rendered up to it.
+    reached(name, frames) {
       this.queue.shift();
-      this.port.postMessage({ type: "mark", name });
+      const played = Math.round(((this.stats.played + frames) * this.inRate) / sampleRate);
+      this.port.postMessage({ type: "mark", name, played });
     }
 
     tick(frames) {
