@@ -79,6 +79,11 @@ def test_the_sink_marks_each_answer_and_counts_as_played_what_the_page_confirms(
     async def run() -> None:
         async with WebSocketSink(fmt, sent.append, lambda: None, send_mark=sent.append,
                                  mark_every_ms=100) as sink:
+            await sink.write(bytes(fmt.bytes_for_ms(40)))
+            assert await sink.wait_drained(3.0)
+            assert len(sent) == 2 and not sink.played_known  # no marks until the caller says it echoes
+            sent.clear()
+            sink.echo_marks()
             await sink.write(bytes(fmt.bytes_for_ms(300)))
             assert await sink.wait_drained(3.0)
             marks = [(i, item) for i, item in enumerate(sent) if isinstance(item, str)]
@@ -88,11 +93,11 @@ def test_the_sink_marks_each_answer_and_counts_as_played_what_the_page_confirms(
             assert all(b - a <= 5 for a, b in itertools.pairwise(blocks_before))
             assert sink.statistics().bytes_played == 0  # all sent, nothing confirmed yet
             sink.mark_reached(marks[0][1])
-            assert sink.statistics().bytes_played == fmt.bytes_for_ms(20)
+            assert sink.statistics().bytes_played == fmt.bytes_for_ms(40 + 20)
             sink.mark_reached(marks[-1][1])
-            assert sink.statistics().bytes_played == fmt.bytes_for_ms(300)
+            assert sink.statistics().bytes_played == fmt.bytes_for_ms(40 + 300)
             sink.mark_reached("b999")  # never sent: ignored
-            assert sink.statistics().bytes_played == fmt.bytes_for_ms(300)
+            assert sink.statistics().bytes_played == fmt.bytes_for_ms(40 + 300)
             # The next answer: a flush while it plays settles what the page held (it will not play).
             sent.clear()
             await sink.write(bytes(fmt.bytes_for_ms(1000)))

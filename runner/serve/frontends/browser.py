@@ -2,13 +2,14 @@
 
 Protocol (documented in the README):
 - client → server: binary frames of 16-bit LE mono PCM at the announced `input_rate`; text frames
-  of JSON `{"type": "text", "text": "..."}` (a typed line), `{"type": "hello"}`, or
-  `{"type": "mark", "name": "..."}` (the echo of a server's mark: the audio before it has played).
+  of JSON `{"type": "text", "text": "..."}` (a typed line), `{"type": "hello"}` (with
+  `"marks": true`: the client echoes marks), or `{"type": "mark", "name": "..."}` (the echo of a
+  server's mark: the audio before it has played).
 - server → client: first `{"type": "ready", "input_rate", "output_rate", "agent", "text"}`; then
   binary frames of assistant PCM at `output_rate`, and JSON `transcript`, `tool_call`,
-  `tool_result`, `interrupted` (stop playback now), `state`, `error`, and `mark` (`name`), placed
-  among the audio frames: echo it once the audio before it has played (one dropped by
-  `interrupted` needs no echo).
+  `tool_result`, `interrupted` (stop playback now), `state`, `error`, and (to a client that said
+  it echoes them) `mark` (`name`), placed among the audio frames: echo it once the audio before it
+  has played (one dropped by `interrupted` needs no echo).
 - `/ws?agent=NAME` talks to the agent named NAME (the file's `name:`) on a server of several; no
   `agent` means the first file's. An unknown name is accepted and closed at once with code 4404
   and a reason listing the agents served.
@@ -24,8 +25,8 @@ What the caller has heard is what the page says it played: the sink puts a mark 
 block of each burst of speech, after its last, and every MARK_EVERY_MS between; the page echoes each
 once its worklet has played the audio before it. The sink's `bytes_played` counts only what those
 echoes confirm (runner.serve.playout), so a turn's "first sample played" is the page's, at most a
-block (20 ms) after the answer's first sample left the worklet. A client that echoes no marks gets
-no such figure, and its turns are reported when the next one starts.
+block (20 ms) after the answer's first sample left the worklet. A client that did not say it echoes
+marks is sent none, and its turns have no such figure (`played_known` is False).
 """
 
 from __future__ import annotations
@@ -113,9 +114,16 @@ class WebSocketSink(PacedSink):
         self._send_mark = send_mark
         self._mark_every = fmt.bytes_for_ms(mark_every_ms)
         self.playout = PlayoutLedger()
+        # Whether bytes_played is the caller's word: only once it said it echoes marks (the meter
+        # reads this; until then it is sent no marks and its turns have no "first sample played").
+        self.played_known = False
         self._since_mark = 0
         self._burst_start = True  # the next block begins a burst of speech
         self._marks = 0
+
+    def echo_marks(self) -> None:
+        """The caller echoes marks: send them from now on."""
+        self.played_known = True
 
     def _play(self, block: bytes) -> None:
         self._send(block)
@@ -123,7 +131,7 @@ class WebSocketSink(PacedSink):
         self._since_mark += len(block)
         # Nothing queued behind this block: the end of an answer (or a gap in it).
         last = self._queue is None or self._queue.queued_bytes == 0
-        if self._burst_start or last or self._since_mark >= self._mark_every:
+        if self.played_known and (self._burst_start or last or self._since_mark >= self._mark_every):
             self._marks += 1
             name = f"b{self._marks}"
             self.playout.mark(name)
@@ -215,6 +223,8 @@ class BrowserCaller:
             return
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "hello":
+            if message.get("marks") is True:
+                self._sink.echo_marks()
             return
         if kind == "mark" and isinstance(name := message.get("name"), str) and len(name) <= MAX_MARK_NAME:
             self._sink.mark_reached(name)

@@ -54,7 +54,7 @@ class DiscardSink:
     """The assistant's speech, dropped as it comes: nobody listens to an invocation."""
 
     # Nothing is played, so a turn has no "first sample played" (runner.telemetry.meter reads this).
-    audible = False
+    played_known = False
 
     def __init__(self, fmt: AudioFormat) -> None:
         self.fmt = fmt

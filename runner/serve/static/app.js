@@ -326,7 +326,7 @@
 
     socket.onopen = () => {
       opened = true;
-      socket.send(JSON.stringify({ type: "hello" }));
+      socket.send(JSON.stringify({ type: "hello", marks: true })); // marks: echoed once played
     };
 
     socket.onmessage = (e) => {
