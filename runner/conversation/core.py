@@ -127,6 +127,11 @@ class Conversation:
         self._live.request_stop(reason, code=code, graceful=graceful, error=error)
 
     @property
+    def stopping(self) -> bool:
+        """A stop was requested: the next stream end the transcript records is its last."""
+        return self._live.stopping
+
+    @property
     def streams_opened(self) -> int:
         return self._supervisor.links_opened
 

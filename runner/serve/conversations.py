@@ -80,10 +80,19 @@ def new_conversation_id() -> str:
 
 async def _run(ctx: ServeContext, agent: AgentConfig, caller: CallerIO, transcript: Transcript,
                console: Console, idle_exit_s: float | None) -> None:
+    ending: list[Conversation] = []
+
+    def before(kind: str, fields: dict[str, Any]) -> None:
+        # The last stream end (written once a stop was asked for): the front end's last word first.
+        if kind == "session" and fields.get("event") == "end" and ending and ending[0].stopping:
+            caller.transcript_closing()
+
+    transcript.listen(lambda entry: None, before=before)
     conversation = new_conversation(
         agent, ctx.connector_for(agent), source=caller.source, sink=caller.sink, transcript=transcript,
         console=console, text_input=caller.text_input, idle_exit_s=idle_exit_s,
         taps=(ctx.metrics.latency_tap(), CallerStateTap(caller)), phone=getattr(caller, "phone", None))
+    ending.append(conversation)
     with ctx.registered(conversation):
         caller.event("state", state="listening")
         run = asyncio.create_task(conversation.run(), name="conversation")

@@ -97,7 +97,7 @@ class TurnMeter:
     def queued(self, nbytes: int) -> None:
         """Assistant audio goes to the player (after the policy let it through)."""
         turn, self._await_play = self._await_play, None
-        if turn is not None:
+        if turn is not None and self._played_known():
             target = self._handed - self._dropped
             self._spawn(self._watch_played(turn, target, self._flushes), f"played:{turn}")
         self._handed += nbytes
@@ -120,7 +120,14 @@ class TurnMeter:
 
     def _playing(self) -> bool:
         # Still playing: queued audio not yet dropped or played (the sink counts what it played).
-        return self._handed - self._dropped > self._sink.statistics().bytes_played
+        return self._played_known() and self._handed - self._dropped > self._sink.statistics().bytes_played
+
+    def _played_known(self) -> bool:
+        # A sink may say its bytes_played tells nothing (`played_known = False`): nobody hears it
+        # (serve's POST /invocations), or the far end does not say what it played (a /ws client
+        # that echoes no marks). Then a turn has no "first sample played" and is not held open.
+        known: bool = getattr(self._sink, "played_known", True)
+        return known
 
     def write_summary(self) -> Summary:
         """The open turn and the summary go to the transcript and the console (once)."""

@@ -171,3 +171,51 @@ def test_playback_is_gap_free_and_a_flush_silences_it_at_once(
     assert 0 < cut["playedAtFlush"] < cut["sent"] - 0.5 * 24000, cut  # cut well before the end
     heard = cut["last"] - cut["first"]
     assert heard <= cut["playedAtFlush"] + 128, cut
+
+
+# Marks among the audio (the server's `mark` messages): each comes back once the audio before it has
+# been rendered; a flush drops the marks it drops the audio of.
+MARKS = """(async () => {
+  const ctx = new AudioContext();
+  await ctx.resume();
+  await ctx.audioWorklet.addModule("pcm-worklet.js");
+  const player = new AudioWorkletNode(ctx, "agent-run-playback", {numberOfInputs: 0, outputChannelCount: [1],
+    processorOptions: {inRate: 24000, reportMs: 10}});
+  player.connect(ctx.destination);
+  const echoes = [];
+  player.port.onmessage = (e) => {
+    if (e.data.type === "mark") echoes.push({name: e.data.name, played: e.data.played});
+  };
+  const frame = () => new Int16Array(480).fill(3000).buffer;  // 20 ms at 24 kHz
+  const send = (buf) => player.port.postMessage(buf, [buf]);
+  player.port.postMessage({type: "mark", name: "idle"});  // nothing before it: back at once
+  send(frame());
+  player.port.postMessage({type: "mark", name: "first"});  // after the first 20 ms
+  for (let i = 0; i < 49; i++) send(frame());
+  player.port.postMessage({type: "mark", name: "end"});  // after 1 s: a flush comes first
+  await new Promise((ok) => setTimeout(ok, 400));
+  player.port.postMessage({type: "flush"});
+  send(frame());
+  player.port.postMessage({type: "mark", name: "next"});
+  await new Promise((ok) => setTimeout(ok, 600));
+  await ctx.close();
+  return echoes;
+})()"""
+
+
+def test_playback_echoes_marks_once_the_audio_before_them_played(
+        chromium: str, static_url: str, tmp_path: Path) -> None:
+    echoes: list[dict[str, Any]] = []
+
+    async def body(page: Page) -> None:
+        echoes.extend(await page.evaluate(MARKS, await_promise=True, user_gesture=True, wait_s=30))
+
+    run_page(chromium, tmp_path, static_url + "index.html", body)
+    assert [e["name"] for e in echoes] == ["idle", "first", "next"], echoes  # "end": dropped by the flush
+    idle, first, after = echoes
+    assert idle["played"] == 0, echoes
+    # Each came back once the frame before it had been rendered (480 samples, less the resampler's
+    # half-width, 18, which it keeps until more comes), and not a render quantum (128 frames at up
+    # to 48 kHz: 64 samples at 24 kHz) later.
+    assert 480 - 18 <= first["played"] <= 480 + 64, echoes
+    assert first["played"] + 480 <= after["played"] < 24000, echoes  # cut after ~400 ms, then one more

@@ -34,20 +34,33 @@ def run(test: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
 
 
 class RecordingLink:
+    """A MediaLink that keeps what it was given; like the protocol, whole 20 ms frames go out and a
+    shorter tail waits (unless a mark follows: then it is padded)."""
+
     def __init__(self) -> None:
         self.audio = bytearray()
         self.calls: list[tuple[str, float]] = []  # (what, when)
+        self.marks: list[tuple[str, int]] = []  # (name, 8 kHz PCM bytes sent before it)
+        self._partial = b""
 
-    def send_audio(self, pcm8k: bytes, *, mark: bool) -> None:
-        self.audio += pcm8k
+    def send_audio(self, pcm8k: bytes, *, mark: bool) -> tuple[int, str | None]:
+        data = self._partial + pcm8k
+        whole = len(data) - len(data) % 320
+        if mark and whole < len(data):
+            data, whole = data + bytes(320 - (len(data) - whole)), len(data) + 320 - (len(data) - whole)
+        self._partial = data[whole:]
+        self.audio += data[:whole]
         self.calls.append(("audio", time.monotonic()))
-        if mark:
-            self.calls.append(("mark", time.monotonic()))
+        return whole // 2, self.send_mark() if mark else None
 
-    def send_mark(self) -> None:
+    def send_mark(self) -> str:
         self.calls.append(("mark", time.monotonic()))
+        name = f"m{len(self.marks) + 1}"
+        self.marks.append((name, len(self.audio)))
+        return name
 
     def clear(self) -> None:
+        self._partial = b""
         self.calls.append(("clear", time.monotonic()))
 
 
@@ -137,3 +150,49 @@ async def test_an_8khz_agent_needs_no_resampling() -> None:
         assert await sink.wait_drained(2.0)
         await asyncio.sleep(0.05)
     assert bytes(link.audio) == pcm
+
+
+@run
+async def test_sink_counts_as_played_only_what_marks_confirm() -> None:
+    """bytes_played is Twilio's word (echoed marks), not what was sent; the first mark of a burst
+    follows its first whole frame, so an answer's first sample played is known within 20 ms."""
+    link = RecordingLink()
+    fmt = AudioFormat(24000)
+    async with TwilioSink(fmt, link, lead_ms=100) as sink:
+        await sink.write(tone(440, 300, 24000))
+        await asyncio.sleep(0.1)
+        assert sink.statistics().bytes_played == 0  # sent, but Twilio has confirmed nothing
+        first, at = link.marks[0]
+        assert at == 320  # after the first whole 20 ms frame (the resampler may release more at once)
+        sink.mark_reached(first)
+        played = sink.statistics().bytes_played
+        assert played == fmt.bytes_for_ms(20)  # the first frame, in the agent's format
+        assert await sink.wait_drained(3.0)
+        await asyncio.sleep(0.05)
+        last, _ = link.marks[-1]
+        sink.mark_reached(last)  # the mark after the burst: all of it played
+        assert sink.statistics().bytes_played == fmt.bytes_for_ms(300)
+        sink.mark_reached(first)  # echoed twice, or out of order: changes nothing
+        assert sink.statistics().bytes_played == fmt.bytes_for_ms(300)
+
+
+@run
+async def test_a_clear_counts_what_twilio_held_as_done_and_the_next_burst_gets_its_first_mark() -> None:
+    link = RecordingLink()
+    fmt = AudioFormat(16000)
+    async with TwilioSink(fmt, link, lead_ms=100) as sink:
+        await sink.write(tone(440, 2000, 16000))
+        await asyncio.sleep(0.3)
+        outstanding = [name for name, _ in link.marks]
+        sink.flush()
+        stats = sink.statistics()
+        assert stats.bytes_played == sink.playout.sent  # nothing of it will play: not waited for
+        for name in outstanding:  # Twilio answers the outstanding marks: they say nothing now
+            sink.mark_reached(name)
+        assert sink.statistics().bytes_played == stats.bytes_played
+        marks_before = len(link.marks)
+        await sink.write(tone(440, 200, 16000))
+        await asyncio.sleep(0.1)
+        name, _ = link.marks[marks_before]  # right after the new answer's first frame
+        sink.mark_reached(name)
+        assert sink.statistics().bytes_played == stats.bytes_played + fmt.bytes_for_ms(20)

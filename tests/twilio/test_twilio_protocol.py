@@ -275,3 +275,41 @@ def test_any_sequence_of_event_shaped_frames_never_raises(frames: list[dict[str,
         p.clear()
         for text in p.data_to_send():
             assert json.loads(text)["streamSid"] == p.stream_sid
+
+
+def test_the_mark_after_the_last_audio_is_named() -> None:
+    proto = MediaStreamProtocol()
+    proto.receive_text(json.dumps(START))
+    assert proto.mark_after_audio() is None
+    proto.send_audio(bytes(FRAME_BYTES_PCM))
+    assert proto.mark_after_audio() is None  # audio, no mark after it yet
+    name = proto.send_mark()
+    assert proto.mark_after_audio() == name
+    proto.send_audio(bytes(FRAME_BYTES_PCM // 2), mark=True)  # a tail, padded, then a new mark
+    after = proto.mark_after_audio()
+    assert after is not None and after != name
+
+
+
+def test_answers_queued_back_to_back_are_told_apart_by_a_clear_and_by_the_end_of_the_call() -> None:
+    p = started()
+    p.send_audio(tone(1000))
+    p.send_mark()  # a1 at 1000 ms
+    p.send_audio(b"", mark=True)  # the first answer ends on it
+    p.send_audio(tone(800), mark=True)  # a second answer, queued behind it: a2 at 1800 ms
+    p.send_audio(tone(400))  # a third, being sent
+    p.receive_text(mark("a1"))
+    assert p.playouts() == [AnswerPlayout(sent_ms=1000, heard_ms=1000, cut_ms=0, how="played")]
+    p.clear()  # the barge-in: the second answer and the third are each cut
+    assert p.playouts() == [AnswerPlayout(sent_ms=800, heard_ms=0, cut_ms=800, how="cut"),
+                            AnswerPlayout(sent_ms=400, heard_ms=0, cut_ms=400, how="cut")]
+    assert p.stats.cut_ms == 1200
+    # Two more back to back, the first partly confirmed, when the call ends.
+    p.send_audio(tone(600))
+    p.send_mark()  # a3 at 600 ms of it
+    p.send_audio(tone(400), mark=True)  # a4: the first of the two ends (1000 ms)
+    p.send_audio(tone(500), mark=True)  # a5: the second (500 ms)
+    p.receive_text(mark("a3"))
+    p.finish()
+    assert p.playouts() == [AnswerPlayout(sent_ms=1000, heard_ms=600, cut_ms=0, how="call ended"),
+                            AnswerPlayout(sent_ms=500, heard_ms=0, cut_ms=0, how="call ended")]

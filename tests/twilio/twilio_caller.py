@@ -6,6 +6,9 @@ caller's audio as base64 μ-law media frames of 20 ms paced in real time (a WAV 
 with soxr), keypad digits as `dtmf`, and `stop` when it hangs up. It "plays" the assistant's media
 frames on a real-time clock, answers each mark when the audio sent before it has played, and on a
 `clear` drops what it has not played and answers the outstanding marks at once, as Twilio does.
+With `start_delay_s`, audio that arrives while nothing plays starts playing that much later (a
+media path that buffers before it plays): marks, which Twilio echoes once the audio before them has
+played, then come back later by as much.
 """
 
 from __future__ import annotations
@@ -91,6 +94,7 @@ class Heard:
     clears: int = 0
     marks: list[str] = field(default_factory=list)  # echoed, in order
     first_media_at: float | None = None
+    media_at: list[float] = field(default_factory=list)  # when each media frame arrived
     audio: bytearray = field(default_factory=bytearray)  # decoded 8 kHz PCM of every media frame
     bad: list[str] = field(default_factory=list)  # anything that is not valid Media Streams
     close_code: int | None = None
@@ -101,8 +105,9 @@ class TwilioCaller:
 
     def __init__(self, url: str, *, call_sid: str = "CA" + "0" * 30 + "1",
                  parameters: Mapping[str, str] | None = None, auth_token: str | None = None,
-                 headers: Sequence[tuple[str, str]] = ()) -> None:
+                 headers: Sequence[tuple[str, str]] = (), start_delay_s: float = 0.0) -> None:
         self.url = url
+        self.start_delay_s = start_delay_s
         self.call_sid = call_sid
         self.stream_sid = "MZ" + call_sid[2:]
         self.parameters = dict(parameters or {})
@@ -196,10 +201,11 @@ class TwilioCaller:
             if len(ulaw) != FRAME_ULAW:
                 self.heard.bad.append(f"media frame of {len(ulaw)} bytes")
             self.heard.media_frames += 1
+            self.heard.media_at.append(now)
             self.heard.audio += ulaw_decode(ulaw)
             if self.heard.first_media_at is None:
                 self.heard.first_media_at = now
-            self._play_until = max(self._play_until, now) + len(ulaw) / 8000
+            self._play_until = max(self._play_until, now + self.start_delay_s) + len(ulaw) / 8000
             self._queued.append(self._play_until)
         elif kind == "mark":
             self._pending_marks.append((self._play_until, msg["mark"]["name"]))

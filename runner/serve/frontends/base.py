@@ -72,6 +72,12 @@ class CallerIO(Protocol):
         """Every entry of the conversation's transcript, as written (must not block or raise)."""
         ...
 
+    def transcript_closing(self) -> None:
+        """The conversation is ending: its transcript's last stream end is about to be written, and
+        what the front end still has to say goes in now (Twilio: what played of an answer a drain
+        cuts short). Must not block or raise."""
+        ...
+
 
 class FrontEnd(Protocol):
     name: str

@@ -2,10 +2,14 @@
 
 Protocol (documented in the README):
 - client → server: binary frames of 16-bit LE mono PCM at the announced `input_rate`; text frames
-  of JSON `{"type": "text", "text": "..."}` (a typed line) or `{"type": "hello"}`.
+  of JSON `{"type": "text", "text": "..."}` (a typed line), `{"type": "hello"}` (with
+  `"marks": true`: the client echoes marks), or `{"type": "mark", "name": "..."}` (the echo of a
+  server's mark: the audio before it has played).
 - server → client: first `{"type": "ready", "input_rate", "output_rate", "agent", "text"}`; then
   binary frames of assistant PCM at `output_rate`, and JSON `transcript`, `tool_call`,
-  `tool_result`, `interrupted` (stop playback now), `state`, `error`.
+  `tool_result`, `interrupted` (stop playback now), `state`, `error`, and (to a client that said
+  it echoes them) `mark` (`name`), placed among the audio frames: echo it once the audio before it
+  has played (one dropped by `interrupted` needs no echo).
 - `/ws?agent=NAME` talks to the agent named NAME (the file's `name:`) on a server of several; no
   `agent` means the first file's. An unknown name is accepted and closed at once with code 4404
   and a reason listing the agents served.
@@ -16,12 +20,20 @@ The caller's audio is an AudioSource like any other: paced in real time, silence
 browser sends nothing, bounded (the oldest audio is dropped past MAX_INPUT_MS). The assistant's
 audio goes through a PacedSink, so it leaves at the pace it plays and a barge-in (flush) cuts it
 within a block; the page is told `interrupted` to drop what it has buffered.
+
+What the caller has heard is what the page says it played: the sink puts a mark after the first
+block of each burst of speech, after its last, and every MARK_EVERY_MS between; the page echoes each
+once its worklet has played the audio before it. The sink's `bytes_played` counts only what those
+echoes confirm (runner.serve.playout), so a turn's "first sample played" is the page's, at most a
+block (20 ms) after the answer's first sample left the worklet. A client that did not say it echoes
+marks is sent none, and its turns have no such figure (`played_known` is False).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -29,12 +41,13 @@ from typing import TYPE_CHECKING, Any
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from runner.audio.base import AudioFormat, AudioSink, AudioSource, SourceStatistics
+from runner.audio.base import AudioFormat, AudioSink, AudioSource, SinkStatistics, SourceStatistics
 from runner.audio.pacing import PacedSource
 from runner.audio.playback import PacedSink
 from runner.conversation.text import QueueTextInput, TextInput
 from runner.serve.errors import close_reason
 from runner.serve.frontends.base import CallerRefused, TranscriptWrite, UnknownAgent, converse, register
+from runner.serve.playout import PlayoutLedger
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -49,6 +62,8 @@ OUTBOX = 512  # messages waiting to go to the caller; a caller that reads nothin
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_TRY_AGAIN = 1013
+MARK_EVERY_MS = 500  # within a long answer, how often the page is asked to confirm what played
+MAX_MARK_NAME = 32
 _DONE = object()
 
 
@@ -87,21 +102,56 @@ class WebSocketSource(PacedSource):
 
 
 class WebSocketSink(PacedSink):
-    """Assistant audio to the caller, one block at a time as it plays; flush tells the caller."""
+    """Assistant audio to the caller, one block at a time as it plays, with marks among it (see the
+    module docstring); flush tells the caller."""
 
-    def __init__(self, fmt: AudioFormat, send: Callable[[bytes], None],
-                 on_flush: Callable[[], None]) -> None:
+    def __init__(self, fmt: AudioFormat, send: Callable[[bytes], None], on_flush: Callable[[], None],
+                 send_mark: Callable[[str], None] = lambda name: None,
+                 mark_every_ms: int = MARK_EVERY_MS) -> None:
         super().__init__(fmt)
         self._send = send
         self._on_flush = on_flush
+        self._send_mark = send_mark
+        self._mark_every = fmt.bytes_for_ms(mark_every_ms)
+        self.playout = PlayoutLedger()
+        # Whether bytes_played is the caller's word: only once it said it echoes marks (the meter
+        # reads this; until then it is sent no marks and its turns have no "first sample played").
+        self.played_known = False
+        self._since_mark = 0
+        self._burst_start = True  # the next block begins a burst of speech
+        self._marks = 0
+
+    def echo_marks(self) -> None:
+        """The caller echoes marks: send them from now on."""
+        self.played_known = True
 
     def _play(self, block: bytes) -> None:
         self._send(block)
+        self.playout.add(len(block))
+        self._since_mark += len(block)
+        # Nothing queued behind this block: the end of an answer (or a gap in it).
+        last = self._queue is None or self._queue.queued_bytes == 0
+        if self.played_known and (self._burst_start or last or self._since_mark >= self._mark_every):
+            self._marks += 1
+            name = f"b{self._marks}"
+            self.playout.mark(name)
+            self._send_mark(name)
+            self._since_mark = 0
+        self._burst_start = last
+
+    def mark_reached(self, name: str) -> None:
+        """The caller echoed mark `name`: what was sent before it has played."""
+        self.playout.reached(name)
 
     def flush(self) -> int:
         dropped = super().flush()
+        self.playout.cleared()
+        self._burst_start = True
         self._on_flush()
         return dropped
+
+    def statistics(self) -> SinkStatistics:
+        return dataclasses.replace(super().statistics(), bytes_played=self.playout.played)
 
 
 class BrowserCaller:
@@ -115,8 +165,9 @@ class BrowserCaller:
         self.vars: Mapping[str, str] = {}
         self._source = WebSocketSource(AudioFormat(agent.audio.input_sample_rate), agent.audio.chunk_ms)
         self.source: AudioSource = self._source
-        self.sink: AudioSink = WebSocketSink(AudioFormat(agent.audio.output_sample_rate), self._send_audio,
-                                             self._interrupted)
+        self._sink = WebSocketSink(AudioFormat(agent.audio.output_sample_rate), self._send_audio,
+                                   self._interrupted, send_mark=lambda name: self.event("mark", name=name))
+        self.sink: AudioSink = self._sink
         self._text = QueueTextInput() if ctx.takes_text(agent) else None
         self.text_input: TextInput | None = self._text
 
@@ -127,6 +178,9 @@ class BrowserCaller:
         pass  # the page is told what it needs through event()
 
     def entry(self, entry: dict[str, Any]) -> None:
+        pass
+
+    def transcript_closing(self) -> None:
         pass
 
     def finish(self) -> None:
@@ -169,6 +223,11 @@ class BrowserCaller:
             return
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "hello":
+            if message.get("marks") is True:
+                self._sink.echo_marks()
+            return
+        if kind == "mark" and isinstance(name := message.get("name"), str) and len(name) <= MAX_MARK_NAME:
+            self._sink.mark_reached(name)
             return
         if kind == "text" and isinstance(line := message.get("text"), str):
             if self._text is None:

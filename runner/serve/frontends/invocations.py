@@ -53,6 +53,9 @@ ENTRY_QUEUE = 1024  # SSE: transcript entries waiting to go out
 class DiscardSink:
     """The assistant's speech, dropped as it comes: nobody listens to an invocation."""
 
+    # Nothing is played, so a turn has no "first sample played" (runner.telemetry.meter reads this).
+    played_known = False
+
     def __init__(self, fmt: AudioFormat) -> None:
         self.fmt = fmt
         self._written = 0
@@ -83,7 +86,7 @@ class DiscardSink:
         return True
 
     def statistics(self) -> SinkStatistics:
-        return SinkStatistics(bytes_written=self._written, bytes_played=self._written, bytes_dropped=0,
+        return SinkStatistics(bytes_written=self._written, bytes_played=0, bytes_dropped=0,
                               flushes=0, underruns=0, pending_ms=0.0)
 
 
@@ -139,6 +142,9 @@ class InvocationCaller:
                     break
         with contextlib.suppress(asyncio.QueueFull):  # a stream reader that fell far behind misses some
             self.entries.put_nowait(entry)
+
+    def transcript_closing(self) -> None:
+        pass
 
     def hang_up(self, reason: str) -> None:
         self.close_reason = reason

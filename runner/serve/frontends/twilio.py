@@ -176,10 +176,12 @@ class TwilioCall:
 
     def __init__(self, ctx: ServeContext, protocol: MediaStreamProtocol, started: Started,
                  agent: AgentConfig) -> None:
+        self._ctx = ctx
         self.protocol = protocol
         self.caller_audio = TwilioSource(AudioFormat(agent.audio.input_sample_rate), agent.audio.chunk_ms)
         self.source: AudioSource = self.caller_audio
-        self.sink: AudioSink = TwilioSink(AudioFormat(agent.audio.output_sample_rate), self)
+        self.twilio_sink = TwilioSink(AudioFormat(agent.audio.output_sample_rate), self)
+        self.sink: AudioSink = self.twilio_sink
         self.dtmf: QueueTextInput | None = QueueTextInput() if ctx.takes_text(agent) else None
         self.text_input: TextInput | None = self.dtmf
         params = {k: v for k, v in started.custom_parameters.items()
@@ -202,12 +204,21 @@ class TwilioCall:
 
     def transcript_open(self, write: TranscriptWrite | None) -> None:
         # None: the conversation has ended (its end record is written): nothing more goes in. An
-        # answer still playing when the server ended the call gets no entry; one playing when the
-        # caller hung up got its entry in `_read`, before the conversation was told to end.
+        # answer still playing when the server's drain ended the call got its entry in
+        # `transcript_closing`; one playing when the caller hung up got its entry in `_read`, before
+        # the conversation was told to end.
         self._write_transcript = write
 
     def entry(self, entry: dict[str, Any]) -> None:
         pass
+
+    def transcript_closing(self) -> None:
+        # The server's drain ends the call while an answer may still play: what its marks
+        # confirmed was heard, the rest counts as neither (as when the caller hangs up). A call the
+        # agent ends is hung up only once its last mark came back (`_heard_to_the_end`).
+        if self._ctx.draining and not self.hung_up:
+            self.protocol.finish()
+            self.record_playouts()
 
     def record_playouts(self) -> None:
         """What the caller heard of each answer whose playout is now known, as `heard` entries."""
@@ -218,13 +229,18 @@ class TwilioCall:
                       how=p.how)
 
     # MediaLink
-    def send_audio(self, pcm8k: bytes, *, mark: bool) -> None:
-        if self.protocol.send_audio(pcm8k, mark=mark) or mark:
+    def send_audio(self, pcm8k: bytes, *, mark: bool) -> tuple[int, str | None]:
+        sent = self.protocol.send_audio(pcm8k, mark=mark)
+        if sent or mark:
             self.wake.set()
+        return sent, self.protocol.mark_after_audio() if mark else None
 
-    def send_mark(self) -> None:
-        self.protocol.send_mark()
+    def send_mark(self) -> str | None:
+        if not self.protocol.can_send:
+            return None
+        name = self.protocol.send_mark()
         self.wake.set()
+        return name
 
     def clear(self) -> None:
         self.protocol.clear()
@@ -372,6 +388,8 @@ async def _read(websocket: WebSocket, call: TwilioCall) -> None:
                 elif isinstance(event, Dtmf):
                     call.digit(event.digit)
                 elif isinstance(event, MarkReached):
+                    if event.heard:
+                        call.twilio_sink.mark_reached(event.name)
                     call.record_playouts()
                 elif isinstance(event, Stopped):
                     log.info("call %s: Twilio stopped the stream (hung up)", protocol.call_sid)

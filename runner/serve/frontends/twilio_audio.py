@@ -18,6 +18,10 @@ ours: `pending_ms()` is what is queued plus what was sent and has not had time t
 only a little ahead keeps a barge-in short: `flush()` drops the queue and sends `clear`, which
 drops what Twilio holds. After each burst of speech (and every `MARK_EVERY_MS` within one) a mark
 follows, so the protocol learns what the caller actually heard.
+
+What the caller has played is what Twilio's marks confirm (runner.serve.playout): the sink's
+`bytes_played` is that, not what was sent, so the turn meter's "first sample played" is when Twilio
+said so. For it, a burst's first mark follows its first μ-law frame (20 ms), not a second later.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from runner.audio.base import AudioFormat, SinkStatistics, SourceStatistics
 from runner.audio.playback import DEFAULT_CAPACITY_MS, PlaybackQueue, wait_until_played
 from runner.audio.resample import Resampler
 from runner.errors import AudioDeviceError
-from runner.serve.frontends.twilio_protocol import FRAME_MS, SAMPLE_RATE
+from runner.serve.frontends.twilio_protocol import FRAME_BYTES_PCM, FRAME_MS, SAMPLE_RATE
+from runner.serve.playout import PlayoutLedger
 
 TELEPHONE = AudioFormat(SAMPLE_RATE)
 # How far ahead of the listener audio is sent: enough to ride out network jitter, short enough that
@@ -46,9 +51,14 @@ SOURCE_GRACE_MS = 60
 class MediaLink(Protocol):
     """What the sink needs of the connection (the front end's adapter implements it)."""
 
-    def send_audio(self, pcm8k: bytes, *, mark: bool) -> None: ...
+    def send_audio(self, pcm8k: bytes, *, mark: bool) -> tuple[int, str | None]:
+        """Send audio (whole 20 ms frames; `mark`: the tail too, padded, then a mark): the μ-law
+        bytes sent, and with `mark` the name of the mark now after them (None: none was sent)."""
+        ...
 
-    def send_mark(self) -> None: ...
+    def send_mark(self) -> str | None:
+        """A mark after the audio sent so far; its name (None: the call can take no more)."""
+        ...
 
     def clear(self) -> None: ...
 
@@ -140,7 +150,13 @@ class TwilioSink:
         self._queue: PlaybackQueue | None = None
         self._task: asyncio.Task[None] | None = None
         self._heard_until = 0.0  # monotonic time when everything sent so far has played
-        self._played = 0
+        self.playout = PlayoutLedger()  # in bytes of `fmt`: sent, and confirmed played by marks
+        # Bytes of `fmt` per μ-law byte sent (one 8 kHz sample): where a mark falls in `fmt`.
+        self._per_ulaw = fmt.frame_bytes * fmt.sample_rate / SAMPLE_RATE
+        self._burst_from = 0  # playout.sent where the burst now playing began
+        self._burst_ulaw = 0  # μ-law bytes sent in it
+        self._first_marked = False  # the mark after its first frame went out
+        self._burst_pcm8k = 0  # 8 kHz PCM bytes handed to the link in it
         self._underruns = 0
 
     async def __aenter__(self) -> Self:
@@ -172,6 +188,8 @@ class TwilioSink:
         self._resampler = Resampler(self.fmt.sample_rate, SAMPLE_RATE)  # no tail of the cut audio
         self._heard_until = 0.0
         self._link.clear()
+        self.playout.cleared()
+        self._new_burst()  # what comes next starts a burst: its first frame gets its own mark
         return dropped
 
     def pending_ms(self) -> float:
@@ -188,7 +206,7 @@ class TwilioSink:
     def statistics(self) -> SinkStatistics:
         q = self._queue
         return SinkStatistics(
-            bytes_written=q.bytes_written if q is not None else 0, bytes_played=self._played,
+            bytes_written=q.bytes_written if q is not None else 0, bytes_played=self.playout.played,
             bytes_dropped=q.bytes_dropped if q is not None else 0, flushes=q.flushes if q is not None else 0,
             underruns=self._underruns, pending_ms=self.pending_ms())
 
@@ -201,25 +219,59 @@ class TwilioSink:
             raise AudioDeviceError(f"sending audio to the caller failed: {exc}") from exc
         return queue
 
+    def mark_reached(self, name: str) -> None:
+        """Twilio echoed mark `name` (as played, not cut by a clear)."""
+        self.playout.reached(name)
+
+    def _new_burst(self) -> None:
+        self._burst_from, self._burst_ulaw, self._first_marked = self.playout.sent, 0, False
+        self._burst_pcm8k = 0
+
+    def _send(self, pcm8k: bytes) -> None:
+        if pcm8k:
+            ulaw, _ = self._link.send_audio(pcm8k, mark=False)
+            self._burst_ulaw += ulaw
+
+    def _mark(self) -> None:
+        """A mark where the μ-law sent so far ends (the protocol holds back a partial frame)."""
+        name = self._link.send_mark()
+        if name is not None:
+            self.playout.mark(name, self._burst_from + int(self._burst_ulaw * self._per_ulaw))
+        self._first_marked = True
+
     async def _run(self, queue: PlaybackQueue) -> None:
         since_mark_ms = 0.0
         while True:
             block = queue.take(self._block_bytes)
             if not block:
                 if since_mark_ms > 0:  # a burst ended: its tail, then a mark after it
-                    self._link.send_audio(self._resampler.flush(), mark=True)
+                    _, name = self._link.send_audio(self._resampler.flush(), mark=True)
+                    if name is not None:
+                        self.playout.mark(name)
                     self._resampler = Resampler(self.fmt.sample_rate, SAMPLE_RATE)
                     since_mark_ms = 0.0
                 await queue.wait_data()
+                self._new_burst()
                 continue
             queue.space_freed()
-            self._link.send_audio(self._resampler.process(block), mark=False)
-            self._played += len(block)
+            pcm8k = self._resampler.process(block)
+            self.playout.add(len(block))
+            if not self._first_marked:
+                # The burst's first frame, then a mark: Twilio's echo of it says when the answer
+                # began to play (the resampler may release several frames at once).
+                first = max(0, FRAME_BYTES_PCM - self._burst_pcm8k)
+                self._burst_pcm8k += len(pcm8k)
+                if self._burst_pcm8k >= FRAME_BYTES_PCM:
+                    self._send(pcm8k[:first])
+                    self._mark()
+                    pcm8k = pcm8k[first:]
+                    since_mark_ms = 1e-9  # still inside a burst: its end gets a mark too
+            self._send(pcm8k)
             block_ms = self.fmt.duration_ms(len(block))
             since_mark_ms += block_ms
             if since_mark_ms >= self._mark_every_ms:
-                self._link.send_mark()
-                since_mark_ms = 1e-9  # still inside a burst: its end gets a mark too
+                self._mark()
+                since_mark_ms = 1e-9
             now = time.monotonic()
             self._heard_until = max(self._heard_until, now) + block_ms / 1000
             ahead = self._heard_until - now - self._lead_s

@@ -20,7 +20,8 @@ Per answer: the sink marks the end of each burst of speech (an answer) with `sen
 mark=True)`. When that mark comes back, the answer was heard in full; a clear cuts it (what its
 marks had confirmed is heard, the rest cut). Either way an `AnswerPlayout` is queued for
 `playouts()`; `finish()` (the call is over) closes an answer still playing, its unconfirmed audio
-counted as neither. The adapter writes each as a transcript `heard` entry.
+counted as neither. Answers queued back to back are still told apart then: the end mark of each
+says where it ended. The adapter writes each as a transcript `heard` entry.
 
 Everything that arrives is untrusted: a frame that is not JSON, too big, of an unknown event, or
 missing fields becomes a `Malformed` event (with a short reason) and changes nothing else; the
@@ -332,24 +333,38 @@ class MediaStreamProtocol:
             self._send({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
         return name
 
+    def mark_after_audio(self) -> str | None:
+        """The outstanding mark that follows the last audio sent, if there is one."""
+        if self._marks and self._marks[-1].sent_ulaw == self._sent_ulaw:
+            return self._marks[-1].name
+        return None
+
     def clear(self) -> None:
         """Barge-in: Twilio drops the audio it holds. Outstanding marks will echo back as cut."""
         self._partial = b""
         if not self.can_send:
             return
+        self._end_unconfirmed(how="cut", cut=True)
         for mark in self._marks:
             self._cut[mark.name] = mark.sent_ulaw
         self._marks.clear()
         self.stats.cut_ms += _ms(self._sent_ulaw - self._accounted_ulaw)
-        # Answers queued back to back count as one here: Twilio does not say where the cut fell.
-        self._end_answer(self._sent_ulaw, cut=self._sent_ulaw - self._accounted_ulaw, how="cut")
         self._accounted_ulaw = self._sent_ulaw
         self.stats.clears += 1
         self._send({"event": "clear", "streamSid": self.stream_sid})
 
     def finish(self) -> None:
-        """The call is over: an answer still playing is closed (its unconfirmed audio is not counted)."""
-        self._end_answer(self._sent_ulaw, cut=0, how="call ended")
+        """The call is over: answers still playing are closed (their unconfirmed audio not counted)."""
+        self._end_unconfirmed(how="call ended", cut=False)
+
+    def _end_unconfirmed(self, *, how: str, cut: bool) -> None:
+        # Every answer not yet confirmed ends now, each on its own: those queued back to back whose
+        # end marks are still out (each mark says where its answer ended), then the one being sent.
+        # What no mark confirmed is cut (a clear), or counted as neither (the call ended).
+        ends = [m.sent_ulaw for m in self._marks if m.answer_end] + [self._sent_ulaw]
+        for until in ends:
+            unconfirmed = until - max(self._answer_from, self._accounted_ulaw)
+            self._end_answer(until, cut=max(0, unconfirmed) if cut else 0, how=how)
 
     def playouts(self) -> list[AnswerPlayout]:
         """Answers whose playout is known since the last call (emptied)."""

@@ -32,6 +32,7 @@
     droppedSamples: 0, // microphone samples dropped because the connection was backed up
     receivedSamples: 0, // assistant samples received, at output_rate
     playedSamples: 0, // assistant samples played, at output_rate
+    marksEchoed: 0, // the server's marks echoed once the audio before them had played
     flushes: 0, // barge-ins: playback cut short
     underruns: 0,
     toolCalls: [],
@@ -106,6 +107,7 @@
   }
 
   async function startPlayback(outputRate) {
+    const socket = ws;
     await worklet;
     player = new AudioWorkletNode(ctx, "agent-run-playback", {
       numberOfInputs: 0,
@@ -118,11 +120,20 @@
       if (m && m.type === "stats") {
         stats.playedSamples = m.played;
         stats.underruns = m.underruns;
+      } else if (m && m.type === "mark") {
+        // The audio before the server's mark has played: tell the server (its turn figures and
+        // its knowing when an answer is over come from these echoes).
+        if (ws !== socket || !socket || socket.readyState !== WebSocket.OPEN) return;
+        socket.send(JSON.stringify({ type: "mark", name: m.name }));
+        stats.marksEchoed += 1;
       }
     };
     player.onprocessorerror = () => notify("Audio playback stopped: the page's audio code failed.");
     player.connect(ctx.destination);
-    for (const buf of pendingAudio) player.port.postMessage(buf, [buf]);
+    for (const item of pendingAudio) {
+      if (item instanceof ArrayBuffer) player.port.postMessage(item, [item]);
+      else player.port.postMessage(item);
+    }
     pendingAudio = [];
   }
 
@@ -130,6 +141,13 @@
     stats.receivedSamples += buf.byteLength >> 1;
     if (player) player.port.postMessage(buf, [buf]);
     else if (pendingAudio.length < PENDING_AUDIO_LIMIT) pendingAudio.push(buf);
+  }
+
+  // A mark goes to the player in order with the audio; it echoes it once what came before played.
+  function playMark(name) {
+    const mark = { type: "mark", name: String(name) };
+    if (player) player.port.postMessage(mark);
+    else if (pendingAudio.length < PENDING_AUDIO_LIMIT) pendingAudio.push(mark);
   }
 
   function flushPlayback() {
@@ -308,7 +326,7 @@
 
     socket.onopen = () => {
       opened = true;
-      socket.send(JSON.stringify({ type: "hello" }));
+      socket.send(JSON.stringify({ type: "hello", marks: true })); // marks: echoed once played
     };
 
     socket.onmessage = (e) => {
@@ -367,6 +385,9 @@
         li.append(r);
         break;
       }
+      case "mark":
+        playMark(msg.name);
+        break;
       case "interrupted":
         flushPlayback();
         if (lastAssistant) lastAssistant.classList.add("interrupted");

@@ -160,7 +160,8 @@ if (typeof AudioWorkletProcessor !== "undefined" && typeof registerProcessor ===
   // sound stops at the next render quantum (128 frames). The server sends audio at the pace it
   // plays, so after silence playback starts once `prebufferMs` is queued (or has waited that long):
   // network jitter then does not break up the voice. Statistics go back to the page about every
-  // `reportMs` and after each flush.
+  // `reportMs` and after each flush. A {type: "mark", name} queued among the audio goes back to the
+  // page as soon as the audio before it has been rendered (a flush drops it unanswered).
   class PlaybackProcessor extends AudioWorkletProcessor {
     constructor(options) {
       super();
@@ -195,6 +196,8 @@ if (typeof AudioWorkletProcessor !== "undefined" && typeof registerProcessor ===
           this.queue.push(out.slice());
           this.queued += out.length;
         }
+      } else if (data && data.type === "mark") {
+        this.queue.push({ mark: String(data.name) });
       } else if (data && data.type === "flush") {
         this.queue = [];
         this.head = 0;
@@ -235,6 +238,10 @@ if (typeof AudioWorkletProcessor !== "undefined" && typeof registerProcessor ===
       this.waited = 0;
       while (i < out.length && this.queue.length > 0) {
         const chunk = this.queue[0];
+        if (!(chunk instanceof Float32Array)) {
+          this.reached(chunk.mark, i);
+          continue;
+        }
         const n = Math.min(out.length - i, chunk.length - this.head);
         out.set(chunk.subarray(this.head, this.head + n), i);
         i += n;
@@ -244,6 +251,8 @@ if (typeof AudioWorkletProcessor !== "undefined" && typeof registerProcessor ===
           this.head = 0;
         }
       }
+      // Marks right behind the audio rendered now: what came before them has played.
+      while (this.queue.length > 0 && !(this.queue[0] instanceof Float32Array)) this.reached(this.queue[0].mark, i);
       this.queued -= i;
       this.stats.played += i;
       if (i > 0) this.playing = true;
@@ -256,6 +265,14 @@ if (typeof AudioWorkletProcessor !== "undefined" && typeof registerProcessor ===
       }
       this.tick(out.length);
       return true;
+    }
+
+    // A mark reached after `frames` more were rendered in this quantum; `played` counts samples of
+    // the assistant's audio (at its rate) rendered up to it.
+    reached(name, frames) {
+      this.queue.shift();
+      const played = Math.round(((this.stats.played + frames) * this.inRate) / sampleRate);
+      this.port.postMessage({ type: "mark", name, played });
     }
 
     tick(frames) {
