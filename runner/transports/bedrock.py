@@ -1,8 +1,8 @@
-"""Bedrock transport: the only module that imports the Bedrock SDK (`aws_sdk_bedrock_runtime`, smithy),
-with crt.py (its HTTP client, which also owns awscrt).
+"""Bedrock transport: the only module that imports the Bedrock SDK (`aws_sdk_bedrock_runtime`, smithy).
 
 Facts this relies on (verified in ../shared/reference/bedrock-sdk.md, SDK 0.12.0):
-- the default aiohttp transport cannot do duplex streams: always pass AWSCRTHTTPClient() (crt.py's subclass);
+- the default aiohttp transport cannot do duplex streams: always pass AWSCRTHTTPClient() (crt.py's
+  subclass, which with this module imports smithy's HTTP client and owns awscrt);
 - with no resolvable credentials the SDK hangs forever inside invoke, so credentials are resolved
   here first and a failure becomes CredentialsError within a second;
 - after an HTTP/2 RST_STREAM, `receive()` returns None, later sends block once the 16-slot
