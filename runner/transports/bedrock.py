@@ -2,7 +2,8 @@
 SDK (`aws_sdk_bedrock_runtime`, smithy).
 
 Facts this relies on (verified in ../shared/reference/bedrock-sdk.md, SDK 0.12.0):
-- the default aiohttp transport cannot do duplex streams: always pass AWSCRTHTTPClient();
+- the default aiohttp transport cannot do duplex streams: always pass AWSCRTHTTPClient() (crt.py's
+  subclass, which with this module imports smithy's HTTP client and owns awscrt);
 - with no resolvable credentials the SDK hangs forever inside invoke, so credentials are resolved
   here first and a failure becomes CredentialsError within a second;
 - after an HTTP/2 RST_STREAM, `receive()` returns None, later sends block once the 16-slot
@@ -37,10 +38,10 @@ from smithy_aws_core.identity import AWSCredentialsIdentity
 from smithy_aws_core.identity.chain import IdentityChain
 from smithy_aws_event_stream.exceptions import EventError, UnmodeledEventError
 from smithy_core.exceptions import CallError, SmithyError
-from smithy_http.aio.crt import AWSCRTHTTPClient
 
 from runner.errors import CredentialsError, TransportError
 from runner.transports.base import ConnectionInfo
+from runner.transports.crt import LeanCRTHTTPClient
 from runner.transports.endpoint import endpoint_problem, run_endpoint
 from runner.transports.sdk_files import check_sdk_files
 from runner.transports.sdk_send import FastChunkSender, attach, bounded_if_suspends
@@ -342,7 +343,8 @@ async def _build_client(settings: _Settings) -> tuple[AsyncBedrockRuntimeClient,
     if found is not None and (problem := endpoint_problem(found[0])) is not None:
         url, source = found
         raise TransportError(f"{source} {url!r} {problem}", kind="ConfigError")
-    overrides: dict[str, Any] = {"transport": AWSCRTHTTPClient()}
+    # smithy's CRT client with a body writer that does not wait for each event's write (crt.py).
+    overrides: dict[str, Any] = {"transport": LeanCRTHTTPClient()}
     if settings.region:
         overrides["region"] = settings.region
     if settings.endpoint:
