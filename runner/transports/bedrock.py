@@ -41,7 +41,7 @@ from smithy_core.exceptions import CallError, SmithyError
 
 from runner.errors import CredentialsError, TransportError
 from runner.transports.base import ConnectionInfo
-from runner.transports.crt import LeanCRTHTTPClient
+from runner.transports.crt import LeanCRTHTTPClient, direct_writer
 from runner.transports.endpoint import endpoint_problem, run_endpoint
 from runner.transports.sdk_files import check_sdk_files
 from runner.transports.sdk_send import FastChunkSender, attach, bounded_if_suspends
@@ -128,7 +128,8 @@ class BedrockStream:
             raise TransportError("the stream has ended", kind="StreamReset", retryable=True)
         if not self._attached:
             self._attached = True
-            self._fast = await attach(self._sdk.input_stream, _chunk)
+            # Frames go straight to the lean HTTP/2 stream when that is order-safe (crt.py).
+            self._fast = await attach(self._sdk.input_stream, _chunk, find_direct=direct_writer)
         fast = self._fast
         try:
             # Bounded from the moment a send suspends (a full buffer, a credential refresh): one

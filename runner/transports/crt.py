@@ -11,6 +11,11 @@ comes, and the loop is woken for one only when MAX_WRITES_IN_FLIGHT writes are o
 back-pressure (a peer that stops reading) still reaches `input_stream.send()` through smithy's
 16-chunk AsyncBytesProvider.
 
+When the body is smithy's AsyncBytesProvider (an event stream's input), the writer iterates it
+directly, and the stream offers `write_nowait`: the SDK send fast path (sdk_send.py) hands a
+signed frame straight to CRT when that cannot reorder anything (the writer is parked waiting for
+the provider, which is empty), saving the provider's write and a step of the writer task per event.
+
 Everything else is smithy's: connection pool, TLS context (SSL_CERT_FILE), timeouts, HTTP/1.1
 handling. awscrt chooses the connection class itself (`_HttpClientConnectionCore`), so the
 lean stream is created through a small view of the pooled connection that smithy's `send()` uses.
@@ -19,15 +24,19 @@ lean stream is created through a small view of the pooled connection that smithy
 from __future__ import annotations
 
 import asyncio
+import functools
+import importlib.metadata
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from copy import deepcopy
 from io import BytesIO
-from typing import Any
+from typing import Any, Final, TypeGuard
 
 from awscrt.aio.http import AIOHttp2ClientStream
 from awscrt.http import Http2ClientStream, HttpVersion
+from smithy_core.aio.types import AsyncBytesProvider
 from smithy_core.interfaces import URI
 from smithy_http.aio.crt import AWSCRTHTTPClient
 
@@ -36,6 +45,25 @@ from smithy_http.aio.crt import AWSCRTHTTPClient
 # bound only matters when the peer stops reading (HTTP/2 flow control), and keeps what CRT holds
 # to 16 events (~64 KB of audio) on top of smithy's 16-chunk buffer.
 MAX_WRITES_IN_FLIGHT = 16
+# write_nowait reads the provider's private state (smithy-core 0.9.0's AsyncBytesProvider): with
+# another version, or a provider that does not look the same, frames take the provider's path.
+SMITHY_CORE: Final = "0.9.0"
+_PROVIDER_STATE: Final = (("_data", deque), ("_closed", bool), ("_closing", bool), ("_flushing", bool),
+                          ("_data_condition", asyncio.Condition))
+
+# Provider -> the lean stream writing it, while its writer runs. Weak both ways: the stream holds
+# its provider, so a strong value would keep the key (and the stream) alive for ever.
+_writers: weakref.WeakKeyDictionary[AsyncBytesProvider, weakref.ref[LeanHttp2Stream]] = (
+    weakref.WeakKeyDictionary())
+
+
+def direct_writer(body: object) -> LeanHttp2Stream | None:
+    """The lean stream whose writer is now reading `body` (an SDK stream's AsyncBytesProvider,
+    the publisher's `_writer`), for `write_nowait`; None if there is none (yet, or any more)."""
+    if not isinstance(body, AsyncBytesProvider):
+        return None
+    ref = _writers.get(body)
+    return None if ref is None else ref()
 
 
 class LeanCRTHTTPClient(AWSCRTHTTPClient):
@@ -52,6 +80,14 @@ class LeanCRTHTTPClient(AWSCRTHTTPClient):
         # its transport when it is deep-copied, but a copy of the client itself must stay lean.)
         return LeanCRTHTTPClient(eventloop=self._eventloop, client_config=deepcopy(self._config, memo))
 
+    def _create_body_generator(self, body: Any) -> AsyncIterator[bytes]:  # type: ignore[override]
+        # smithy wraps the body in an async generator whatever it is. An AsyncBytesProvider is
+        # already an async iterator of bytes: the lean writer reads it as it is (one async layer
+        # less per chunk) and can tell it is the provider (for write_nowait).
+        if isinstance(body, AsyncBytesProvider):
+            return body
+        return super()._create_body_generator(body)
+
 
 class _LeanConnectionView:
     """What smithy's `send()` uses of a pooled HTTP/2 connection (`version`, `request()`),
@@ -67,19 +103,38 @@ class _LeanConnectionView:
 
 
 class LeanHttp2Stream(AIOHttp2ClientStream):  # type: ignore[misc]  # awscrt ships no type hints
-    """An HTTP/2 client stream whose body writer does not wait for each write to complete."""
+    """An HTTP/2 client stream whose body writer does not wait for each write to complete, and
+    which takes a chunk straight from the sender (`write_nowait`) when the writer is idle."""
 
     # awscrt's public manual-write call: queue one DATA write on this stream, get a concurrent
     # Future that the CRT thread completes. Its only state is that Future (thread-safe).
     write_data = Http2ClientStream.write_data
 
+    # The writer's state, shared with write_nowait (both run on the loop's thread only).
+    _idle = False  # the writer is parked waiting for the provider's next chunk, holding none
+    _ending = False  # the writer has stopped taking chunks (END_STREAM queued or about to be)
+    _failed: BaseException | None = None  # a write that failed: every later write fails with it
+    _provider: AsyncBytesProvider | None = None  # set while write_nowait may be used
+
     async def _set_request_body_generator(self, body_iterator: AsyncIterator[bytes]) -> None:
-        in_flight: deque[Future[None]] = deque()
+        self._in_flight: deque[Future[None]] = deque()
+        in_flight = self._in_flight
+        provider = body_iterator if _direct_capable(body_iterator) else None
+        if provider is not None:
+            self._provider = provider
+            _writers[provider] = weakref.ref(self)
         cancelled = False
         try:
-            async for chunk in body_iterator:
-                while in_flight and in_flight[0].done():
-                    in_flight.popleft().result()  # a failed write ends the writer with its error
+            iterator = aiter(body_iterator)
+            while True:
+                self._idle = True
+                try:
+                    chunk = await anext(iterator)
+                except StopAsyncIteration:
+                    break
+                finally:
+                    self._idle = False
+                self._reap()  # a failed write ends the writer with its error
                 if len(in_flight) >= MAX_WRITES_IN_FLIGHT:
                     await asyncio.wrap_future(in_flight.popleft(), loop=self._loop)
                 in_flight.append(self.write_data(BytesIO(chunk), False))
@@ -87,6 +142,9 @@ class LeanHttp2Stream(AIOHttp2ClientStream):  # type: ignore[misc]  # awscrt shi
             cancelled = True
             raise
         finally:
+            self._ending = True
+            if provider is not None:
+                _writers.pop(provider, None)
             # END_STREAM exactly once, on every path. CRT sends a stream's writes in the order
             # they were queued, so it goes after every earlier chunk without waiting for them.
             end = self.write_data(None, True)
@@ -97,3 +155,60 @@ class LeanHttp2Stream(AIOHttp2ClientStream):  # type: ignore[misc]  # awscrt shi
         for write in in_flight:  # complete by now: CRT completes a stream's writes in order
             if write.done():  # (never block the loop on one, whatever CRT does)
                 write.result()
+
+    @property
+    def writes_pending(self) -> int:
+        """Writes queued on CRT and not yet complete (for tests and diagnostics)."""
+        return sum(not write.done() for write in getattr(self, "_in_flight", ()))
+
+    def write_nowait(self, chunk: bytes) -> bool:
+        """Queue `chunk` on this stream now, as the writer would, if nothing can be ahead of it:
+        the writer is parked waiting for the provider with no chunk in hand, the provider is empty
+        and nobody is inside it, END_STREAM is not queued and fewer than MAX_WRITES_IN_FLIGHT
+        writes are outstanding. Then CRT's in-order writes keep the body's order, and whatever the
+        provider gets later (the signed end-of-input frame) goes after it. Returns False (nothing
+        done: write it to the provider) otherwise. Raises the error of an earlier failed write
+        (which the writer also ends with when it next wakes).
+        """
+        provider = self._provider
+        if not self._idle or self._ending or provider is None:
+            return False
+        if (provider._data or provider._closed or provider._closing or provider._flushing
+                or provider._data_condition.locked()):
+            return False
+        self._reap()
+        if len(self._in_flight) >= MAX_WRITES_IN_FLIGHT:
+            return False  # the writer waits for the oldest write (back-pressure) on the slow path
+        try:
+            self._in_flight.append(self.write_data(BytesIO(chunk), False))
+        except Exception as exc:
+            self._failed = exc
+            raise
+        return True
+
+    def _reap(self) -> None:
+        """Drop completed writes from the front of the in-flight queue; raise a failed one's error
+        (and keep it: the writer and the sender both learn of it, whichever comes first)."""
+        if self._failed is not None:
+            raise self._failed
+        in_flight = self._in_flight
+        while in_flight and in_flight[0].done():
+            try:
+                in_flight.popleft().result()
+            except Exception as exc:
+                self._failed = exc
+                raise
+
+
+def _direct_capable(body: object) -> TypeGuard[AsyncBytesProvider]:
+    """Whether write_nowait may read this body's state: a provider shaped as in smithy-core 0.9.0."""
+    return (isinstance(body, AsyncBytesProvider) and _smithy_core_pinned()
+            and all(isinstance(getattr(body, name, None), kind) for name, kind in _PROVIDER_STATE))
+
+
+@functools.cache
+def _smithy_core_pinned() -> bool:
+    try:
+        return importlib.metadata.version("smithy-core") == SMITHY_CORE
+    except importlib.metadata.PackageNotFoundError:
+        return False

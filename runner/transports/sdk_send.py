@@ -15,9 +15,11 @@ SDK's own publisher) with what does not change computed once per stream:
 It still drives the SDK's objects: it asks the publisher's identity resolver for credentials on
 every event (they may be refreshed), advances the signer's `_prior_signature` exactly as
 `AsyncEventSigner._sign_payload` does (so the SDK's own `close()` signs the final frame on the right
-chain), and writes through the body provider's public `write`. It relies on private attributes of
-SDK 0.12.0 (aws-sdk-signers 0.4.0, smithy-aws-event-stream 0.3.0): `attach` checks every one of them
-and a full probe frame against the SDK, and on any difference the stream keeps the SDK's own `send`.
+chain), and writes through the body provider's public `write`, or, when the transport says that
+cannot reorder anything, straight to the HTTP/2 stream (`DirectWriter`, crt.py's write_nowait).
+It relies on private attributes of SDK 0.12.0 (aws-sdk-signers 0.4.0, smithy-aws-event-stream
+0.3.0): `attach` checks every one of them and a full probe frame against the SDK, and on any
+difference the stream keeps the SDK's own `send`.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from base64 import b64encode
 from binascii import hexlify
 from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from aws_sdk_signers import AsyncEventSigner
 from smithy_aws_core.identity import AWSCredentialsIdentity
@@ -66,6 +68,19 @@ _logged_fallback = False
 
 type Clock = Callable[[], datetime.datetime]
 type MakeEvent = Callable[[bytes], Any]
+
+
+class DirectWriter(Protocol):
+    """The transport's way round the body provider (crt.LeanHttp2Stream)."""
+
+    def write_nowait(self, chunk: bytes) -> bool:
+        """Queue `chunk` as the next piece of the request body now, or return False (nothing done)
+        if it might overtake a chunk already given to the provider; raises if the stream failed."""
+        ...
+
+
+# The provider (the publisher's `_writer`) -> its DirectWriter, None while there is none.
+type FindDirect = Callable[[object], DirectWriter | None]
 
 
 def utc_now() -> datetime.datetime:
@@ -159,7 +174,8 @@ class Signer:
 class FastChunkSender:
     """Sends chunk events on one SDK stream's publisher, signing them itself (see the module doc)."""
 
-    def __init__(self, publisher: Any, config: Any, signer: Signer, make_event: MakeEvent) -> None:
+    def __init__(self, publisher: Any, config: Any, signer: Signer, make_event: MakeEvent,
+                 find_direct: FindDirect | None = None) -> None:
         self._publisher = publisher
         self._writer = publisher._writer
         self._sdk_signer = config.signer
@@ -169,7 +185,10 @@ class FastChunkSender:
         self._properties: dict[str, Any] = config.signing_properties
         self._signer = signer
         self._make_event = make_event
+        self._find_direct = find_direct
+        self._direct: DirectWriter | None = None
         self.fast_sends = 0  # for tests and diagnostics: events this path framed itself
+        self.direct_writes = 0  # of those, the ones handed to the transport without the provider
 
     async def send(self, payload: bytes) -> None:
         """What `publisher.send(make_event(payload))` does, with the same bytes on the wire."""
@@ -182,7 +201,14 @@ class FastChunkSender:
             await publisher.send(self._make_event(payload))
             return
         self.fast_sends += 1
+        direct = self._direct
+        if direct is None and self._find_direct is not None:
+            # The transport's writer starts after the stream opens; once found, it stays.
+            direct = self._direct = self._find_direct(self._writer)
         try:
+            if direct is not None and direct.write_nowait(frame):
+                self.direct_writes += 1
+                return
             await self._writer.write(frame)
         except Exception as exc:  # as AWSEventPublisher.send: the stream is closed, OSError raised
             await publisher.close()
@@ -206,9 +232,11 @@ class FastChunkSender:
         return frame
 
 
-async def attach(publisher: Any, make_event: MakeEvent, clock: Clock | None = None) -> FastChunkSender | None:
+async def attach(publisher: Any, make_event: MakeEvent, clock: Clock | None = None,
+                 find_direct: FindDirect | None = None) -> FastChunkSender | None:
     """A fast sender for this SDK stream's publisher, or None (use the SDK's send) if anything the
-    fast path relies on is not exactly as in the pinned SDK. Never raises. `clock`: utc_now."""
+    fast path relies on is not exactly as in the pinned SDK. Never raises. `clock`: utc_now.
+    `find_direct`: the transport's DirectWriter for the publisher's body provider, if any."""
     try:
         problem = _versions_problem() or _shape_problem(publisher)
         if problem is None:
@@ -219,7 +247,8 @@ async def attach(publisher: Any, make_event: MakeEvent, clock: Clock | None = No
             else:
                 problem = await _probe_problem(publisher, config, framing, make_event)
                 if problem is None:
-                    return FastChunkSender(publisher, config, Signer(framing, clock or utc_now), make_event)
+                    return FastChunkSender(publisher, config, Signer(framing, clock or utc_now), make_event,
+                                           find_direct)
     except Exception as exc:  # any surprise inside the SDK: its own path still works
         problem = f"{type(exc).__name__}: {exc}"
     global _logged_fallback
@@ -354,4 +383,5 @@ def _resume(coro: Coroutine[Any, Any, None], yielded: Any) -> Generator[Any, Any
                 return
 
 
-__all__ = ["FastChunkSender", "Framing", "Signer", "attach", "bounded_if_suspends", "utc_now"]
+__all__ = ["DirectWriter", "FastChunkSender", "FindDirect", "Framing", "Signer", "attach",
+           "bounded_if_suspends", "utc_now"]

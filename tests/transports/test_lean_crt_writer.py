@@ -2,7 +2,9 @@
 emulator (one emulator on a background loop for the module; each test runs its own asyncio.run).
 
 Fault cases run with both the stock AWSCRTHTTPClient and the lean one, so "no worse than the stock
-client" is checked, not assumed.
+client" is checked, not assumed. The direct write (LeanHttp2Stream.write_nowait, used by the SDK
+send fast path) is counted through the stream's FastChunkSender, and the emulator verifies every
+chunk signature of every test here.
 """
 
 from __future__ import annotations
@@ -25,34 +27,42 @@ from runner.emulator import server
 from runner.emulator.api import EmulatorStream, Rejection, StreamRequest
 from runner.emulator.server import Emulator
 from runner.errors import TransportError
-from runner.transports.bedrock import SEND_TIMEOUT_S, BedrockStream, open_connector
-from runner.transports.crt import MAX_WRITES_IN_FLIGHT, LeanCRTHTTPClient
+from runner.transports.bedrock import SEND_TIMEOUT_S, BedrockStream, _chunk, open_connector
+from runner.transports.crt import MAX_WRITES_IN_FLIGHT, LeanCRTHTTPClient, LeanHttp2Stream, direct_writer
+from runner.transports.sdk_send import FastChunkSender
 from tests.emulator.conftest import BackgroundEmulator
 
 MODEL = "amazon.nova-2-sonic-v1:0"
 RESET_AFTER = 5
+PAUSE_AFTER = 3  # `pause`: stop reading after this many events for PAUSE_S (flow control closes)
+PAUSE_S = 1.0
+HOLD_AFTER = 3  # `hold`: stop reading after this many events until the test releases it
 # smithy's AsyncBytesProvider holds this many events before send() blocks.
 PROVIDER_CHUNKS = 16
 
 
-def _audio_event(i: int) -> bytes:
-    # The size of a 64 ms audio event (2048 B of PCM in base64), numbered to check the order.
-    return json.dumps({"event": {"audioInput": {"n": i, "content": "A" * 2732}}}).encode()
+def _audio_event(i: int, size: int = 2732) -> bytes:
+    # By default the size of a 64 ms audio event (2048 B of PCM in base64), numbered to check the order.
+    return json.dumps({"event": {"audioInput": {"n": i, "content": "A" * size}}}).encode()
 
 
 class Handler:
     """Behaviour by model id prefix. `echo`: read to the end of input, then answer with the
     numbers read; `stall`: never read (HTTP/2 flow control closes); `reset`: RST_STREAM after
-    RESET_AFTER events. Only the emulator thread writes; tests read after the stream is over."""
+    RESET_AFTER events; `pause`: echo, but stop reading for PAUSE_S after PAUSE_AFTER events;
+    `hold`: echo, but stop reading after HOLD_AFTER events until `release[model]` is set.
+    Only the emulator thread writes; tests read after the stream is over."""
 
     def __init__(self) -> None:
         self.read: dict[str, list[int]] = {}
         self.done: dict[str, threading.Event] = {}
         self.progress = threading.Condition()  # notified after each event read
+        self.release: dict[str, threading.Event] = {}
 
     def admit(self, request: StreamRequest) -> Rejection | None:
         self.read[request.model_id] = []
         self.done[request.model_id] = threading.Event()
+        self.release[request.model_id] = threading.Event()
         return None
 
     async def handle(self, stream: EmulatorStream) -> None:
@@ -73,6 +83,10 @@ class Handler:
             if model.startswith("reset") and len(read) == RESET_AFTER:
                 await stream.reset()
                 return
+            if model.startswith("pause") and len(read) == PAUSE_AFTER:
+                await asyncio.sleep(PAUSE_S)
+            if model.startswith("hold") and len(read) == HOLD_AFTER:
+                await asyncio.to_thread(self.release[model].wait, 30)
         await stream.send_event({"event": {"textOutput": {"content": json.dumps(read)}}})
         await stream.end()
 
@@ -148,11 +162,37 @@ def test_a_copy_of_the_client_is_still_lean() -> None:
     assert type(copy.deepcopy(LeanCRTHTTPClient())) is LeanCRTHTTPClient
 
 
+def _lean_stream(stream: BedrockStream) -> LeanHttp2Stream:
+    """The HTTP/2 stream writing this stream's request body (found as the fast path finds it)."""
+    lean = direct_writer(stream._sdk.input_stream._writer)
+    assert isinstance(lean, LeanHttp2Stream)
+    return lean
+
+
+def _fast(stream: BedrockStream) -> FastChunkSender:
+    fast = stream.fast_sender
+    assert fast is not None, "the SDK send fast path did not attach"
+    return fast
+
+
+async def _writes_complete(lean: LeanHttp2Stream) -> None:
+    """Until the writer has taken everything from the provider and CRT has completed every write
+    queued on `lean` (bounded: 5 s)."""
+    provider = lean._provider
+    assert provider is not None
+    async with asyncio.timeout(5):
+        await asyncio.sleep(0)
+        # CRT's thread completes the writes: there is no event to await.
+        while provider._data or lean.writes_pending:  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
+
+
 def test_a_stream_goes_through_the_lean_writer_without_a_wake_up_per_event(
         env: Emulator, handler: Handler, remote_ends: dict[str, list[int]]) -> None:
     model, count = f"echo-lean.{MODEL}", 300
+    verified_before = env.stats().chunk_signatures_verified
 
-    async def main() -> tuple[bytes | None, int, type]:
+    async def main() -> tuple[bytes | None, int, type, int, int]:
         connector = await open_connector(region=None, endpoint=None)
         try:
             stream = await connector.open_stream(model)
@@ -161,18 +201,26 @@ def test_a_stream_goes_through_the_lean_writer_without_a_wake_up_per_event(
             for i in range(count):
                 await stream.send(_audio_event(i))
                 if i % 10 == 0:
-                    await asyncio.sleep(0.002)  # real-time-like: let CRT complete the writes
+                    # Real-time-like: CRT completes the writes between events (and so the
+                    # in-flight bound never sends one the provider's way).
+                    await _writes_complete(_lean_stream(stream))
             wake_ups = CountingLoop.cross_thread_calls - before
+            fast = _fast(stream)
             await stream.close_input()
             reply = await asyncio.wait_for(stream.receive(), 10)
             await stream.aclose()
-            return reply, wake_ups, type(connector._current.sdk._config.transport)
+            return (reply, wake_ups, type(connector._current.sdk._config.transport), fast.fast_sends,
+                    fast.direct_writes)
         finally:
             await connector.aclose()
 
-    reply, wake_ups, transport = asyncio.run(main(), loop_factory=CountingLoop)
+    reply, wake_ups, transport, fast_sends, direct = asyncio.run(main(), loop_factory=CountingLoop)
     assert transport is LeanCRTHTTPClient  # the client the SDK really used
     assert reply is not None
+    # Every event went straight to the HTTP/2 stream (none through smithy's provider), and the
+    # emulator verified all their signatures and the SDK's final empty frame on the same chain.
+    assert fast_sends == direct == count, (fast_sends, direct)
+    assert env.stats().chunk_signatures_verified - verified_before == count + 1
     assert json.loads(json.loads(reply)["event"]["textOutput"]["content"]) == list(range(count))
     # The stock writer needs one cross-thread wake-up per event (its write completion); this
     # one needs none while writes keep up (a few for the response headers).
@@ -220,7 +268,7 @@ def test_a_reset_stream_fails_the_writer_and_sends_time_out_instead_of_hanging(
         env: Emulator, handler: Handler, client_kind: str) -> None:
     model = f"reset-{client_kind}.{MODEL}"
 
-    async def main() -> tuple[int, TransportError, BaseException | None, float]:
+    async def main() -> tuple[int, TransportError, BaseException | None, float, float]:
         stream, close = await _open(client_kind, model)
         try:
             await stream.wait_accepted()
@@ -231,19 +279,33 @@ def test_a_reset_stream_fails_the_writer_and_sends_time_out_instead_of_hanging(
                     await stream.send(_audio_event(i))
                     sent += 1
                     await asyncio.sleep(0.01)  # lets the reset arrive while events still go out
+                    last_sent = time.monotonic()
+            failed_s = time.monotonic() - last_sent
             start = time.monotonic()
             await stream.aclose()
             close_s = time.monotonic() - start
             await asyncio.wait({writer}, timeout=5)
-            return sent, caught.value, writer.exception() if writer.done() else None, close_s
+            return sent, caught.value, writer.exception() if writer.done() else None, failed_s, close_s
         finally:
             await close()
 
-    sent, error, writer_error, close_s = asyncio.run(main())
+    sent, error, writer_error, failed_s, close_s = asyncio.run(main())
     assert handler.read[model] == list(range(RESET_AFTER))
-    # The send after the buffer filled behind the dead writer timed out: reported, not hung.
-    assert error.kind == "ConnectionError" and "timed out" in str(error)
-    assert sent <= RESET_AFTER + PROVIDER_CHUNKS + MAX_WRITES_IN_FLIGHT + 2, sent
+    if client_kind == "stock":
+        # The send after the buffer filled behind the dead writer timed out: reported, not hung.
+        assert error.kind == "ConnectionError" and "timed out" in str(error)
+        assert sent <= RESET_AFTER + PROVIDER_CHUNKS + MAX_WRITES_IN_FLIGHT + 2, sent
+    else:
+        # The events went straight to the stream, so the send after a write failed on the reset
+        # stream says so at once (the SDK's words, as for a failed provider write), instead of
+        # filling the provider behind a dead writer and timing out.
+        assert error.kind == "ConnectionError" and "Failed to write to stream" in str(error), error
+        assert isinstance(error.__cause__, OSError), repr(error.__cause__)
+        assert failed_s < SEND_TIMEOUT_S, failed_s
+        assert sent <= RESET_AFTER + MAX_WRITES_IN_FLIGHT + 2, sent
+        # The writer learnt of the same failed write when the SDK's close woke it, and ended
+        # with it (then its END_STREAM was refused as well, below).
+        assert writer_error is not None and writer_error.__context__ is error.__cause__.__cause__
     # The writer task ended with CRT's error, the one the stock writer ends with: its END_STREAM
     # write refused on the reset stream (the runner filters exactly this as shutdown noise).
     assert "AWS_ERROR_HTTP_STREAM_HAS_COMPLETED" in repr(writer_error), writer_error
@@ -279,4 +341,138 @@ def test_a_cancelled_writer_still_ends_the_stream_once_after_its_events(
     reply = asyncio.run(main())
     assert reply is not None
     assert json.loads(json.loads(reply)["event"]["textOutput"]["content"]) == list(range(count))
+    assert len(remote_ends[model]) == 1, remote_ends[model]
+
+
+def test_events_behind_one_waiting_in_the_provider_take_the_provider_and_keep_their_order(
+        env: Emulator, handler: Handler) -> None:
+    """An event the SDK's own publisher wrote (it waits in smithy's provider until the writer takes
+    it) must not be overtaken: the fast path's next event goes the provider's way too."""
+    model, count = f"echo-mixed.{MODEL}", 30
+    verified_before = env.stats().chunk_signatures_verified
+
+    async def main() -> tuple[bytes | None, list[bool], int]:
+        stream, close = await _open("lean", model)
+        try:
+            await stream.wait_accepted()
+            await stream.send(_audio_event(0))  # attaches the fast path
+            fast, lean = _fast(stream), _lean_stream(stream)
+            provider = stream._sdk.input_stream._writer
+            took_direct: list[bool] = []
+            for i in range(1, count, 2):
+                await _writes_complete(lean)
+                await stream._sdk.input_stream.send(_chunk(_audio_event(i)))  # the SDK's own send
+                # Nothing has suspended since, so the writer has not taken that frame yet.
+                assert len(provider._data) == 1
+                before = fast.direct_writes
+                await stream.send(_audio_event(i + 1))
+                took_direct.append(fast.direct_writes > before)
+            await stream.close_input()
+            reply = await asyncio.wait_for(stream.receive(), 10)
+            await stream.aclose()
+            return reply, took_direct, fast.direct_writes
+        finally:
+            await close()
+
+    reply, took_direct, direct = asyncio.run(main())
+    assert reply is not None
+    assert json.loads(json.loads(reply)["event"]["textOutput"]["content"]) == list(range(count + 1))
+    assert took_direct == [False] * len(took_direct), took_direct
+    assert direct == 1  # only the first event, sent with the provider empty and the writer idle
+    assert env.stats().chunk_signatures_verified - verified_before == count + 2
+
+
+def test_events_while_the_writer_is_held_back_take_the_provider_and_keep_their_order(
+        env: Emulator, handler: Handler, remote_ends: dict[str, list[int]]) -> None:
+    """A peer that stops reading for a while: writes stop completing, the in-flight bound is
+    reached and the writer waits (not idle), so events queue in the provider; then the peer reads
+    on, and once the writer has caught up events go straight to the stream again. None was lost or
+    reordered, and every signature verified."""
+    # More than the emulator takes unread (its 256-event queue, then a 1 MiB stream window).
+    model, burst, tail = f"pause.{MODEL}", 800, 20
+    count = burst + tail
+    verified_before = env.stats().chunk_signatures_verified
+
+    async def main() -> tuple[bytes | None, int, int, int, float]:
+        stream, close = await _open("lean", model)
+        try:
+            await stream.wait_accepted()
+            start = time.monotonic()
+            for i in range(burst):
+                await stream.send(_audio_event(i))  # back to back: the pause holds them back
+            blocked_for = time.monotonic() - start
+            fast = _fast(stream)
+            burst_direct = fast.direct_writes
+            for i in range(burst, count):
+                await _writes_complete(_lean_stream(stream))
+                await stream.send(_audio_event(i))
+            await stream.close_input()
+            reply = await asyncio.wait_for(stream.receive(), 10)
+            await stream.aclose()
+            return reply, fast.fast_sends, burst_direct, fast.direct_writes - burst_direct, blocked_for
+        finally:
+            await close()
+
+    reply, fast_sends, burst_direct, tail_direct, blocked_for = asyncio.run(main())
+    assert reply is not None
+    assert json.loads(json.loads(reply)["event"]["textOutput"]["content"]) == list(range(count))
+    assert fast_sends == count
+    # The burst's first events went straight to CRT (up to the in-flight bound), the held-back
+    # ones through the provider; after it, straight again.
+    assert 0 < burst_direct < burst, burst_direct
+    assert tail_direct == tail, tail_direct
+    assert blocked_for >= PAUSE_S / 2, blocked_for  # the sender really was held back
+    assert env.stats().chunk_signatures_verified - verified_before == count + 1
+    assert len(remote_ends[model]) == 1, remote_ends[model]
+
+
+def test_events_while_the_writer_holds_one_take_the_provider_and_keep_their_order(
+        env: Emulator, handler: Handler, remote_ends: dict[str, list[int]]) -> None:
+    """Paced events to a peer that stops reading: once writes stop completing the in-flight bound
+    is reached, the next event goes to the provider and the writer takes it and waits for the
+    oldest write. It then holds that event while the provider is empty: events sent meanwhile
+    must go the provider's way too, or they would overtake it."""
+    # 16 KB events: the emulator stops acknowledging (closing the window) after ~320 of them.
+    model, size, tail = f"hold.{MODEL}", 16_000, 20
+    verified_before = env.stats().chunk_signatures_verified
+
+    async def main() -> tuple[bytes | None, int, int, int, int]:
+        stream, close = await _open("lean", model)
+        try:
+            await stream.wait_accepted()
+            await stream.send(_audio_event(0, size))
+            fast, lean = _fast(stream), _lean_stream(stream)
+            provider = stream._sdk.input_stream._writer
+            sent, to_provider, while_holding = 1, 0, 0
+            while to_provider < PROVIDER_CHUNKS // 2 and sent < 3000:
+                holding = not lean._idle and not provider._data  # the writer has one in hand
+                before = fast.direct_writes
+                await stream.send(_audio_event(sent, size))
+                sent += 1
+                if fast.direct_writes == before:
+                    to_provider += 1
+                    while_holding += holding
+                elif holding:
+                    raise AssertionError(f"event {sent - 1} overtook the one the writer holds")
+                await asyncio.sleep(0.001)
+            handler.release[model].set()  # the peer reads on, before the provider fills
+            direct_before_tail = fast.direct_writes
+            for i in range(sent, sent + tail):
+                await _writes_complete(lean)
+                await stream.send(_audio_event(i, size))
+            await stream.close_input()
+            reply = await asyncio.wait_for(stream.receive(), 10)
+            await stream.aclose()
+            return reply, sent + tail, to_provider, while_holding, fast.direct_writes - direct_before_tail
+        finally:
+            handler.release[model].set()
+            await close()
+
+    reply, count, to_provider, while_holding, tail_direct = asyncio.run(main())
+    assert reply is not None
+    assert json.loads(json.loads(reply)["event"]["textOutput"]["content"]) == list(range(count))
+    assert to_provider == PROVIDER_CHUNKS // 2, to_provider
+    assert while_holding >= 1, while_holding  # the case this test is about did happen
+    assert tail_direct == tail, tail_direct
+    assert env.stats().chunk_signatures_verified - verified_before == count + 1
     assert len(remote_ends[model]) == 1, remote_ends[model]

@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import wave
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,11 +45,18 @@ def test_a_conversation_goes_through_the_fast_path_with_verified_signatures(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENT_RUN_EMULATOR_ASR", "none")  # the scenario's `user:` text is heard
     sends = {"fast": 0, "sdk": 0}
+    # Per Nova event type, the fast path's events written straight to the HTTP/2 stream (crt.py's
+    # write_nowait) and those that went through smithy's body provider.
+    direct: Counter[str] = Counter()
+    via_provider: Counter[str] = Counter()
     fast_send, sdk_send = FastChunkSender.send, AWSEventPublisher.send
 
     async def counted_fast(self: FastChunkSender, payload: bytes) -> None:
         sends["fast"] += 1
+        before = self.direct_writes
         await fast_send(self, payload)
+        kind = next(iter(json.loads(payload)["event"]))
+        (direct if self.direct_writes > before else via_provider)[kind] += 1
 
     async def counted_sdk(self: Any, event: Any) -> None:
         sends["sdk"] += 1
@@ -93,6 +101,10 @@ system_prompt: Answer briefly.
     assert [e["text"] for e in entries if e["type"] == "user"] == ["What time is it?"]
     assert any(e["type"] == "assistant" and "noon" in e["text"] for e in entries), entries
     assert sends["sdk"] == 0 and sends["fast"] > 100  # ~4 s of 32 ms chunks, all on the fast path
+    # Every audio event went straight to the HTTP/2 stream (the first events of a stream may be
+    # sent before its body writer has started, and so through the provider).
+    assert direct["audioInput"] > 100 and via_provider["audioInput"] == 0, (direct, via_provider)
+    assert direct.total() + via_provider.total() == sends["fast"]
     assert stats.streams_total >= 1
     # Every frame verified: the fast path's, and one final empty frame per stream.
     assert sends["fast"] <= stats.chunk_signatures_verified <= sends["fast"] + stats.streams_total
