@@ -23,6 +23,9 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "bench_runner.py": (["--quick"], [
         r"runner  : \d+\.\d+ %", r"baseline: \d+\.\d+ %", r"runner / baseline: x\d+\.\d+",
         r"interruption signal decoded -> silence", r"invoke_tool micro-benchmark"]),
+    "bench_callbacks.py": (["--quick"], [
+        r"CPU per real-time session \(bench_runner's figure a\): \d+\.\d+ %", r"loop thread \(main\) +: +\d",
+        r"loop: select +\d+/s", r"task Microphone\.run"]),
     "bench_sdk_send.py": (["--quick"], [
         r"burst  fast path +: +\d+\.\d µs/event", r"paced  SDK publisher.send +: +\d+\.\d µs/event",
         r"paced  \+ bounded_if_suspends: +\d+\.\d µs/event", r"fast path \d+\.\d+ %"]),
