@@ -319,7 +319,8 @@ class _Stream:
         self._unacked += flow_length
         if not self._input_done:
             self._feed(data)
-        self._ack_if_room()
+        # No flush here: the connection flushes once it has handled everything it read.
+        self._ack_if_room(flush=False)
 
     def _feed(self, data: bytes) -> None:
         try:
@@ -366,7 +367,7 @@ class _Stream:
             self._input_done = True
             self._queue.put_nowait(None)
 
-    def _ack_if_room(self) -> None:
+    def _ack_if_room(self, *, flush: bool = True) -> None:
         if self._unacked and (self._input_done or self._queue.qsize() < _QUEUE_SOFT_LIMIT):
             unacked, self._unacked = self._unacked, 0
             try:
@@ -374,7 +375,8 @@ class _Stream:
             except h2.exceptions.ProtocolError:
                 self._gone()
                 return
-            self._conn.flush()
+            if flush:
+                self._conn.flush()
 
     def _gone(self) -> None:
         if not self._dead:
