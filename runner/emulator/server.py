@@ -69,6 +69,13 @@ _STREAM_WINDOW: Final = 1 << 20
 # loop iteration (the transport's own high-water mark is 64 KiB too).
 _FLUSH_NOW_BYTES: Final = 64 * 1024
 _CONNECTION_WINDOW: Final = 1 << 24
+_MAX_STREAMS: Final = 1000  # SETTINGS_MAX_CONCURRENT_STREAMS
+# Input data is handed back to h2's flow control (which sends WINDOW_UPDATE only once half a
+# window is consumed) in batches of this much per stream, not per event. Every stream holding a
+# batch at most can never close the connection window: h2 keeps < half of it, and
+# _MAX_STREAMS * _ACK_BATCH is below the other half.
+_ACK_BATCH: Final = 8 * 1024
+assert _MAX_STREAMS * _ACK_BATCH < _CONNECTION_WINDOW // 2 and _ACK_BATCH < _STREAM_WINDOW // 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +219,8 @@ class _Stream:
         if payload is None:
             self._queue.put_nowait(None)  # every later receive() also sees the end
             return None
-        self._ack_if_room()
+        if self._unacked >= _ACK_BATCH:
+            self._ack_if_room()
         return payload
 
     async def send_event(self, event: Mapping[str, Any]) -> None:
@@ -319,8 +327,9 @@ class _Stream:
         self._unacked += flow_length
         if not self._input_done:
             self._feed(data)
-        # No flush here: the connection flushes once it has handled everything it read.
-        self._ack_if_room(flush=False)
+        if self._unacked >= _ACK_BATCH or self._input_done:
+            # No flush here: the connection flushes once it has handled everything it read.
+            self._ack_if_room(flush=False)
 
     def _feed(self, data: bytes) -> None:
         try:
@@ -366,6 +375,9 @@ class _Stream:
         if not self._input_done:
             self._input_done = True
             self._queue.put_nowait(None)
+            # What the last events held goes back to the connection's window, which the
+            # connection's other and later streams share.
+            self._ack_if_room()
 
     def _ack_if_room(self, *, flush: bool = True) -> None:
         if self._unacked and (self._input_done or self._queue.qsize() < _QUEUE_SOFT_LIMIT):
@@ -458,7 +470,7 @@ class _Connection(asyncio.Protocol):
         self.h2.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1000,
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: _MAX_STREAMS,
                 h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _STREAM_WINDOW,
             },
         )

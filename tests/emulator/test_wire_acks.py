@@ -1,4 +1,7 @@
-"""TCP_QUICKACK on the emulator's connections, with the real SDK (awscrt, Nagle on) over TLS.
+"""Acknowledgements on the emulator's connections, with the real SDK (awscrt, Nagle on) over TLS:
+TCP's (QUICKACK) and HTTP/2 flow control's.
+
+TCP_QUICKACK:
 
 awscrt never sets TCP_NODELAY, so each small write of the SDK waits until the emulator has ACKed
 what it sent before. Linux delays that ACK (up to ~40 ms) while the socket is in "pingpong" mode,
@@ -12,6 +15,7 @@ import asyncio
 import json
 import socket
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,9 +25,10 @@ import pytest
 from runner.emulator import server
 from runner.emulator.api import EmulatorStream, Rejection, StreamRequest
 from runner.emulator.server import Emulator
+from tests.emulator.raw_client import RawClient
 from tests.emulator.test_wire import chunk, close_input, make_client, open_stream, run
 
-pytestmark = pytest.mark.skipif(
+linux_only = pytest.mark.skipif(
     not sys.platform.startswith("linux") or not hasattr(socket, "TCP_QUICKACK"),
     reason="TCP_QUICKACK and its getsockopt are Linux's")
 
@@ -108,11 +113,39 @@ def _probe(monkeypatch: pytest.MonkeyPatch) -> tuple[list[int], list[int]]:
     return states, arms
 
 
+@linux_only
 def test_reads_after_writes_are_acked_at_once(sdk_env: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
     """The emulator answers every event, so the kernel would delay its ACKs (and with them the
     SDK's next write); each read finds the socket out of pingpong mode all the same."""
     states, arms = _probe(monkeypatch)
     assert run(_session(sdk_env, "echo")) == EVENTS
     assert len(states) >= EVENTS // 2, states
-    assert states == [1] * len(states)
+    # Without the re-arm every read finds the socket in pingpong mode (0). Now and then (about
+    # one run in ten here) one read does, when the kernel transmits our answer itself right as
+    # the next segment arrives; the read after it re-arms again.
+    assert states.count(0) <= 2, states
     assert arms[0] >= len(states)
+
+
+def test_input_data_is_handed_back_to_the_connection_window(sdk_env: Emulator) -> None:
+    """The wire layer hands input back to h2's flow control in batches; whatever a stream still
+    holds when its input ends goes back too (here the client ends it with END_STREAM alone, no
+    signed empty event), or every short stream would shrink the connection window that later
+    streams on the connection share."""
+    raw = RawClient(sdk_env.env(), "sink")
+    try:
+        raw.send(*[{"n": n} for n in range(3)])  # ~1 kB: less than a batch
+        raw.h2.end_stream(raw.stream_id)
+        raw.flush()
+        raw.read_until(lambda client: False)  # until the emulator ends the stream
+        assert raw.stream_ended
+        deadline = time.monotonic() + 5
+        while any(conn.streams for conn in list(sdk_env.connections)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        held = []
+        for conn in list(sdk_env.connections):
+            window = conn.h2._inbound_flow_control_window_manager
+            held.append(window.max_window_size - window.current_window_size - window._bytes_processed)
+    finally:
+        raw.sock.close()
+    assert held and held == [0] * len(held), held
