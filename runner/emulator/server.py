@@ -40,7 +40,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
-from runner.emulator.api import EXCEPTION_KINDS, INLINE_TAKEN, StreamHandler, StreamRequest
+from runner.emulator.api import EXCEPTION_KINDS, INLINE_TAKEN, TIMED_OUT, StreamHandler, StreamRequest
 from runner.emulator.certs import load_identity, server_context
 from runner.emulator.eventlog import summarize_event
 from runner.emulator.eventstream import (
@@ -121,6 +121,11 @@ def _summarize_payload(payload: bytes) -> str:
         return f"non-JSON payload ({len(payload)} B)"
 
 
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
 # --- framing helpers ----------------------------------------------------------------------------
 
 
@@ -195,6 +200,7 @@ class _Stream:
         self._label = f"{request.request_id[:8]}"
         self._inline: Callable[[bytes], bool] | None = None
         self._parked = False  # receive() waits on an empty queue
+        self._woken: asyncio.Future[None] | None = None  # receive_within()'s wait
 
     # EmulatorStream -------------------------------------------------------------------------
 
@@ -216,12 +222,38 @@ class _Stream:
             payload = await self._queue.get()
         finally:
             self._parked = False
+        return self._took(payload)
+
+    async def receive_within(self, seconds: float) -> bytes | None:
+        """receive(), or TIMED_OUT once `seconds` pass with nothing to take. A timer ends the
+        wait, not a cancellation of the waiting task as with asyncio.timeout (NovaHandler waits
+        like this between the ~10 paced output chunks a second of each answer)."""
+        if self._queue.empty():
+            loop = asyncio.get_running_loop()
+            woken = self._woken = loop.create_future()
+            timer = loop.call_later(seconds, _wake, woken)
+            self._parked = True
+            try:
+                await woken
+            finally:
+                self._parked = False
+                self._woken = None
+                timer.cancel()
+            if self._queue.empty():
+                return TIMED_OUT
+        return self._took(self._queue.get_nowait())
+
+    def _took(self, payload: bytes | None) -> bytes | None:
         if payload is None:
             self._queue.put_nowait(None)  # every later receive() also sees the end
             return None
         if self._unacked >= _ACK_BATCH:
             self._ack_if_room()
         return payload
+
+    def _put(self, item: bytes | None) -> None:
+        self._queue.put_nowait(item)
+        _wake(self._woken)
 
     async def send_event(self, event: Mapping[str, Any]) -> None:
         data = _chunk_message(event)
@@ -359,9 +391,9 @@ class _Stream:
             if self._parked and self._inline is not None and self._queue.empty():
                 self._conn.counters.events_inline += 1
                 if self._inline(payload):
-                    self._queue.put_nowait(INLINE_TAKEN)
+                    self._put(INLINE_TAKEN)
             else:
-                self._queue.put_nowait(payload)
+                self._put(payload)
 
     def _fail_input(self, code: str, message: str) -> None:
         logger.warning("%s input rejected: %s: %s", self._label, code, message)
@@ -374,7 +406,7 @@ class _Stream:
     def _finish_input(self) -> None:
         if not self._input_done:
             self._input_done = True
-            self._queue.put_nowait(None)
+            self._put(None)
             # What the last events held goes back to the connection's window, which the
             # connection's other and later streams share.
             self._ack_if_room()
