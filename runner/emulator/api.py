@@ -78,6 +78,8 @@ class EmulatorStream(Protocol):
 # What `_Stream.receive()` returns (this very object: compare with `is`) after an inline consumer
 # (set with `set_inline`) took an event and asked for the handler's attention.
 INLINE_TAKEN: Final[bytes] = bytes(bytearray(b"(taken inline)"))
+# What `_Stream.receive_within()` returns (this very object) when nothing came in time.
+TIMED_OUT: Final[bytes] = bytes(bytearray(b"(timed out)"))
 
 
 class StreamHandler(Protocol):

@@ -359,8 +359,8 @@ class Brain:
     def settled(self) -> bool:
         """Nothing for the adapter to do until more input or `next_deadline`: no actions waiting
         for `poll`, no speech or transcript asked for, not done."""
-        return (not self._actions and self.speech_request is None
-                and self.transcription_request is None and not self.done)
+        return (not self._actions and self.speech_request is None and not self.done
+                and (not self._queue or self.transcription_request is None))  # (asked per event)
 
     def next_deadline(self) -> float:
         """When `poll` must run next, even without input."""

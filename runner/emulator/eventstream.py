@@ -84,6 +84,7 @@ class Message:
 _PRELUDE: Final = struct.Struct(">II")
 _U32: Final = struct.Struct(">I")
 _U16: Final = struct.Struct(">H")
+_I64: Final = struct.Struct(">q")
 _INT_FORMATS: Final = {_BYTE: ">b", _SHORT: ">h", _INT: ">i", _LONG: ">q", _TIMESTAMP: ">q"}
 
 
@@ -205,8 +206,8 @@ def _decode_value(reader: _Reader, tag: int) -> HeaderValue:
 
 
 def decode_headers(data: bytes) -> dict[str, HeaderValue]:
-    """The header block's values. Strings and byte arrays (every header Bedrock's input frames
-    carry but `:date`) are read inline; the other types go through `_decode_value`."""
+    """The header block's values. Strings, byte arrays and timestamps (every header Bedrock's
+    input frames carry) are read inline; the other types go through `_decode_value`."""
     headers: dict[str, HeaderValue] = {}
     pos, end = 0, len(data)
     try:
@@ -225,6 +226,10 @@ def decode_headers(data: bytes) -> dict[str, HeaderValue]:
                 raw = data[name_end + 3:value_end]
                 headers[name] = raw.decode("utf-8") if tag == _STRING else raw
                 pos = value_end
+            elif tag == _TIMESTAMP:  # the chunk signature's :date
+                (millis,) = _I64.unpack_from(data, name_end + 1)
+                headers[name] = Timestamp(millis)
+                pos = name_end + 9
             else:
                 reader = _Reader(data)
                 reader.pos = name_end + 1
@@ -254,11 +259,43 @@ def _decode_headers_slowly(data: bytes) -> dict[str, HeaderValue]:
 
 def decode_message(data: bytes) -> Message:
     """Decode exactly one whole message."""
-    decoder = EventStreamDecoder()
-    messages = decoder.feed(data)
-    if len(messages) != 1 or decoder.buffered:
-        raise EventStreamError(f"expected exactly one message, got {len(messages)} (+{decoder.buffered} B)")
-    return messages[0]
+    message, end = _parse(data, 0)
+    if message is None or end != len(data):
+        count = 0 if message is None else 1
+        raise EventStreamError(f"expected exactly one message, got {count} (+{len(data) - end} B)")
+    return message
+
+
+_PRELUDE_CRC: Final = struct.Struct(">III")
+
+
+def _parse(buf: bytes | bytearray, pos: int) -> tuple[Message | None, int]:
+    """The whole message starting at `buf[pos]` and the position after it; (None, pos) when the
+    bytes there are only the start of one. Reads in place: no copy of the frame first."""
+    if len(buf) - pos < PRELUDE_LENGTH:
+        return None, pos
+    total, headers_len, prelude_crc = _PRELUDE_CRC.unpack_from(buf, pos)
+    with memoryview(buf) as view:
+        if zlib.crc32(view[pos : pos + 8]) != prelude_crc:
+            raise EventStreamError("prelude CRC mismatch")
+        if headers_len > MAX_HEADERS_LENGTH:
+            raise EventStreamError(f"headers length {headers_len} exceeds {MAX_HEADERS_LENGTH}")
+        payload_len = total - MIN_MESSAGE_LENGTH - headers_len
+        if payload_len < 0:
+            raise EventStreamError(f"total length {total} too small for {headers_len} B of headers")
+        if payload_len > MAX_PAYLOAD_LENGTH:
+            raise EventStreamError(f"payload length {payload_len} exceeds {MAX_PAYLOAD_LENGTH}")
+        end = pos + total
+        if len(buf) < end:
+            return None, pos
+        (message_crc,) = _U32.unpack_from(buf, end - CRC_LENGTH)
+        if zlib.crc32(view[pos : end - CRC_LENGTH]) != message_crc:
+            raise EventStreamError("message CRC mismatch")
+    headers_end = pos + PRELUDE_LENGTH + headers_len
+    # bytes() copies only a bytearray buffer's slices (the message keeps immutable ones).
+    raw_headers = bytes(buf[pos + PRELUDE_LENGTH : headers_end])
+    payload = bytes(buf[headers_end : end - CRC_LENGTH])
+    return Message(headers=decode_headers(raw_headers), payload=payload), end
 
 
 class EventStreamDecoder:
@@ -280,38 +317,25 @@ class EventStreamDecoder:
     def feed(self, data: bytes) -> list[Message]:
         if self._failed is not None:
             raise self._failed
-        self._buffer += data
+        # Usually `data` holds whole messages (one HTTP/2 DATA frame per event): read them from
+        # `data` itself; only a partial message waits in the buffer for the rest.
+        buf: bytes | bytearray = data
+        if self._buffer:
+            self._buffer += data
+            buf = self._buffer
         messages: list[Message] = []
+        pos = 0
         try:
-            while (message := self._next()) is not None:
+            while True:
+                message, pos = _parse(buf, pos)
+                if message is None:
+                    break
                 messages.append(message)
         except EventStreamError as exc:
             self._failed = exc
             raise
+        if buf is self._buffer:
+            del self._buffer[:pos]
+        elif pos < len(data):
+            self._buffer += data[pos:]
         return messages
-
-    def _next(self) -> Message | None:
-        buf = self._buffer
-        if len(buf) < PRELUDE_LENGTH:
-            return None
-        total, headers_len, prelude_crc = struct.unpack_from(">III", buf)
-        if zlib.crc32(buf[:8]) != prelude_crc:
-            raise EventStreamError("prelude CRC mismatch")
-        if headers_len > MAX_HEADERS_LENGTH:
-            raise EventStreamError(f"headers length {headers_len} exceeds {MAX_HEADERS_LENGTH}")
-        payload_len = total - MIN_MESSAGE_LENGTH - headers_len
-        if payload_len < 0:
-            raise EventStreamError(f"total length {total} too small for {headers_len} B of headers")
-        if payload_len > MAX_PAYLOAD_LENGTH:
-            raise EventStreamError(f"payload length {payload_len} exceeds {MAX_PAYLOAD_LENGTH}")
-        if len(buf) < total:
-            return None
-        (message_crc,) = _U32.unpack_from(buf, total - CRC_LENGTH)
-        with memoryview(buf) as view:  # CRC and slices without copying the whole frame first
-            if zlib.crc32(view[: total - CRC_LENGTH]) != message_crc:
-                raise EventStreamError("message CRC mismatch")
-            headers_end = PRELUDE_LENGTH + headers_len
-            raw_headers = bytes(view[PRELUDE_LENGTH:headers_end])
-            payload = bytes(view[headers_end : total - CRC_LENGTH])
-        del buf[:total]
-        return Message(headers=decode_headers(raw_headers), payload=payload)

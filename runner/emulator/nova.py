@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from runner.emulator import asr, speech
-from runner.emulator.api import INLINE_TAKEN, EmulatorStream, Rejection, StreamRequest
+from runner.emulator.api import INLINE_TAKEN, TIMED_OUT, EmulatorStream, Rejection, StreamRequest
 from runner.emulator.brain import (
     THROTTLED,
     Action,
@@ -134,6 +134,8 @@ class NovaHandler:
 
     async def _loop(self, stream: EmulatorStream, brain: Brain, events: StreamLog,
                     inline: _Inline | None) -> None:
+        # The emulator's own stream waits with a timer instead of a cancellation (duck-typed too).
+        receive_within = getattr(stream, "receive_within", None)
         while True:
             await _execute(stream, brain.poll(self._clock()), events)
             if brain.done:
@@ -154,17 +156,23 @@ class NovaHandler:
             # The stream's own queue is the inbox: the wire layer stops acknowledging input (HTTP/2
             # flow control holds the client back) while it holds many unread events. Reading it
             # here, not through a reader task and a second queue, saves a task switch per event.
-            # A receive cut short by the timeout loses nothing: it had not taken an event yet.
-            # (A deadline already past still takes an event that is there: asyncio.timeout
-            # cancels only at the next suspension.)
+            # A receive cut short by the deadline loses nothing: it had not taken an event yet.
+            # (A deadline already past still takes an event that is there: receive_within only
+            # times out on an empty queue, asyncio.timeout cancels only at the next suspension.)
             deadline = brain.next_deadline()
             if inline is not None:
                 inline.until = deadline
-            try:
-                async with asyncio.timeout(max(0.0, deadline - self._clock())):
-                    payload = await stream.receive()
-            except TimeoutError:
-                continue
+            delay = max(0.0, deadline - self._clock())
+            if receive_within is not None:
+                payload = await receive_within(delay)
+                if payload is TIMED_OUT:
+                    continue
+            else:
+                try:
+                    async with asyncio.timeout(delay):
+                        payload = await stream.receive()
+                except TimeoutError:
+                    continue
             if payload is INLINE_TAKEN:
                 assert inline is not None
                 inline.rethrow()

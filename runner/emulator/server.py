@@ -39,8 +39,9 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hyperframe.frame
 
-from runner.emulator.api import EXCEPTION_KINDS, INLINE_TAKEN, StreamHandler, StreamRequest
+from runner.emulator.api import EXCEPTION_KINDS, INLINE_TAKEN, TIMED_OUT, StreamHandler, StreamRequest
 from runner.emulator.certs import load_identity, server_context
 from runner.emulator.eventlog import summarize_event
 from runner.emulator.eventstream import (
@@ -69,6 +70,13 @@ _STREAM_WINDOW: Final = 1 << 20
 # loop iteration (the transport's own high-water mark is 64 KiB too).
 _FLUSH_NOW_BYTES: Final = 64 * 1024
 _CONNECTION_WINDOW: Final = 1 << 24
+_MAX_STREAMS: Final = 1000  # SETTINGS_MAX_CONCURRENT_STREAMS
+# Input data is handed back to h2's flow control (which sends WINDOW_UPDATE only once half a
+# window is consumed) in batches of this much per stream, not per event. Every stream holding a
+# batch at most can never close the connection window: h2 keeps < half of it, and
+# _MAX_STREAMS * _ACK_BATCH is below the other half.
+_ACK_BATCH: Final = 8 * 1024
+assert _MAX_STREAMS * _ACK_BATCH < _CONNECTION_WINDOW // 2 and _ACK_BATCH < _STREAM_WINDOW // 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +112,25 @@ class _Counters:
 _TCP_QUICKACK: Final[int | None] = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 
 
+# h2 (4.4) logs each frame it receives, building the message first whatever its logger:
+# `logger.trace("Received frame: %s", repr(frame))` in H2Connection._receive_frame. hyperframe's
+# repr of a DATA frame hex-dumps the whole body to show its first 20 hex digits: ~6 µs of an
+# input event's ~10 µs repr warm, and on the cold cache a real-time event finds, ~40 µs, about a
+# tenth of the emulator's CPU per event. This replacement gives the same text for any data
+# (tests/emulator/test_frame_repr.py) and hex-dumps only the bytes it shows.
+_HEX_SHOWN: Final = 20
+_hyperframe_raw_data_repr = hyperframe.frame._raw_data_repr
+
+
+def _raw_data_repr(data: bytes | None) -> str:
+    if not data or len(data) * 2 <= _HEX_SHOWN:
+        return _hyperframe_raw_data_repr(data)
+    return "<hex:" + binascii.hexlify(data[: _HEX_SHOWN // 2 + 1]).decode("ascii")[:_HEX_SHOWN] + "...>"
+
+
+hyperframe.frame._raw_data_repr = _raw_data_repr
+
+
 # --- event summaries for the debug log (NovaHandler logs validated events at INFO) -----------
 
 
@@ -112,6 +139,11 @@ def _summarize_payload(payload: bytes) -> str:
         return summarize_event(json.loads(payload))
     except (ValueError, RecursionError):
         return f"non-JSON payload ({len(payload)} B)"
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 # --- framing helpers ----------------------------------------------------------------------------
@@ -188,6 +220,7 @@ class _Stream:
         self._label = f"{request.request_id[:8]}"
         self._inline: Callable[[bytes], bool] | None = None
         self._parked = False  # receive() waits on an empty queue
+        self._woken: asyncio.Future[None] | None = None  # receive_within()'s wait
 
     # EmulatorStream -------------------------------------------------------------------------
 
@@ -209,11 +242,38 @@ class _Stream:
             payload = await self._queue.get()
         finally:
             self._parked = False
+        return self._took(payload)
+
+    async def receive_within(self, seconds: float) -> bytes | None:
+        """receive(), or TIMED_OUT once `seconds` pass with nothing to take. A timer ends the
+        wait, not a cancellation of the waiting task as with asyncio.timeout (NovaHandler waits
+        like this between the ~10 paced output chunks a second of each answer)."""
+        if self._queue.empty():
+            loop = asyncio.get_running_loop()
+            woken = self._woken = loop.create_future()
+            timer = loop.call_later(seconds, _wake, woken)
+            self._parked = True
+            try:
+                await woken
+            finally:
+                self._parked = False
+                self._woken = None
+                timer.cancel()
+            if self._queue.empty():
+                return TIMED_OUT
+        return self._took(self._queue.get_nowait())
+
+    def _took(self, payload: bytes | None) -> bytes | None:
         if payload is None:
             self._queue.put_nowait(None)  # every later receive() also sees the end
             return None
-        self._ack_if_room()
+        if self._unacked >= _ACK_BATCH:
+            self._ack_if_room()
         return payload
+
+    def _put(self, item: bytes | None) -> None:
+        self._queue.put_nowait(item)
+        _wake(self._woken)
 
     async def send_event(self, event: Mapping[str, Any]) -> None:
         data = _chunk_message(event)
@@ -319,7 +379,9 @@ class _Stream:
         self._unacked += flow_length
         if not self._input_done:
             self._feed(data)
-        self._ack_if_room()
+        if self._unacked >= _ACK_BATCH or self._input_done:
+            # No flush here: the connection flushes once it has handled everything it read.
+            self._ack_if_room(flush=False)
 
     def _feed(self, data: bytes) -> None:
         try:
@@ -349,9 +411,9 @@ class _Stream:
             if self._parked and self._inline is not None and self._queue.empty():
                 self._conn.counters.events_inline += 1
                 if self._inline(payload):
-                    self._queue.put_nowait(INLINE_TAKEN)
+                    self._put(INLINE_TAKEN)
             else:
-                self._queue.put_nowait(payload)
+                self._put(payload)
 
     def _fail_input(self, code: str, message: str) -> None:
         logger.warning("%s input rejected: %s: %s", self._label, code, message)
@@ -364,9 +426,12 @@ class _Stream:
     def _finish_input(self) -> None:
         if not self._input_done:
             self._input_done = True
-            self._queue.put_nowait(None)
+            self._put(None)
+            # What the last events held goes back to the connection's window, which the
+            # connection's other and later streams share.
+            self._ack_if_room()
 
-    def _ack_if_room(self) -> None:
+    def _ack_if_room(self, *, flush: bool = True) -> None:
         if self._unacked and (self._input_done or self._queue.qsize() < _QUEUE_SOFT_LIMIT):
             unacked, self._unacked = self._unacked, 0
             try:
@@ -374,7 +439,8 @@ class _Stream:
             except h2.exceptions.ProtocolError:
                 self._gone()
                 return
-            self._conn.flush()
+            if flush:
+                self._conn.flush()
 
     def _gone(self) -> None:
         if not self._dead:
@@ -456,7 +522,7 @@ class _Connection(asyncio.Protocol):
         self.h2.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1000,
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: _MAX_STREAMS,
                 h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _STREAM_WINDOW,
             },
         )

@@ -7,7 +7,10 @@ import hmac
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from runner.emulator import sigv4
 from runner.emulator.eventstream import Message, Timestamp, encode_message
 from runner.emulator.sigv4 import (
     SIGNATURE_MISMATCH,
@@ -172,3 +175,11 @@ def test_chunk_chain_accepts_valid_and_rejects_reordered_or_tampered() -> None:
         ChunkVerifier("cd" * 32, SECRET, region="us-east-1").verify(chain[0])
     with pytest.raises(SignatureError, match="missing its signature"):
         ChunkVerifier(seed, SECRET, region="us-east-1").verify(Message({}, inner[0]))
+
+
+@given(secret=st.text(min_size=1, max_size=60), day=st.from_regex(r"20[0-9]{6}", fullmatch=True),
+       msg=st.binary(max_size=2000))
+def test_day_key_signs_as_hmac_sha256(secret: str, day: str, msg: bytes) -> None:
+    """The chunk chain's HMAC from precomputed pads is HMAC-SHA256 of the day's signing key."""
+    key = sigv4.signing_key(secret, day, "us-east-1", "bedrock")
+    assert sigv4._DayKey(day, secret, "us-east-1", "bedrock").sign(msg) == sigv4._hmac(key, msg)

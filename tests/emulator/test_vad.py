@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from runner.emulator import speech
-from runner.emulator.vad import SILENCE_DBFS, EnergyVad, SpeechEnded, SpeechStarted, VadSettings, frame_dbfs
+from runner.emulator.vad import (
+    SILENCE_DBFS,
+    EnergyVad,
+    SpeechEnded,
+    SpeechStarted,
+    VadSettings,
+    frame_dbfs,
+    frames_loud,
+)
 from tests.emulator.fakes import chunks, silence, tone
 
 
@@ -66,3 +78,43 @@ def test_real_speech(rate: int) -> None:
     assert start.at_s == pytest.approx(1.0, abs=0.1)
     # espeak pads its clip with silence; the detected utterance lies within the clip.
     assert 1.5 < end.duration_s <= len(pcm) / 2 / rate
+
+
+def _frames(samples: list[int], frame_len: int) -> bytes:
+    whole = len(samples) - len(samples) % frame_len
+    return struct.pack(f"<{whole}h", *samples[:whole])
+
+
+def _limit_amplitude(threshold_dbfs: float) -> int:
+    """The constant amplitude whose frame energy lies at the loudness limit (rounded)."""
+    return min(32767, round(32768.0 * 10.0 ** (threshold_dbfs / 20.0)))
+
+
+@given(
+    frame_len=st.sampled_from([1, 7, 160, 320, 480]),
+    threshold=st.one_of(st.floats(-140.0, 0.0), st.sampled_from([SILENCE_DBFS, -40.0, 0.0])),
+    samples=st.lists(st.one_of(st.integers(-32768, 32767), st.sampled_from([-32768, 32767, 0, 1, -1])),
+                     max_size=1500),
+)
+@example(frame_len=320, threshold=-40.0, samples=[_limit_amplitude(-40.0)] * 640)
+@example(frame_len=320, threshold=-40.0, samples=[_limit_amplitude(-40.0) - 1] * 320)
+@example(frame_len=320, threshold=-40.0, samples=[-32768] * 320)
+@example(frame_len=320, threshold=-40.0, samples=[0] * 319 + [1])
+def test_loudness_verdicts_match_frames_loud(frame_len: int, threshold: float, samples: list[int]) -> None:
+    """The VAD's per-frame verdicts (an integer energy loop, for speed on a cold cache) are
+    frames_loud's (numpy), for any samples and threshold, at and around the limit included."""
+    pcm = _frames(samples, frame_len)
+    vad = EnergyVad(frame_len * 50, VadSettings(threshold_dbfs=threshold))
+    frames = np.frombuffer(pcm, dtype="<i2").reshape(-1, frame_len)
+    assert vad._louds(pcm) == frames_loud(frames, threshold).tolist()
+
+
+@given(samples=st.lists(st.integers(-32768, 32767), min_size=320, max_size=320),
+       amplitude=st.one_of(st.integers(320, 336), st.integers(0, 32767)))
+def test_loudness_at_the_limit_matches_frames_loud(samples: list[int], amplitude: int) -> None:
+    """Constant frames at every amplitude around the -40 dBFS limit, next to random ones."""
+    threshold = -40.0
+    pcm = _frames([amplitude] * 320 + samples + [-amplitude] * 320, 320)
+    frames = np.frombuffer(pcm, dtype="<i2").reshape(-1, 320)
+    assert EnergyVad(16000, VadSettings(threshold_dbfs=threshold))._louds(pcm) == \
+        frames_loud(frames, threshold).tolist()
