@@ -216,11 +216,7 @@ async def _orders_call(url: str, call_sid: str) -> int | None:
     question = wav_as_ulaw(SAMPLES / "where_is_my_order.wav")
     async with TwilioCaller(url, call_sid=call_sid) as caller:
         speaking = asyncio.create_task(caller.speak(question, then_silence_s=40))
-        assert await caller.wait_for(lambda h: h.media_frames > 150, 25), caller.heard
-        frames = -1
-        while frames != caller.heard.media_frames:  # until the answer has finished arriving
-            frames = caller.heard.media_frames
-            await asyncio.sleep(1.0)
+        await caller.wait_answer_arrived(25)
         await caller.hang_up()
         await caller.wait_for(lambda h: h.close_code is not None, 10)
         speaking.cancel()

@@ -65,12 +65,7 @@ async def _call(server: ServeProcess) -> None:
     question = wav_as_ulaw(SAMPLES / "where_is_my_order.wav")
     async with TwilioCaller(f"ws://127.0.0.1:{server.port}/twilio/stream") as caller:
         speaking = asyncio.create_task(caller.speak(question, then_silence_s=30))
-        assert await caller.wait_for(lambda h: h.media_frames > 150, 30), caller.heard
-        frames = -1
-        while frames != caller.heard.media_frames:  # until the answer has finished arriving
-            frames = caller.heard.media_frames
-            await asyncio.sleep(1.0)
-        assert await caller.wait_for(lambda h: h.played_frames >= h.media_frames, 5)
+        await caller.wait_answer_arrived(30, played=True)
         await asyncio.sleep(1.5)  # the turn closes once its answer has played (and 1 s after END_TURN)
         await caller.hang_up()
         await caller.wait_for(lambda h: h.close_code is not None, 10)

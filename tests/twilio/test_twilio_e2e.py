@@ -88,12 +88,7 @@ async def _orders_call(server: ServeProcess) -> Heard:
         await caller.send_raw('{"event": "dtmf", "dtmf": {"digit": "99"}}')
         speaking = asyncio.create_task(caller.speak(question, then_silence_s=20))
         # The answer: "Let me check ...", the tool, "Your order 12345 is delivered." (~5 s of speech)
-        assert await caller.wait_for(lambda h: h.media_frames > 150, 25), caller.heard
-        frames = -1
-        while frames != caller.heard.media_frames:  # until the answer has finished arriving
-            frames = caller.heard.media_frames
-            await asyncio.sleep(1.0)
-        assert await caller.wait_for(lambda h: h.played_frames >= h.media_frames, 5)
+        await caller.wait_answer_arrived(25, played=True)
         await caller.press("4")
         await caller.press("2")
         await caller.press("#")

@@ -32,12 +32,7 @@ async def _call(server: ServeProcess) -> Heard:
     url = f"ws://127.0.0.1:{server.port}/twilio/stream"
     async with TwilioCaller(url, start_delay_s=START_DELAY_S) as caller:
         speaking = asyncio.create_task(caller.speak(question, then_silence_s=30))
-        assert await caller.wait_for(lambda h: h.media_frames > 150, 25), caller.heard
-        frames = -1
-        while frames != caller.heard.media_frames:  # until the answer has finished arriving
-            frames = caller.heard.media_frames
-            await asyncio.sleep(1.0)
-        assert await caller.wait_for(lambda h: h.played_frames >= h.media_frames, 5)
+        await caller.wait_answer_arrived(25, played=True)
         await asyncio.sleep(1.5)  # the turn closes once its answer has played (and 1 s after END_TURN)
         await caller.hang_up()
         await caller.wait_for(lambda h: h.close_code is not None, 10)

@@ -179,6 +179,18 @@ class TwilioCaller:
             await asyncio.sleep(0.02)
         return True
 
+    async def wait_answer_arrived(self, first_timeout_s: float = 25, *, played: bool = False) -> None:
+        """Wait for an answer's audio (over 150 frames within `first_timeout_s`), then until it stops
+        arriving (no new frame for 1 s); with `played`, also until the simulated player has played
+        it all (at most 5 s more). Fails the test, showing what was heard, if a wait runs out."""
+        assert await self.wait_for(lambda h: h.media_frames > 150, first_timeout_s), self.heard
+        frames = -1
+        while frames != self.heard.media_frames:
+            frames = self.heard.media_frames
+            await asyncio.sleep(1.0)
+        if played:
+            assert await self.wait_for(lambda h: h.played_frames >= h.media_frames, 5), self.heard
+
     async def _receive(self) -> None:
         assert self._ws is not None
         try:
