@@ -26,7 +26,6 @@ import selectors
 import sys
 import tempfile
 import time
-import wave
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -93,15 +92,7 @@ def thread_group(tid: str, name: str) -> str:
 async def measure(client: str, cycles: int) -> None:
     seconds = br.cycle_seconds() * cycles + 1.0
     with tempfile.TemporaryDirectory() as tmp:
-        scenario = Path(tmp) / "bench.scenario.yaml"
-        scenario.write_text(br.scenario_yaml(4 * cycles + 4))
-        pcm = br.cycle_pcm(cycles)
-        wav = Path(tmp) / "mic.wav"
-        with wave.open(str(wav), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(16000)
-            w.writeframes(pcm)
+        scenario, pcm, wav = br.write_inputs(Path(tmp), cycles)
 
         async def run_once(length: float) -> br.RunResult:
             if client == "runner":

@@ -83,6 +83,20 @@ def cycle_pcm(cycles: int) -> bytes:
     return one * cycles
 
 
+def write_inputs(folder: Path, cycles: int) -> tuple[Path, bytes, Path]:
+    """The scenario file, the microphone PCM and the same PCM as a WAV file, for `cycles` cycles."""
+    scenario = folder / "bench.scenario.yaml"
+    scenario.write_text(scenario_yaml(4 * cycles + 4))
+    pcm = cycle_pcm(cycles)
+    wav = folder / "mic.wav"
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(pcm)
+    return scenario, pcm, wav
+
+
 def cycle_seconds() -> float:
     return len(cycle_pcm(1)) / 32000
 
@@ -366,15 +380,7 @@ async def main_async(args: argparse.Namespace) -> None:
     baseline_results: list[RunResult] = []
     same_rate_results: list[RunResult] = []
     with tempfile.TemporaryDirectory() as tmp:
-        scenario = Path(tmp) / "bench.scenario.yaml"
-        scenario.write_text(scenario_yaml(4 * args.cycles + 4))
-        pcm = cycle_pcm(args.cycles)
-        wav = Path(tmp) / "mic.wav"
-        with wave.open(str(wav), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(16000)
-            w.writeframes(pcm)
+        scenario, pcm, wav = write_inputs(Path(tmp), args.cycles)
         clients: list[tuple[list[RunResult], Callable[[], Any]]] = [
             (runner_results, lambda: run_runner(wav, seconds)),
             (baseline_results, lambda: run_baseline(pcm, seconds))]
