@@ -28,7 +28,6 @@ import asyncio
 import datetime
 import functools
 import hashlib
-import hmac
 import importlib.metadata
 import logging
 import math
@@ -45,6 +44,8 @@ from aws_sdk_signers import AsyncEventSigner
 from smithy_aws_core.identity import AWSCredentialsIdentity
 from smithy_aws_event_stream.aio import AWSEventPublisher, SigningConfig
 from smithy_aws_event_stream.events import MAX_PAYLOAD_LENGTH, EventMessage
+
+from runner.sigv4 import KeyedHmac, signing_key
 
 log = logging.getLogger("runner.transport")
 
@@ -101,12 +102,6 @@ def _split(message: bytes) -> tuple[bytes, bytes]:
     return message[_PRELUDE_SIZE:_PRELUDE_SIZE + headers_length], message[_PRELUDE_SIZE + headers_length:-4]
 
 
-def _signing_key(secret: str, day: str, region: str, service: str) -> bytes:
-    key = ("AWS4" + secret).encode()
-    for part in (day, region, service, "aws4_request"):
-        key = hmac.digest(key, part.encode(), "sha256")
-    return key
-
 
 @dataclass(frozen=True, slots=True)
 class Framing:
@@ -122,7 +117,7 @@ class Framing:
 class Signer:
     """SigV4 event signing with what only changes per second / per day kept between events."""
 
-    __slots__ = ("_clock", "_day", "_framing", "_head", "_head_for", "_inner", "_key_for", "_outer")
+    __slots__ = ("_clock", "_day", "_framing", "_head", "_head_for", "_key_for", "_mac")
 
     def __init__(self, framing: Framing, clock: Clock) -> None:
         self._framing = framing
@@ -131,8 +126,7 @@ class Signer:
         self._head = b""
         self._day = ""
         self._key_for: tuple[str, str, str, str] = ("", "", "", "")
-        self._inner = hashlib.sha256()
-        self._outer = hashlib.sha256()
+        self._mac = KeyedHmac(b"")
 
     def frame(self, payload: bytes, *, prior: bytes, secret: str, region: str,
               service: str) -> tuple[bytes, bytes]:
@@ -152,23 +146,14 @@ class Signer:
             self._head = f"AWS4-HMAC-SHA256-PAYLOAD\n{stamp}\n{scope}\n".encode()
         if (secret, self._day, region, service) != self._key_for:
             self._key_for = (secret, self._day, region, service)
-            self._set_key(_signing_key(secret, self._day, region, service))
+            self._mac = KeyedHmac(signing_key(secret, self._day, region, service))
         date_header = f.date_prefix + _I64.pack(int(seconds * 1000))
         string_to_sign = b"".join((self._head, prior, b"\n", hexlify(hashlib.sha256(date_header).digest()),
                                    b"\n", hexlify(hashlib.sha256(inner).digest())))
-        # HMAC-SHA256 (RFC 2104) from the key's precomputed inner and outer pad states: on a cold
-        # cache 30-40 µs less per event than hmac.digest, which sets the key up every time.
-        mac = self._inner.copy()
-        mac.update(string_to_sign)
-        outer = self._outer.copy()
-        outer.update(mac.digest())
-        signature = outer.digest()
+        # From the key's precomputed pad states: on a cold cache 30-40 µs less per event than
+        # hmac.digest, which sets the key up every time.
+        signature = self._mac.digest(string_to_sign)
         return _message(date_header + f.signature_prefix + signature, inner), hexlify(signature)
-
-    def _set_key(self, key: bytes) -> None:
-        block = key.ljust(64, b"\0")  # a SHA-256 block; the key (a SHA-256 digest) is shorter
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
 
 
 class FastChunkSender:
