@@ -14,8 +14,6 @@ import math
 import sys
 from dataclasses import dataclass
 
-import numpy as np
-
 SILENCE_DBFS = -120.0
 
 
@@ -45,35 +43,12 @@ class SpeechEnded:
 VadEvent = SpeechStarted | SpeechEnded
 
 
-def frame_dbfs(samples: np.ndarray) -> float:
-    """RMS level of int16 `samples` relative to full scale (SILENCE_DBFS for digital silence)."""
-    if samples.size == 0:
-        return SILENCE_DBFS
-    rms = float(np.sqrt(np.mean(np.square(samples.astype(np.float64)))))
-    if rms <= 0.0:
-        return SILENCE_DBFS
-    return max(SILENCE_DBFS, 20.0 * float(np.log10(rms / 32768.0)))
-
-
-def frames_loud(frames: np.ndarray, threshold_dbfs: float) -> np.ndarray:
-    """Per row of int16 `frames`: is `frame_dbfs(row) >= threshold_dbfs`? One vectorised pass
-    (a 32 ms chunk is 1-2 frames; per-frame numpy calls cost more than the arithmetic). The
-    comparison is made on the exact integer sum of squares, against the threshold's energy."""
-    energy = np.einsum("ij,ij->i", frames, frames, dtype=np.int64)
-    if threshold_dbfs <= SILENCE_DBFS:  # frame_dbfs never goes below SILENCE_DBFS
-        return np.ones(len(frames), dtype=bool)
-    # dBFS >= T  <=>  rms >= 32768 * 10^(T/20)  <=>  sum of squares >= n * (32768 * 10^(T/20))^2
-    limit = frames.shape[1] * (32768.0 * 10.0 ** (threshold_dbfs / 20.0)) ** 2
-    loud: np.ndarray = energy >= limit
-    return loud
-
-
 def frame_energies(pcm: bytes, frame_len: int) -> list[int]:
     """The exact sum of squares of each `frame_len`-sample frame of little-endian int16 `pcm`
-    (whole frames only), what `frames_loud` compares. Without numpy on purpose: the VAD runs once
-    per 32 ms input event of every session, each one the first work after the event loop woke,
-    with the CPU caches cold; numpy's call machinery then costs about twice this loop over the
-    samples (math.sumprod adds integer products exactly)."""
+    (whole frames only), what the VAD compares with its threshold's energy. Without numpy on
+    purpose: the VAD runs once per 32 ms input event of every session, each one the first work
+    after the event loop woke, with the CPU caches cold; numpy's call machinery then costs about
+    twice this loop over the samples (math.sumprod adds integer products exactly)."""
     samples: memoryview | array.array[int]
     if sys.byteorder == "little":
         samples = memoryview(pcm).cast("h")
@@ -98,8 +73,9 @@ class EnergyVad:
         self._run_loud = 0  # consecutive loud frames (while not in speech)
         self._run_quiet = 0  # consecutive quiet frames (while in speech)
         self._speech_start: float | None = None
-        # The loudness threshold as a frame energy (frames_loud's `limit`); None: every frame is
-        # loud (a threshold at or below SILENCE_DBFS).
+        # The loudness threshold as a frame energy: a frame's RMS level in dBFS (relative to full
+        # scale, never below SILENCE_DBFS) is >= T  <=>  rms >= 32768 * 10^(T/20)  <=>  its sum of
+        # squares >= n * (32768 * 10^(T/20))^2. None: every frame is loud (T <= SILENCE_DBFS).
         self._loud_energy: float | None = (
             None if self.settings.threshold_dbfs <= SILENCE_DBFS
             else self._frame_len * (32768.0 * 10.0 ** (self.settings.threshold_dbfs / 20.0)) ** 2)
@@ -128,8 +104,8 @@ class EnergyVad:
         return events
 
     def _louds(self, pcm: bytes) -> list[bool]:
-        """Whether each whole frame of `pcm` is loud: frames_loud's verdicts (tests/emulator/
-        test_vad.py holds them equal), an exact integer energy against the same float limit."""
+        """Whether each whole frame of `pcm` is loud: an exact integer energy against the float
+        limit (tests/emulator/test_vad.py holds the verdicts to an RMS-level reference)."""
         count = len(pcm) // (self._frame_len * 2)
         limit = self._loud_energy
         if limit is None:
