@@ -7,8 +7,6 @@ the first typed line asks for an order, the emulator calls trackOrderTool).
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,52 +14,37 @@ import pytest
 
 from runner.config.loader import load_agent
 from runner.console import Console
-from runner.conversation import Conversation, QueueTextInput
+from runner.conversation import QueueTextInput
 from runner.engine import RunOptions, run_agent
 from runner.errors import RunnerError
-from runner.protocol.events import ContentEnd, OutputEvent
+from runner.protocol.events import OutputEvent
+from tests.conversation.text_run_helpers import EndOfTurn, KeepConversation, restore_environ  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def _restore_environ() -> Iterator[None]:
-    saved = dict(os.environ)  # the emulator's CA and credentials are put in the environment
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+pytestmark = pytest.mark.usefixtures("restore_environ")
 
 
-class Turns:
+class Turns(EndOfTurn):
     """A tap that wakes the driver at each END_TURN and keeps what was sent."""
 
     def __init__(self) -> None:
-        self.ended = asyncio.Event()
+        super().__init__()
         self.records: list[tuple[str, dict[str, Any]]] = []  # what the runner sent
         self.times: list[float] = []
 
     def output(self, event: OutputEvent, at: float) -> None:
         self.times.append(at)
-        if isinstance(event, ContentEnd) and event.stop_reason == "END_TURN":
-            self.ended.set()
+        super().output(event, at)
 
     def sent(self, kind: str, at: float, **fields: Any) -> None:
         self.records.append((kind, fields))
 
 
-class Observer:
-    conversation: Conversation | None = None
-
-    def emulator_started(self, emulator: object) -> None:
-        pass
-
-    def conversation_finished(self, conversation: Conversation) -> None:
-        self.conversation = conversation
-
-
 def test_a_program_types_a_turn_and_sees_it_happen() -> None:
     agent = load_agent(REPO / "agents" / "orders.yaml")
-    text, turns, observer = QueueTextInput(), Turns(), Observer()
+    text, turns, observer = QueueTextInput(), Turns(), KeepConversation()
     options = RunOptions(emulate=True, scenario=REPO / "samples" / "orders.scenario.yaml", text=True,
                          text_input=text, mute=True, taps=(turns,), idle_exit_s=0.5)
 
