@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -11,6 +12,16 @@ import pytest
 
 AUDIO_ENV = Path(__file__).resolve().parent / "audio_env.sh"
 PULSE_TOOLS = ("pulseaudio", "pactl", "paplay", "parec")
+
+
+@pytest.fixture
+def restore_environ() -> Iterator[None]:
+    """os.environ as it was before the test: an in-process emulator exports its endpoint, CA and
+    test credentials there (use with `pytestmark = pytest.mark.usefixtures("restore_environ")`)."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")

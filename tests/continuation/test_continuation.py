@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import wave
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +29,7 @@ RATE = 16000
 WORDS = ["one", "two", "three", "four", "five"]
 
 
-@pytest.fixture(autouse=True)
-def _restore_environ() -> Iterator[None]:
-    # The emulator run exports its endpoint, CA and test credentials into os.environ.
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+pytestmark = pytest.mark.usefixtures("restore_environ")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import json
 import os
 import sys
 import wave
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,12 +38,7 @@ print(json.dumps({"Version": 1, "AccessKeyId": sys.argv[2], "SecretAccessKey": s
 """
 
 
-@pytest.fixture(autouse=True)
-def _restore_environ() -> Iterator[None]:
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+pytestmark = pytest.mark.usefixtures("restore_environ")
 
 
 def test_expiring_credentials_are_refreshed_on_a_new_stream(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ import asyncio
 import itertools
 import os
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -23,13 +22,7 @@ from runner.protocol.session import Session
 from runner.protocol.setup import HistoryMessage, SessionSetup
 from runner.transports.bedrock import open_connector
 
-
-@pytest.fixture(autouse=True)
-def _restore_environ() -> Iterator[None]:
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+pytestmark = pytest.mark.usefixtures("restore_environ")
 
 
 def long_history() -> tuple[HistoryMessage, ...]:

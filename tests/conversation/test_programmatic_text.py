@@ -18,7 +18,7 @@ from runner.conversation import QueueTextInput
 from runner.engine import RunOptions, run_agent
 from runner.errors import RunnerError
 from runner.protocol.events import OutputEvent
-from tests.conversation.text_run_helpers import EndOfTurn, KeepConversation, restore_environ  # noqa: F401
+from tests.conversation.text_run_helpers import EndOfTurn, KeepConversation
 
 REPO = Path(__file__).resolve().parents[2]
 

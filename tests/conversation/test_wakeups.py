@@ -20,7 +20,7 @@ from runner.config.loader import load_agent
 from runner.console import Console
 from runner.conversation import Conversation, QueueTextInput
 from runner.engine import RunOptions, run_agent
-from tests.conversation.text_run_helpers import EndOfTurn, KeepConversation, restore_environ  # noqa: F401  (a fixture, autouse below)
+from tests.conversation.text_run_helpers import EndOfTurn, KeepConversation
 
 REPO = Path(__file__).resolve().parents[2]
 IDLE_S = 2.0

@@ -1,27 +1,15 @@
 """Pieces shared by tests that drive a text conversation in-process with `run_agent` (the real engine,
-the SDK over TLS and the in-process emulator): the environment restored after the emulator set its
-CA and credentials there, a tap that wakes the driver at END_TURN, and an observer keeping the run's
+the SDK over TLS and the in-process emulator; the environment is restored by tests/conftest.py's
+`restore_environ`): a tap that wakes the driver at END_TURN, and an observer keeping the run's
 Conversation."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from runner.conversation import Conversation
 from runner.protocol.events import ContentEnd, OutputEvent
-
-
-@pytest.fixture
-def restore_environ() -> Iterator[None]:
-    saved = dict(os.environ)  # the emulator's CA and credentials are put in the environment
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
 
 
 class EndOfTurn:

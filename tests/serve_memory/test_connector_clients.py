@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,15 +19,7 @@ from runner.transports.bedrock import BedrockConnector, BedrockStream, open_conn
 
 MODEL = "amazon.nova-2-sonic-v1:0"
 
-pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(autouse=True)
-def _restore_environ() -> Iterator[None]:
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("restore_environ")]
 
 
 def watch_close(connector: BedrockConnector, closed: list[str], name: str) -> Any:

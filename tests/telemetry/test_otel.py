@@ -27,7 +27,7 @@ from runner.protocol.events import TokenCounts
 from runner.telemetry import otel
 from runner.telemetry.prices import BUILTIN_TABLE
 from runner.telemetry.turns import ToolTiming, TurnTracker
-from tests.conversation.text_run_helpers import EndOfTurn, KeepConversation, restore_environ  # noqa: F401  (restore_environ: a fixture)
+from tests.conversation.text_run_helpers import EndOfTurn, KeepConversation
 
 REPO = Path(__file__).resolve().parents[2]
 NOVA2 = "amazon.nova-2-sonic-v1:0"

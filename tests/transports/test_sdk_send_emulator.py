@@ -13,7 +13,6 @@ import json
 import os
 import wave
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +29,7 @@ from runner.transports.sdk_send import FastChunkSender
 ROOT = Path(__file__).resolve().parents[2]
 RATE = 16000
 
-pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture(autouse=True)
-def _restore_environ() -> Iterator[None]:
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.usefixtures("restore_environ")]
 
 
 def test_a_conversation_goes_through_the_fast_path_with_verified_signatures(
