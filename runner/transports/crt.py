@@ -16,6 +16,13 @@ directly, and the stream offers `write_nowait`: the SDK send fast path (sdk_send
 signed frame straight to CRT when that cannot reorder anything (the writer is parked waiting for
 the provider, which is empty), saving the provider's write and a step of the writer task per event.
 
+Before the response headers arrive, the writer keeps what it has queued on the stream within
+HTTP/2's default window (EARLY_WINDOW), then waits for them: aws-c-http (awscrt 0.32.2) never
+resumes a stream whose send window ran out before the server's SETTINGS raised the initial window
+(it applies the SETTINGS delta but leaves the stream on its stalled list until a WINDOW_UPDATE for
+that stream, which a server with a large window may never send). Response headers come after the
+server's SETTINGS, so once they are in, flow control works as the server set it up.
+
 Everything else is smithy's: connection pool, TLS context (SSL_CERT_FILE), timeouts, HTTP/1.1
 handling. awscrt chooses the connection class itself (`_HttpClientConnectionCore`), so the
 lean stream is created through a small view of the pooled connection that smithy's `send()` uses.
@@ -24,12 +31,13 @@ lean stream is created through a small view of the pooled connection that smithy
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import importlib.metadata
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from copy import deepcopy
 from io import BytesIO
 from typing import Any, Final, TypeGuard
@@ -48,6 +56,10 @@ MAX_WRITES_IN_FLIGHT = 16
 # write_nowait reads the provider's private state (smithy-core 0.9.0's AsyncBytesProvider): with
 # another version, or a provider that does not look the same, frames take the provider's path.
 SMITHY_CORE: Final = "0.9.0"
+# What a stream may queue before the response headers (hence the server's SETTINGS) have arrived:
+# HTTP/2's default initial window (65535 B) less aws-c-http's stall threshold (a stream stalls once
+# its window is down to 256 B) and one more byte.
+EARLY_WINDOW: Final = 65535 - 256 - 1
 _PROVIDER_STATE: Final = (("_data", deque), ("_closed", bool), ("_closing", bool), ("_flushing", bool),
                           ("_data_condition", asyncio.Condition))
 
@@ -115,6 +127,7 @@ class LeanHttp2Stream(AIOHttp2ClientStream):  # type: ignore[misc]  # awscrt shi
     _ending = False  # the writer has stopped taking chunks (END_STREAM queued or about to be)
     _failed: BaseException | None = None  # a write that failed: every later write fails with it
     _provider: AsyncBytesProvider | None = None  # set while write_nowait may be used
+    _early: int | None = 0  # bytes queued before the response headers; None once they are in
 
     async def _set_request_body_generator(self, body_iterator: AsyncIterator[bytes]) -> None:
         self._in_flight: deque[Future[None]] = deque()
@@ -135,6 +148,9 @@ class LeanHttp2Stream(AIOHttp2ClientStream):  # type: ignore[misc]  # awscrt shi
                 finally:
                     self._idle = False
                 self._reap()  # a failed write ends the writer with its error
+                if not self._early_room(len(chunk)):
+                    await self._response_or_end()
+                    self._early = None
                 if len(in_flight) >= MAX_WRITES_IN_FLIGHT:
                     await asyncio.wrap_future(in_flight.popleft(), loop=self._loop)
                 in_flight.append(self.write_data(BytesIO(chunk), False))
@@ -179,12 +195,63 @@ class LeanHttp2Stream(AIOHttp2ClientStream):  # type: ignore[misc]  # awscrt shi
         self._reap()
         if len(self._in_flight) >= MAX_WRITES_IN_FLIGHT:
             return False  # the writer waits for the oldest write (back-pressure) on the slow path
+        if not self._early_room(len(chunk)):
+            return False  # the writer waits for the response headers on the slow path
         try:
             self._in_flight.append(self.write_data(BytesIO(chunk), False))
         except Exception as exc:
             self._failed = exc
             raise
         return True
+
+    def _early_room(self, size: int) -> bool:
+        """Whether a chunk of `size` bytes may be queued now: always once the response headers are
+        in; before that, while what is queued stays within EARLY_WINDOW (counted here)."""
+        early = self._early
+        if early is None:
+            return True
+        if self._response_status_future.done():
+            self._early = None
+            return True
+        if early + size > EARLY_WINDOW:
+            return False
+        self._early = early + size
+        return True
+
+    async def _response_or_end(self) -> None:
+        """Until the response headers arrive or the stream completes (reset, dropped: the next
+        write then fails with its error). Not by wrapping awscrt's concurrent Futures: cancelling
+        a wrapper cancels the Future itself, and CRT's thread then fails to set it."""
+        loop = self._loop
+        woken = loop.create_future()
+
+        def wake(_: object) -> None:
+            loop.call_soon_threadsafe(_set_done, woken)
+
+        self._response_status_future.add_done_callback(wake)
+        self._completion_future.add_done_callback(wake)
+        await woken
+
+    # awscrt hands each response chunk to a concurrent Future that a reader awaits through a
+    # wrapper; when the reader is cancelled, so is that Future, and awscrt's `set_result` on it
+    # then raises InvalidStateError in CRT's thread (logged as an unraisable exception).
+    def _on_body(self, chunk: bytes) -> None:
+        with self._deque_lock:
+            if self._chunk_futures:
+                future = self._chunk_futures.popleft()
+            else:
+                self._received_chunks.append(chunk)
+                return
+        with contextlib.suppress(InvalidStateError):  # a reader that was cancelled: nobody wants it
+            future.set_result(chunk)
+
+    def _resolve_pending_chunk_futures(self) -> None:
+        with self._deque_lock:
+            pending = list(self._chunk_futures)
+            self._chunk_futures.clear()
+        for future in pending:
+            with contextlib.suppress(InvalidStateError):
+                future.set_result(b"")
 
     def _reap(self) -> None:
         """Drop completed writes from the front of the in-flight queue; raise a failed one's error
@@ -198,6 +265,11 @@ class LeanHttp2Stream(AIOHttp2ClientStream):  # type: ignore[misc]  # awscrt shi
             except Exception as exc:
                 self._failed = exc
                 raise
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _direct_capable(body: object) -> TypeGuard[AsyncBytesProvider]:

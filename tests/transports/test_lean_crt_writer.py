@@ -476,3 +476,56 @@ def test_events_while_the_writer_holds_one_take_the_provider_and_keep_their_orde
     assert tail_direct == tail, tail_direct
     assert env.stats().chunk_signatures_verified - verified_before == count + 1
     assert len(remote_ends[model]) == 1, remote_ends[model]
+
+
+@pytest.fixture
+def late_server_settings(monkeypatch: pytest.MonkeyPatch) -> float:
+    """Each new emulator connection holds everything it sends (its SETTINGS first) for a while,
+    as a far-away server's would arrive: the client opens its stream and writes meanwhile."""
+    hold_s = 0.5
+    real_flush = server._Connection.flush
+    released: set[int] = set()
+    holding: set[int] = set()
+
+    def flush(self: Any) -> None:
+        if id(self) in released:
+            real_flush(self)
+        elif id(self) not in holding:  # h2 keeps what is queued until the release
+            holding.add(id(self))
+
+            def release() -> None:
+                released.add(id(self))
+                real_flush(self)
+
+            asyncio.get_running_loop().call_later(hold_s, release)
+
+    monkeypatch.setattr(server._Connection, "flush", flush)
+    return hold_s
+
+
+def test_a_burst_before_the_servers_settings_arrive_is_not_stalled_for_ever(
+        env: Emulator, handler: Handler, late_server_settings: float) -> None:
+    """Events sent at once on a new connection, more than HTTP/2's default window (65535 B),
+    before the server's SETTINGS (raising the window to 1 MiB) arrive. aws-c-http would leave the
+    stream stalled for ever once its window ran out then; the writer holds what is beyond the
+    default window until the response headers show the SETTINGS are in. Failed ~1 time in 3
+    (`agent-run doctor --emulate` on a v1 agent, which speaks 1.5 s of audio at once) before."""
+    model, count = f"echo-burst.{MODEL}", 60  # ~166 KB
+
+    async def main() -> tuple[bytes | None, float]:
+        stream, close = await _open("lean", model)
+        try:
+            start = time.monotonic()
+            for i in range(count):
+                await stream.send(_audio_event(i))
+            await stream.close_input()
+            reply = await asyncio.wait_for(stream.receive(), 10)
+            await stream.aclose()
+            return reply, time.monotonic() - start
+        finally:
+            await close()
+
+    reply, elapsed = asyncio.run(main())
+    assert reply is not None
+    assert json.loads(json.loads(reply)["event"]["textOutput"]["content"]) == list(range(count))
+    assert elapsed >= late_server_settings * 0.9  # the burst really went out before the SETTINGS
