@@ -112,13 +112,20 @@ def run(args: argparse.Namespace) -> int:
             jobs.extend((loaded.agent, case) for case in loaded.tests.cases
                         if args.keyword is None or args.keyword.casefold() in case.name.casefold())
             served[id(loaded.agent)] = loaded.tests
-    for problem in problems:
-        print(problem.format())
     if any(p.is_error for p in problems):
+        for problem in problems:
+            print(problem.format())
         errors = sum(p.is_error for p in problems)
         print(f"agent-run test: {errors} error{'' if errors == 1 else 's'} in the test files or their "
               "agents; nothing was run")
         return 2
+    running = [(a, c) for a, c in jobs if args.target in c.targets]
+    if (refusal := env_refusal(running)) is not None:  # before any service or emulator starts
+        # Alone: the warnings about the same unset variables would only say it twice.
+        print(f"agent-run test: error: {refusal}")
+        return 2
+    for problem in problems:  # warnings
+        print(problem.format())
     if not jobs:
         print(f"agent-run test: no case matches -k {args.keyword!r}")
         return 2
@@ -127,10 +134,6 @@ def run(args: argparse.Namespace) -> int:
     skipped = [case for _, case in jobs if args.target not in case.targets]
     for case in skipped:
         print(f"SKIP  {case.where.file}: {case.name} (targets: {', '.join(case.targets)})")
-    running = [(a, c) for a, c in jobs if args.target in c.targets]
-    if (refusal := env_refusal(running)) is not None:  # before any service or emulator starts
-        print(f"agent-run test: error: {refusal}")
-        return 2
     with ExitStack() as stack:
         try:  # each file's services, started once for its cases (stopped on the way out, Ctrl-C too)
             bound = {id(agent): stack.enter_context(serving(served[id(agent)], agent))

@@ -124,6 +124,8 @@ def test_agent_run_test_refuses_before_starting_anything(tmp_path: Path) -> None
         "Set them before starting (export NAME=...); `agent-run check` lists them\n")
     assert not (tmp_path / "pid.txt").exists(), "the service was started"
     assert "PASS" not in done.stdout and "FAIL" not in done.stdout
+    # The refusal alone: not also `check`'s warnings about the same variables above it.
+    assert done.stdout.startswith("agent-run test: error: environment variable(s) not set"), done.stdout
 
 
 def test_run_serve_and_test_refuse_alike_and_never_show_a_set_secret(tmp_path: Path) -> None:
@@ -151,6 +153,7 @@ def test_a_tool_the_cases_mock_needs_no_variable(tmp_path: Path) -> None:
     tests = folder(tmp_path, mcp=False)
     mocked = agent_run("test", tests, "-k", "mocked", environ=env())
     assert mocked.returncode == 0, mocked.stdout + mocked.stderr
+    assert "T_REFUSAL_TOKEN is not set" in mocked.stdout  # check's warning, for a run of the agent
     assert f"PASS  {tests}: mocked lookup (" in mocked.stdout
     # A case that calls it needs it.
     both = agent_run("test", tests, environ=env())
