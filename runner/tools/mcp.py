@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from runner.config.model import McpServerConfig
-from runner.config.secrets import env_refs, resolve_env_refs
+from runner.config.secrets import env_refs, redact, resolve_env_refs
 from runner.errors import RunnerError, ToolError
 
 if TYPE_CHECKING:
@@ -144,14 +144,6 @@ def _content_value(content: list[Any]) -> Any:
     if len(values) == 1:
         return values[0]
     return {"content": values}
-
-
-def redact(text: str, secrets: Mapping[str, str]) -> str:
-    """`text` with each secret value (NAME -> value) replaced by its `${env:NAME}` reference."""
-    for name, value in sorted(secrets.items(), key=lambda item: -len(item[1])):
-        if len(value) >= 3:  # a one- or two-character value would match everywhere
-            text = text.replace(value, f"${{env:{name}}}")
-    return text
 
 
 def _resolve(server: McpServerConfig, environ: Mapping[str, str], where: str
