@@ -66,6 +66,13 @@ CLOSE_TIMEOUT: Final = 3.0  # closing the emulator
 # Stop acknowledging input (closing the client's window) while this many events wait unread.
 _QUEUE_SOFT_LIMIT: Final = 256
 _STREAM_WINDOW: Final = 1 << 20
+_DEFAULT_WINDOW: Final = 65535  # HTTP/2's initial window, which the emulator's SETTINGS keep
+# Each stream's window grows from HTTP/2's default to _STREAM_WINDOW by a WINDOW_UPDATE when the
+# stream opens, not by SETTINGS_INITIAL_WINDOW_SIZE: aws-c-http (awscrt 0.32.2) never resumes a
+# stream whose window ran out before SETTINGS raised it (a client that writes 64 KB at once before
+# the emulator's SETTINGS arrive), but does resume one on a WINDOW_UPDATE. (Tests set this True to
+# be a server that uses SETTINGS, as a real one may.)
+_WINDOW_BY_SETTINGS = False
 # DATA queued in h2 beyond this goes to the transport at once rather than at the end of the
 # loop iteration (the transport's own high-water mark is 64 KiB too).
 _FLUSH_NOW_BYTES: Final = 64 * 1024
@@ -519,15 +526,12 @@ class _Connection(asyncio.Protocol):
         with contextlib.suppress(OSError):
             self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._quickack()
-        self.h2.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: _MAX_STREAMS,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _STREAM_WINDOW,
-            },
-        )
+        settings = {h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: _MAX_STREAMS}
+        if _WINDOW_BY_SETTINGS:
+            settings[h2.settings.SettingCodes.INITIAL_WINDOW_SIZE] = _STREAM_WINDOW
+        self.h2.local_settings = h2.settings.Settings(client=False, initial_values=settings)
         self.h2.initiate_connection()
-        self.h2.increment_flow_control_window(_CONNECTION_WINDOW - 65535)
+        self.h2.increment_flow_control_window(_CONNECTION_WINDOW - _DEFAULT_WINDOW)
         self.flush()
         logger.info("TLS connection from %s, ALPN h2", transport.get_extra_info("peername"))
 
@@ -618,6 +622,8 @@ class _Connection(asyncio.Protocol):
     def _dispatch(self, event: h2.events.Event) -> None:
         match event:
             case h2.events.RequestReceived(stream_id=sid, headers=headers, stream_ended=ended):
+                if ended is None and not _WINDOW_BY_SETTINGS:
+                    self.h2.increment_flow_control_window(_STREAM_WINDOW - _DEFAULT_WINDOW, stream_id=sid)
                 self._on_request(sid, headers)
                 if ended is not None and sid in self.streams:
                     self.streams[sid].on_remote_end()
