@@ -603,3 +603,57 @@ def test_a_chunk_is_read_whole_in_order_then_ends(room: int) -> None:
         got += buffer[:n]
     assert bytes(got) == data
     assert chunk._read_into_memoryview(memoryview(buffer)) == 0
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_crts_thread_keeps_its_python_state_while_a_stream_is_open_and_only_then(
+        env: Emulator, handler: Handler, keep: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `threading.local` set in one write-completion callback on CRT's thread is still there in the
+    next one while the stream is open (the thread's Python state is kept, not made anew per
+    callback), and gone once the stream is over (released: the next stream on the same connection,
+    so the same thread, starts without it). Without keeping (another CPython), it never survives."""
+    if not keep:
+        monkeypatch.setattr(crt, "PYTHON", (0, 0))
+    local = threading.local()
+    seen: list[tuple[int, int | None, int]] = []  # (stream, the mark found, thread), per completion
+    real = LeanHttp2Stream._on_write
+
+    def spy(self: LeanHttp2Stream, error_code: int) -> None:
+        seen.append((id(self), getattr(local, "mark", None), threading.get_ident()))
+        real(self, error_code)
+        local.mark = id(self)
+
+    monkeypatch.setattr(LeanHttp2Stream, "_on_write", spy)
+
+    async def one_stream(connector: Any, name: str) -> LeanHttp2Stream:
+        stream = await connector.open_stream(f"echo-keep-{keep}-{name}.{MODEL}")
+        await stream.wait_accepted()
+        for i in range(12):
+            await stream.send(_audio_event(i))
+            await _writes_complete(_lean_stream(stream))
+        lean = _lean_stream(stream)
+        await stream.close_input()
+        assert await asyncio.wait_for(stream.receive(), 10) is not None
+        await stream.aclose()
+        async with asyncio.timeout(5):  # until CRT has reported the stream complete
+            while not lean._completion_future.done():  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        return lean
+
+    async def main() -> list[int]:
+        connector = await open_connector(region=None, endpoint=None)
+        try:
+            first = await one_stream(connector, "a")
+            return [id(first), id(await one_stream(connector, "b"))]  # (both alive: distinct ids)
+        finally:
+            await connector.aclose()
+
+    streams = asyncio.run(main())
+    threads = {thread for _, _, thread in seen}
+    assert len(threads) == 1 and threading.get_ident() not in threads, threads  # CRT's one thread
+    for stream in streams:
+        marks = [mark for of, mark, _ in seen if of == stream]
+        assert len(marks) >= 12, seen
+        assert marks[0] is None, marks  # a new state: for the second stream, the first was released
+        assert set(marks[1:]) == ({stream} if keep else {None}), marks
+    assert not threads & set(crt._kept_states), crt._kept_states  # released with the stream
