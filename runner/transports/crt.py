@@ -13,6 +13,11 @@ the call is the C one that `Http2ClientStream.write_data` makes, with a lean chu
 callback per stream instead of a BytesIO, an InputStream, a closure and a concurrent Future per
 write (`_queue_chunk`); with another version, `write_data` itself.
 
+awscrt enters Python from its C thread several times per write (two reads of the chunk, its
+completion, the chunk's release), each time making and deleting a Python thread state; while a lean
+stream is open, that thread keeps one instead (`_keep_thread_state`, CPython 3.12 only): about half
+of CRT's thread CPU per write, measured.
+
 When the body is smithy's AsyncBytesProvider (an event stream's input), the writer iterates it
 directly, and the stream offers `write_nowait`: the SDK send fast path (sdk_send.py) hands a
 signed frame straight to CRT when that cannot reorder anything (the writer is parked waiting for
