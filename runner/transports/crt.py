@@ -5,11 +5,18 @@ Every input event of a Bedrock stream is one chunk of the request body. awscrt's
 completion, which the CRT thread signals with `call_soon_threadsafe`: per event that is a second
 step of the writer task, a self-pipe wake-up of the loop and a `_chain_future` callback
 (~150-200 µs on a cold cache, at 31 events/s for 32 ms chunks). The writer here hands each chunk
-to CRT with the manual-write call (`awscrt.http.Http2ClientStream.write_data`, which returns a
-concurrent Future) and does not wait for it: completions are only looked at when the next chunk
-comes, and the loop is woken for one only when MAX_WRITES_IN_FLIGHT writes are outstanding, so
-back-pressure (a peer that stops reading) still reaches `input_stream.send()` through smithy's
-16-chunk AsyncBytesProvider.
+to CRT with the manual-write call and does not wait for it: CRT's thread reports each completion
+into a queue the writer looks at when the next chunk comes, and the loop is woken for one only when
+MAX_WRITES_IN_FLIGHT writes are outstanding, so back-pressure (a peer that stops reading) still
+reaches `input_stream.send()` through smithy's 16-chunk AsyncBytesProvider. With the pinned awscrt
+the call is the C one that `Http2ClientStream.write_data` makes, with a lean chunk object and one
+callback per stream instead of a BytesIO, an InputStream, a closure and a concurrent Future per
+write (`_queue_chunk`); with another version, `write_data` itself.
+
+awscrt enters Python from its C thread several times per write (two reads of the chunk, its
+completion, the chunk's release), each time making and deleting a Python thread state; while a lean
+stream is open, that thread keeps one instead (`_keep_thread_state`, CPython 3.12 only): about half
+of CRT's thread CPU per write, measured.
 
 When the body is smithy's AsyncBytesProvider (an event stream's input), the writer iterates it
 directly, and the stream offers `write_nowait`: the SDK send fast path (sdk_send.py) hands a
@@ -32,8 +39,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import functools
 import importlib.metadata
+import sys
+import threading
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator
@@ -42,7 +52,9 @@ from copy import deepcopy
 from io import BytesIO
 from typing import Any, Final, TypeGuard
 
+import _awscrt  # type: ignore[import-not-found]  # awscrt's C extension (no type hints)
 from awscrt.aio.http import AIOHttp2ClientStream
+from awscrt.exceptions import from_code
 from awscrt.http import Http2ClientStream, HttpVersion
 from smithy_core.aio.types import AsyncBytesProvider
 from smithy_core.interfaces import URI
@@ -60,6 +72,12 @@ SMITHY_CORE: Final = "0.9.0"
 # HTTP/2's default initial window (65535 B) less aws-c-http's stall threshold (a stream stalls once
 # its window is down to 256 B) and one more byte.
 EARLY_WINDOW: Final = 65535 - 256 - 1
+# The per-write path (`_queue_chunk`) calls awscrt's C extension directly, as awscrt 0.32.2's own
+# `write_data` does, with a body object and a completion callback of its own (see `_Chunk`): with
+# another awscrt version, each chunk takes the public `write_data`.
+AWSCRT: Final = "0.32.2"
+# The CPython whose PyGILState_Ensure/Release `_keep_thread_state` relies on (3.12, with the GIL).
+PYTHON: Final = (3, 12)
 _PROVIDER_STATE: Final = (("_data", deque), ("_closed", bool), ("_closing", bool), ("_flushing", bool),
                           ("_data_condition", asyncio.Condition))
 
@@ -119,7 +137,8 @@ class LeanHttp2Stream(AIOHttp2ClientStream):  # type: ignore[misc]  # awscrt shi
     which takes a chunk straight from the sender (`write_nowait`) when the writer is idle."""
 
     # awscrt's public manual-write call: queue one DATA write on this stream, get a concurrent
-    # Future that the CRT thread completes. Its only state is that Future (thread-safe).
+    # Future that the CRT thread completes. Its only state is that Future (thread-safe). Used for
+    # END_STREAM, and for every chunk with an awscrt other than the pinned one (see `_queue_chunk`).
     write_data = Http2ClientStream.write_data
 
     # The writer's state, shared with write_nowait (both run on the loop's thread only).
@@ -128,10 +147,21 @@ class LeanHttp2Stream(AIOHttp2ClientStream):  # type: ignore[misc]  # awscrt shi
     _failed: BaseException | None = None  # a write that failed: every later write fails with it
     _provider: AsyncBytesProvider | None = None  # set while write_nowait may be used
     _early: int | None = 0  # bytes queued before the response headers; None once they are in
+    _direct = False  # chunks go through awscrt's C call with a `_Chunk` (the pinned awscrt)
+    _queued = 0  # chunk writes handed to CRT (END_STREAM's not counted)
+    _reaped = 0  # of those, the completions taken from `_done`
+    _waiter: asyncio.Future[None] | None = None  # the writer waits for a completion (in-flight bound)
+    _keep = False  # keep the Python thread state of CRT's thread while this stream is open
+    _kept_on: int | None = None  # the thread whose state this stream keeps (`_keep_thread_state`)
 
     async def _set_request_body_generator(self, body_iterator: AsyncIterator[bytes]) -> None:
-        self._in_flight: deque[Future[None]] = deque()
-        in_flight = self._in_flight
+        # Completions of the chunk writes: None, or the write's error. CRT's thread appends them
+        # (holding the GIL) and the loop's thread takes them (`_reap`); deque's append and popleft
+        # are atomic. A count, not a Future per write: the writer only needs how many are still
+        # in flight (CRT completes a stream's writes in the order they were queued) and any error.
+        self._done: deque[BaseException | None] = deque()
+        self._direct = _awscrt_pinned()
+        self._keep = self._direct and _thread_states_keepable()
         provider = body_iterator if _direct_capable(body_iterator) else None
         if provider is not None:
             self._provider = provider
@@ -151,9 +181,10 @@ class LeanHttp2Stream(AIOHttp2ClientStream):  # type: ignore[misc]  # awscrt shi
                 if not self._early_room(len(chunk)):
                     await self._response_or_end()
                     self._early = None
-                if len(in_flight) >= MAX_WRITES_IN_FLIGHT:
-                    await asyncio.wrap_future(in_flight.popleft(), loop=self._loop)
-                in_flight.append(self.write_data(BytesIO(chunk), False))
+                while self._queued - self._reaped >= MAX_WRITES_IN_FLIGHT:
+                    await self._a_write_completes()
+                    self._reap()
+                self._queue_chunk(chunk)
         except asyncio.CancelledError:
             cancelled = True
             raise
@@ -168,14 +199,14 @@ class LeanHttp2Stream(AIOHttp2ClientStream):  # type: ignore[misc]  # awscrt shi
                 # As the stock writer does: the writer ends when the body is really sent, and a
                 # stream that has already ended (reset, dropped) fails here.
                 await asyncio.wrap_future(end, loop=self._loop)
-        for write in in_flight:  # complete by now: CRT completes a stream's writes in order
-            if write.done():  # (never block the loop on one, whatever CRT does)
-                write.result()
+        # Every earlier write has completed by now (CRT completes a stream's writes in order, and
+        # END_STREAM's completion was reported after theirs): raise a failed one's error.
+        self._reap()
 
     @property
     def writes_pending(self) -> int:
-        """Writes queued on CRT and not yet complete (for tests and diagnostics)."""
-        return sum(not write.done() for write in getattr(self, "_in_flight", ()))
+        """Chunk writes queued on CRT and not yet complete (for tests and diagnostics)."""
+        return self._queued - self._reaped - len(getattr(self, "_done", ()))
 
     def write_nowait(self, chunk: bytes) -> bool:
         """Queue `chunk` on this stream now, as the writer would, if nothing can be ahead of it:
@@ -193,16 +224,74 @@ class LeanHttp2Stream(AIOHttp2ClientStream):  # type: ignore[misc]  # awscrt shi
                 or provider._data_condition.locked()):
             return False
         self._reap()
-        if len(self._in_flight) >= MAX_WRITES_IN_FLIGHT:
+        if self._queued - self._reaped >= MAX_WRITES_IN_FLIGHT:
             return False  # the writer waits for the oldest write (back-pressure) on the slow path
         if not self._early_room(len(chunk)):
             return False  # the writer waits for the response headers on the slow path
         try:
-            self._in_flight.append(self.write_data(BytesIO(chunk), False))
+            self._queue_chunk(chunk)
         except Exception as exc:
             self._failed = exc
             raise
         return True
+
+    def _queue_chunk(self, chunk: bytes) -> None:
+        """Hand `chunk` to CRT as this stream's next DATA write; its completion goes to `_done`.
+
+        With the pinned awscrt, through the C call its `write_data` makes, minus what each write
+        costs there: a BytesIO and an awscrt InputStream around the chunk, a concurrent Future and
+        a closure per write, and on CRT's thread the Future's lock and notify. Raises (nothing
+        queued) if CRT refuses the write, as `write_data` does."""
+        if self._direct:
+            _awscrt.http2_client_stream_write_data(self, _Chunk(chunk), False, self._on_write)
+        else:
+            self.write_data(BytesIO(chunk), False).add_done_callback(self._on_write_future)
+        self._queued += 1
+
+    def _on_write(self, error_code: int) -> None:
+        """A chunk write completed (CRT's thread, holding the GIL; awscrt's own callback contract)."""
+        if self._keep and self._kept_on is None:
+            self._kept_on = _keep_thread_state()
+        self._done.append(from_code(error_code) if error_code else None)
+        self._wake_writer()
+
+    def _on_complete(self, error_code: int) -> None:
+        # The stream is over (CRT's thread): its thread's Python state goes back to awscrt's own
+        # handling, unless another open stream keeps it. (An awscrt callback: pinned version only.)
+        self._keep = False
+        try:
+            super()._on_complete(error_code)
+        finally:
+            kept_on = self._kept_on
+            if kept_on is not None and _release_thread_state(kept_on):
+                self._kept_on = None
+
+    def _on_write_future(self, write: Future[None]) -> None:
+        """A chunk write of the public `write_data` completed (CRT's thread)."""
+        # (Nobody else holds these Futures, so none is cancelled; if one were, it is a failure.)
+        self._done.append(RuntimeError("body write cancelled") if write.cancelled() else write.exception())
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        # After the append: the writer sets `_waiter` before it looks at `_done`, so a completion
+        # either is seen there or finds the waiter (both sides hold the GIL for each step).
+        waiter = self._waiter
+        if waiter is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
+                self._loop.call_soon_threadsafe(_set_done, waiter)
+
+    async def _a_write_completes(self) -> None:
+        """Until CRT reports another chunk write complete (at once if one is already in `_done`).
+        Not bounded here, as the stock writer's wait for each write: a stalled peer blocks the
+        sender (smithy's provider, bounded by its send timeout), and a stream that ends (reset,
+        dropped) fails its queued writes, which wakes this."""
+        waiter = self._loop.create_future()
+        self._waiter = waiter
+        try:
+            if not self._done:
+                await waiter
+        finally:
+            self._waiter = None
 
     def _early_room(self, size: int) -> bool:
         """Whether a chunk of `size` bytes may be queued now: always once the response headers are
@@ -254,17 +343,101 @@ class LeanHttp2Stream(AIOHttp2ClientStream):  # type: ignore[misc]  # awscrt shi
                 future.set_result(b"")
 
     def _reap(self) -> None:
-        """Drop completed writes from the front of the in-flight queue; raise a failed one's error
-        (and keep it: the writer and the sender both learn of it, whichever comes first)."""
+        """Take the completed writes' reports; raise a failed one's error (and keep it: the writer
+        and the sender both learn of it, whichever comes first)."""
         if self._failed is not None:
             raise self._failed
-        in_flight = self._in_flight
-        while in_flight and in_flight[0].done():
-            try:
-                in_flight.popleft().result()
-            except Exception as exc:
-                self._failed = exc
-                raise
+        done = self._done
+        while done:
+            error = done.popleft()
+            self._reaped += 1
+            if error is not None:
+                self._failed = error
+                raise error
+
+
+class _Chunk:
+    """One chunk as awscrt's C input stream reads it (awscrt 0.32.2, `source/io.c`): `_binding`, the
+    capsule `_awscrt.input_stream_new(self)` returns, and `_read_into_memoryview(m)`, which returns
+    how many bytes it put into m, 0 meaning the end. aws-c-http reads a write again until it gets
+    that 0, so the second read must find nothing. CRT holds a reference while the write is queued."""
+
+    __slots__ = ("_binding", "_data")
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._binding = _awscrt.input_stream_new(self)
+
+    def _read_into_memoryview(self, m: memoryview) -> int:
+        data = self._data
+        n = len(data)
+        if n > len(m):  # less room in this frame (the peer's window): the rest goes in the next
+            n = len(m)
+            m[:] = data[:n]
+            self._data = data[n:]
+            return n
+        m[:n] = data
+        self._data = b""
+        return n
+
+
+# Thread ident -> how many open lean streams keep its Python thread state. Each entry is only
+# changed on its own thread, holding the GIL.
+_kept_states: dict[int, int] = {}
+
+
+def _keep_thread_state() -> int:
+    """Keep the calling thread's Python thread state (CRT's event-loop thread, in an awscrt callback)
+    until `_release_thread_state`; returns the thread's ident.
+
+    awscrt enters Python from its C thread with PyGILState_Ensure and leaves with PyGILState_Release
+    for each callback: several per write (two reads of the chunk, the completion, the release of the
+    chunk) and per response chunk. On a thread Python did not start, each pair creates a thread
+    state and deletes it (with its 16 KB frame stack: an mmap and munmap per callback that runs
+    Python). One PyGILState_Ensure more, not yet matched, keeps the state between callbacks (what
+    pybind11's `gil_scoped_acquire.inc_ref()` is for): measured ~40-50 µs less of CRT's thread per
+    write. Meanwhile the thread is to CPython what a daemon thread is: if the interpreter exits with
+    the state still kept, it is freed with the others and a later awscrt callback finds
+    Py_IsInitialized() false (or exits in take_gil, as a daemon thread does: CPython 3.12)."""
+    ident = threading.get_ident()
+    count = _kept_states.get(ident, 0)
+    if count == 0:
+        _gilstate_api()[0]()
+    _kept_states[ident] = count + 1
+    return ident
+
+
+def _release_thread_state(ident: int) -> bool:
+    """Undo one `_keep_thread_state` of thread `ident`, if this is that thread (False if not: a
+    thread's state can only be released on it). The last one makes the state awscrt's again: its
+    PyGILState_Release, once this callback returns, deletes it."""
+    if threading.get_ident() != ident:
+        return False
+    count = _kept_states.pop(ident) - 1
+    if count:
+        _kept_states[ident] = count
+    else:
+        _gilstate_api()[1](0)  # PyGILState_LOCKED: the GIL stays held, as awscrt expects
+    return True
+
+
+@functools.cache
+def _gilstate_api() -> tuple[Any, Any]:
+    """PyGILState_Ensure and PyGILState_Release, called holding the GIL (ctypes' PYFUNCTYPE)."""
+    ensure = ctypes.PYFUNCTYPE(ctypes.c_int)(("PyGILState_Ensure", ctypes.pythonapi))
+    release = ctypes.PYFUNCTYPE(None, ctypes.c_int)(("PyGILState_Release", ctypes.pythonapi))
+    return ensure, release
+
+
+def _thread_states_keepable() -> bool:
+    """Whether `_keep_thread_state` may be used: CPython 3.12 with the GIL, ctypes' Python API."""
+    if sys.implementation.name != "cpython" or sys.version_info[:2] != PYTHON:
+        return False
+    try:
+        _gilstate_api()
+    except (AttributeError, OSError):
+        return False
+    return True
 
 
 def _set_done(future: asyncio.Future[None]) -> None:
@@ -278,9 +451,20 @@ def _direct_capable(body: object) -> TypeGuard[AsyncBytesProvider]:
             and all(isinstance(getattr(body, name, None), kind) for name, kind in _PROVIDER_STATE))
 
 
-@functools.cache
 def _smithy_core_pinned() -> bool:
+    return _installed("smithy-core") == SMITHY_CORE
+
+
+def _awscrt_pinned() -> bool:
+    """Whether chunks may go through awscrt's C call with a `_Chunk` (see `_queue_chunk`)."""
+    return (_installed("awscrt") == AWSCRT
+            and all(callable(getattr(_awscrt, name, None))
+                    for name in ("input_stream_new", "http2_client_stream_write_data")))
+
+
+@functools.cache
+def _installed(distribution: str) -> str | None:
     try:
-        return importlib.metadata.version("smithy-core") == SMITHY_CORE
+        return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
-        return False
+        return None

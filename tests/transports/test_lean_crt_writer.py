@@ -27,6 +27,7 @@ from runner.emulator import server
 from runner.emulator.api import EmulatorStream, Rejection, StreamRequest
 from runner.emulator.server import Emulator
 from runner.errors import TransportError
+from runner.transports import crt
 from runner.transports.bedrock import SEND_TIMEOUT_S, BedrockStream, _chunk, open_connector
 from runner.transports.crt import MAX_WRITES_IN_FLIGHT, LeanCRTHTTPClient, LeanHttp2Stream, direct_writer
 from runner.transports.sdk_send import FastChunkSender
@@ -263,10 +264,19 @@ def test_a_peer_that_stops_reading_blocks_sends_until_they_time_out(
     assert close_s < 10, close_s
 
 
-@pytest.mark.parametrize("client_kind", ["stock", "lean"])
+def _public_write_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lean streams opened from now on write each chunk through awscrt's public `write_data`, as
+    with an awscrt other than the pinned one (the version guard's fallback)."""
+    monkeypatch.setattr(crt, "AWSCRT", "0.0.0-not-installed")
+
+
+@pytest.mark.parametrize("client_kind", ["stock", "lean", "lean-public"])
 def test_a_reset_stream_fails_the_writer_and_sends_time_out_instead_of_hanging(
-        env: Emulator, handler: Handler, client_kind: str) -> None:
+        env: Emulator, handler: Handler, client_kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
     model = f"reset-{client_kind}.{MODEL}"
+    if client_kind == "lean-public":
+        _public_write_path(monkeypatch)
+        client_kind = "lean"
 
     async def main() -> tuple[int, TransportError, BaseException | None, float, float]:
         stream, close = await _open(client_kind, model)
@@ -536,3 +546,121 @@ def test_a_burst_before_the_servers_frames_arrive_is_not_stalled_for_ever(
     assert reply is not None
     assert json.loads(json.loads(reply)["event"]["textOutput"]["content"]) == list(range(count))
     assert elapsed >= late_server_settings * 0.9  # the burst really went out before the SETTINGS
+
+
+@pytest.mark.parametrize("path", ["direct", "public"])
+def test_a_burst_of_many_writes_arrives_whole_and_in_order_on_either_write_path(
+        env: Emulator, handler: Handler, remote_ends: dict[str, list[int]], path: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events sent back to back, so that many writes are queued on CRT at once (the in-flight bound
+    is reached, several go in one TLS record, a frame may take part of a chunk): through awscrt's C
+    call with the lean chunk object (the pinned awscrt), or through the public `write_data` (any
+    other version). Every byte arrives once and in order, every signature verifies."""
+    if path == "public":
+        _public_write_path(monkeypatch)
+    model, count = f"echo-path-{path}.{MODEL}", 400
+    sizes = [2732, 16_000, 40_000, 7]  # 40 KB: more than a frame (16 KB), so it is read in parts
+    verified_before = env.stats().chunk_signatures_verified
+
+    async def main() -> tuple[bytes | None, bool, int, int]:
+        stream, close = await _open("lean", model)
+        try:
+            await stream.wait_accepted()
+            await stream.send(_audio_event(0))
+            lean = _lean_stream(stream)
+            for i in range(1, count):
+                await stream.send(_audio_event(i, sizes[i % len(sizes)]))
+            await _writes_complete(lean)
+            pending = lean.writes_pending
+            await stream.close_input()
+            reply = await asyncio.wait_for(stream.receive(), 20)
+            await stream.aclose()
+            return reply, lean._direct, lean._queued, pending
+        finally:
+            await close()
+
+    reply, direct, queued, pending = asyncio.run(main())
+    assert direct is (path == "direct")  # the path this test is about was taken
+    assert reply is not None
+    assert json.loads(json.loads(reply)["event"]["textOutput"]["content"]) == list(range(count))
+    assert queued >= count and pending == 0, (queued, pending)  # + the SDK's signed end frame
+    assert env.stats().chunk_signatures_verified - verified_before == count + 1
+    assert len(remote_ends[model]) == 1, remote_ends[model]
+
+
+def test_the_direct_write_path_needs_the_pinned_awscrt(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert crt._awscrt_pinned()  # the installed awscrt is the pinned one (or this test is stale)
+    monkeypatch.setattr(crt, "AWSCRT", "0.0.0-not-installed")
+    assert not crt._awscrt_pinned()
+    monkeypatch.undo()
+    monkeypatch.delattr(crt._awscrt, "input_stream_new")  # same version, call gone: not used
+    assert not crt._awscrt_pinned()
+
+
+@pytest.mark.parametrize("room", [1, 7, 100, 5000])
+def test_a_chunk_is_read_whole_in_order_then_ends(room: int) -> None:
+    """What aws-c-http gets reading a chunk into frames of `room` bytes: every byte once, in order,
+    then 0 (the end), and 0 again if read after that."""
+    data = bytes(range(256)) * 11
+    chunk = crt._Chunk(data)
+    got = bytearray()
+    buffer = bytearray(room)
+    while n := chunk._read_into_memoryview(memoryview(buffer)):
+        assert 0 < n <= room
+        got += buffer[:n]
+    assert bytes(got) == data
+    assert chunk._read_into_memoryview(memoryview(buffer)) == 0
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_crts_thread_keeps_its_python_state_while_a_stream_is_open_and_only_then(
+        env: Emulator, handler: Handler, keep: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `threading.local` set in one write-completion callback on CRT's thread is still there in the
+    next one while the stream is open (the thread's Python state is kept, not made anew per
+    callback), and gone once the stream is over (released: the next stream on the same connection,
+    so the same thread, starts without it). Without keeping (another CPython), it never survives."""
+    if not keep:
+        monkeypatch.setattr(crt, "PYTHON", (0, 0))
+    local = threading.local()
+    seen: list[tuple[int, int | None, int]] = []  # (stream, the mark found, thread), per completion
+    real = LeanHttp2Stream._on_write
+
+    def spy(self: LeanHttp2Stream, error_code: int) -> None:
+        seen.append((id(self), getattr(local, "mark", None), threading.get_ident()))
+        real(self, error_code)
+        local.mark = id(self)
+
+    monkeypatch.setattr(LeanHttp2Stream, "_on_write", spy)
+
+    async def one_stream(connector: Any, name: str) -> LeanHttp2Stream:
+        stream = await connector.open_stream(f"echo-keep-{keep}-{name}.{MODEL}")
+        await stream.wait_accepted()
+        for i in range(12):
+            await stream.send(_audio_event(i))
+            await _writes_complete(_lean_stream(stream))
+        lean = _lean_stream(stream)
+        await stream.close_input()
+        assert await asyncio.wait_for(stream.receive(), 10) is not None
+        await stream.aclose()
+        async with asyncio.timeout(5):  # until CRT has reported the stream complete
+            while not lean._completion_future.done():  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        return lean
+
+    async def main() -> list[int]:
+        connector = await open_connector(region=None, endpoint=None)
+        try:
+            first = await one_stream(connector, "a")
+            return [id(first), id(await one_stream(connector, "b"))]  # (both alive: distinct ids)
+        finally:
+            await connector.aclose()
+
+    streams = asyncio.run(main())
+    threads = {thread for _, _, thread in seen}
+    assert len(threads) == 1 and threading.get_ident() not in threads, threads  # CRT's one thread
+    for stream in streams:
+        marks = [mark for of, mark, _ in seen if of == stream]
+        assert len(marks) >= 12, seen
+        assert marks[0] is None, marks  # a new state: for the second stream, the first was released
+        assert set(marks[1:]) == ({stream} if keep else {None}), marks
+    assert not threads & set(crt._kept_states), crt._kept_states  # released with the stream
