@@ -21,7 +21,7 @@ import os
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from aws_sdk_bedrock_runtime.client import AsyncBedrockRuntimeClient
 from aws_sdk_bedrock_runtime.config import AsyncBedrockRuntimeConfig
@@ -38,6 +38,7 @@ from smithy_aws_core.identity import AWSCredentialsIdentity
 from smithy_aws_core.identity.chain import IdentityChain
 from smithy_aws_event_stream.exceptions import EventError, UnmodeledEventError
 from smithy_core.exceptions import CallError, SmithyError
+from smithy_http.aio.crt import AWSCRTHTTPClient
 
 from runner.errors import CredentialsError, TransportError
 from runner.transports.base import ConnectionInfo
@@ -104,6 +105,16 @@ def translate_error(exc: BaseException) -> TransportError:
     return TransportError(f"stream failed: {type(exc).__name__}: {exc}", kind=type(exc).__name__)
 
 
+# AGENT_RUN_SDK_FAST_PATHS=0 turns off what relies on the SDK's and awscrt's internals (the send
+# fast path, sdk_send.py, and the lean HTTP/2 client, crt.py): every stream then uses the SDK as
+# it is, for a little more CPU. An escape hatch, should a fast path ever misbehave.
+FAST_PATHS_VARIABLE: Final = "AGENT_RUN_SDK_FAST_PATHS"
+
+
+def fast_paths() -> bool:
+    return os.environ.get(FAST_PATHS_VARIABLE, "1").strip() != "0"
+
+
 class BedrockStream:
     """One InvokeModelWithBidirectionalStream call."""
 
@@ -129,7 +140,8 @@ class BedrockStream:
         if not self._attached:
             self._attached = True
             # Frames go straight to the lean HTTP/2 stream when that is order-safe (crt.py).
-            self._fast = await attach(self._sdk.input_stream, _chunk, find_direct=direct_writer)
+            if fast_paths():
+                self._fast = await attach(self._sdk.input_stream, _chunk, find_direct=direct_writer)
         fast = self._fast
         try:
             # Bounded from the moment a send suspends (a full buffer, a credential refresh): one
@@ -344,8 +356,9 @@ async def _build_client(settings: _Settings) -> tuple[AsyncBedrockRuntimeClient,
     if found is not None and (problem := endpoint_problem(found[0])) is not None:
         url, source = found
         raise TransportError(f"{source} {url!r} {problem}", kind="ConfigError")
-    # smithy's CRT client with a body writer that does not wait for each event's write (crt.py).
-    overrides: dict[str, Any] = {"transport": LeanCRTHTTPClient()}
+    # smithy's CRT client with a body writer that does not wait for each event's write (crt.py),
+    # unless the fast paths are turned off.
+    overrides: dict[str, Any] = {"transport": LeanCRTHTTPClient() if fast_paths() else AWSCRTHTTPClient()}
     if settings.region:
         overrides["region"] = settings.region
     if settings.endpoint:

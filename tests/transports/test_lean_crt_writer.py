@@ -664,3 +664,32 @@ def test_crts_thread_keeps_its_python_state_while_a_stream_is_open_and_only_then
         assert marks[0] is None, marks  # a new state: for the second stream, the first was released
         assert set(marks[1:]) == ({stream} if keep else {None}), marks
     assert not threads & set(crt._kept_states), crt._kept_states  # released with the stream
+
+
+def test_the_fast_paths_can_be_turned_off(env: Emulator, handler: Handler,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """AGENT_RUN_SDK_FAST_PATHS=0: the runner's connector uses smithy's stock client and the SDK's
+    own send (the escape hatch should a fast path misbehave), and a stream still works."""
+    monkeypatch.setenv("AGENT_RUN_SDK_FAST_PATHS", "0")
+    model, count = f"echo-nofast.{MODEL}", 20
+    verified_before = env.stats().chunk_signatures_verified
+
+    async def main() -> tuple[bytes | None, type, FastChunkSender | None]:
+        connector = await open_connector(region=None, endpoint=None)
+        try:
+            stream = await connector.open_stream(model)
+            for i in range(count):
+                await stream.send(_audio_event(i))
+            await stream.close_input()
+            reply = await asyncio.wait_for(stream.receive(), 10)
+            fast = stream.fast_sender  # type: ignore[attr-defined]
+            await stream.aclose()
+            return reply, type(connector._current.sdk._config.transport), fast  # type: ignore[attr-defined]
+        finally:
+            await connector.aclose()
+
+    reply, transport, fast = asyncio.run(main())
+    assert transport is AWSCRTHTTPClient and fast is None
+    assert reply is not None
+    assert json.loads(json.loads(reply)["event"]["textOutput"]["content"]) == list(range(count))
+    assert env.stats().chunk_signatures_verified - verified_before == count + 1
