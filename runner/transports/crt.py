@@ -41,7 +41,6 @@ import asyncio
 import contextlib
 import ctypes
 import functools
-import importlib.metadata
 import sys
 import threading
 import weakref
@@ -59,6 +58,8 @@ from awscrt.http import Http2ClientStream, HttpVersion
 from smithy_core.aio.types import AsyncBytesProvider
 from smithy_core.interfaces import URI
 from smithy_http.aio.crt import AWSCRTHTTPClient
+
+from runner.transports.pins import installed
 
 # Writes handed to CRT and not yet completed before the writer waits for the oldest. A write
 # normally completes within a millisecond, so at real-time rates the writer never waits; the
@@ -452,19 +453,13 @@ def _direct_capable(body: object) -> TypeGuard[AsyncBytesProvider]:
 
 
 def _smithy_core_pinned() -> bool:
-    return _installed("smithy-core") == SMITHY_CORE
+    return installed("smithy-core") == SMITHY_CORE
 
 
 def _awscrt_pinned() -> bool:
     """Whether chunks may go through awscrt's C call with a `_Chunk` (see `_queue_chunk`)."""
-    return (_installed("awscrt") == AWSCRT
+    return (installed("awscrt") == AWSCRT
             and all(callable(getattr(_awscrt, name, None))
                     for name in ("input_stream_new", "http2_client_stream_write_data")))
 
 
-@functools.cache
-def _installed(distribution: str) -> str | None:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None

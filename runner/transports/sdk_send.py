@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import functools
 import hashlib
-import importlib.metadata
 import logging
 import math
 import struct
@@ -46,6 +44,7 @@ from smithy_aws_event_stream.aio import AWSEventPublisher, SigningConfig
 from smithy_aws_event_stream.events import MAX_PAYLOAD_LENGTH, EventMessage
 
 from runner.sigv4 import KeyedHmac, signing_key
+from runner.transports.pins import pin_problem
 
 log = logging.getLogger("runner.transport")
 
@@ -223,7 +222,7 @@ async def attach(publisher: Any, make_event: MakeEvent, clock: Clock | None = No
     fast path relies on is not exactly as in the pinned SDK. Never raises. `clock`: utc_now.
     `find_direct`: the transport's DirectWriter for the publisher's body provider, if any."""
     try:
-        problem = _versions_problem() or _shape_problem(publisher)
+        problem = pin_problem(PINNED) or _shape_problem(publisher)
         if problem is None:
             config = publisher._signing_config
             framing = _framing(publisher, config, make_event)
@@ -243,16 +242,6 @@ async def attach(publisher: Any, make_event: MakeEvent, clock: Clock | None = No
     return None
 
 
-@functools.cache
-def _versions_problem() -> str | None:
-    for name, pinned in PINNED.items():
-        try:
-            found = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found = "none"
-        if found != pinned:
-            return f"{name} is {found}, the fast path knows {pinned}"
-    return None
 
 
 def _shape_problem(publisher: Any) -> str | None:

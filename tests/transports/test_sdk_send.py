@@ -13,7 +13,7 @@ import datetime
 import json
 import logging
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from unittest import mock
 
@@ -295,13 +295,8 @@ def test_a_changed_internal_makes_it_fall_back_to_the_sdk(codec: Any, change: st
 
 def test_another_sdk_version_falls_back(codec: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sdk_send.PINNED, "aws-sdk-signers", "0.5.0")
-    sdk_send._versions_problem.cache_clear()
-    try:
-        publisher, _ = make_publisher(codec, Resolver())
-        assert asyncio.run(attach(publisher, _chunk)) is None
-    finally:
-        monkeypatch.undo()
-        sdk_send._versions_problem.cache_clear()
+    publisher, _ = make_publisher(codec, Resolver())
+    assert asyncio.run(attach(publisher, _chunk)) is None
 
 
 def test_bedrock_stream_sends_the_same_bytes_with_and_without_the_fast_path(codec: Any) -> None:
@@ -391,8 +386,3 @@ def test_a_send_on_a_full_undrained_buffer_still_times_out(codec: Any, fast: boo
 
     asyncio.run(main())
 
-
-@pytest.fixture(autouse=True)
-def _fresh_versions_check() -> Iterator[None]:
-    yield
-    sdk_send._versions_problem.cache_clear()

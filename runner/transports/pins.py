@@ -1,0 +1,26 @@
+"""Which version of a distribution is installed, for the fast paths that rely on a pinned
+dependency's internals (sdk_send.py, crt.py): with any other version they stand aside."""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+from collections.abc import Mapping
+
+
+@functools.cache
+def installed(distribution: str) -> str | None:
+    """The installed version of `distribution`, None if it is not installed (asked once)."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def pin_problem(pins: Mapping[str, str]) -> str | None:
+    """Why these pins (distribution -> version) do not hold, or None when every one does."""
+    for name, pinned in pins.items():
+        found = installed(name)
+        if found != pinned:
+            return f"{name} is {found or 'not installed'}, the fast path knows {pinned}"
+    return None
