@@ -129,6 +129,7 @@ class BedrockStream:
         self._attached = False
         self._fast: FastChunkSender | None = None
         self._fast_rx: FastChunkReceiver | None = None
+        self._rx_attached = False
 
     @property
     def fast_receiver(self) -> FastChunkReceiver | None:
@@ -177,9 +178,11 @@ class BedrockStream:
         except Exception as exc:
             self._output_ended = True
             raise translate_error(exc) from exc
-        # Chunk events are decoded without the SDK's generic deserializer when that gives the same
-        # bytes; everything else still goes through its receiver (sdk_receive.py).
-        self._fast_rx = await attach_receiver(self._receiver, _chunk_payload)
+        if not self._rx_attached:  # once: a second fast receiver would lose what the first holds
+            self._rx_attached = True
+            # Chunk events are decoded without the SDK's generic deserializer when that gives the
+            # same bytes; everything else still goes through its receiver (sdk_receive.py).
+            self._fast_rx = await attach_receiver(self._receiver, _chunk_payload)
 
     async def receive(self) -> bytes | None:
         await self.wait_accepted()

@@ -229,15 +229,15 @@ async def attach_receiver(receiver: Any, chunk_payload: ChunkPayload) -> FastChu
     """A fast receiver for this SDK stream's (unused) receiver, or None (use the SDK's receive) if
     anything the fast path relies on is not exactly as in the pinned SDK. Never raises."""
     try:
-        problem = _versions_problem()
+        problem = _versions_problem() or await _probe_problem(receiver, chunk_payload)
         if problem is None:
+            # Last, with no await after it: nothing can read the receiver between this check
+            # and the fast receiver taking over its stream.
             found = _stream_of(receiver)
             if isinstance(found, str):
                 problem = found
             else:
-                problem = await _probe_problem(receiver, chunk_payload)
-                if problem is None:
-                    return FastChunkReceiver(receiver, found)
+                return FastChunkReceiver(receiver, found)
     except Exception as exc:  # any surprise inside the SDK: its own path still works
         problem = f"{type(exc).__name__}: {exc}"
     global _logged_fallback
