@@ -107,8 +107,9 @@ def translate_error(exc: BaseException) -> TransportError:
 
 
 # AGENT_RUN_SDK_FAST_PATHS=0 turns off what relies on the SDK's and awscrt's internals (the send
-# fast path, sdk_send.py, and the lean HTTP/2 client, crt.py): every stream then uses the SDK as
-# it is, for a little more CPU. An escape hatch, should a fast path ever misbehave.
+# fast path, sdk_send.py, the receive fast path, sdk_receive.py, and the lean HTTP/2 client, crt.py):
+# every stream then uses the SDK as it is, for a little more CPU. An escape hatch, should a fast
+# path ever misbehave.
 FAST_PATHS_VARIABLE: Final = "AGENT_RUN_SDK_FAST_PATHS"
 
 
@@ -178,7 +179,7 @@ class BedrockStream:
         except Exception as exc:
             self._output_ended = True
             raise translate_error(exc) from exc
-        if not self._rx_attached:  # once: a second fast receiver would lose what the first holds
+        if not self._rx_attached and fast_paths():  # once: a second would lose what the first holds
             self._rx_attached = True
             # Chunk events are decoded without the SDK's generic deserializer when that gives the
             # same bytes; everything else still goes through its receiver (sdk_receive.py).

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import binascii
-import functools
-import importlib.metadata
 import inspect
 import logging
 import struct
@@ -41,6 +39,7 @@ from smithy_core.aio.types import AsyncBytesReader
 from smithy_http.aio.crt import AWSCRTHTTPResponse
 
 from runner.emulator.eventstream import Byte, Long, Short, Timestamp, encode_headers, frame
+from runner.transports.pins import pin_problem
 
 log = logging.getLogger("runner.transport")
 
@@ -247,16 +246,8 @@ async def attach_receiver(receiver: Any, chunk_payload: ChunkPayload) -> FastChu
     return None
 
 
-@functools.cache
 def _versions_problem() -> str | None:
-    for name, pinned in PINNED.items():
-        try:
-            found = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found = "none"
-        if found != pinned:
-            return f"{name} is {found}, the fast path knows {pinned}"
-    return None
+    return pin_problem(PINNED)
 
 
 def _stream_of(receiver: Any) -> Any:
