@@ -1,5 +1,5 @@
-"""Bedrock transport: with its send fast path (sdk_send.py), the only module that imports the Bedrock
-SDK (`aws_sdk_bedrock_runtime`, smithy).
+"""Bedrock transport: with its send and receive fast paths (sdk_send.py, sdk_receive.py), the only
+module that imports the Bedrock SDK (`aws_sdk_bedrock_runtime`, smithy).
 
 Facts this relies on (verified in ../shared/reference/bedrock-sdk.md, SDK 0.12.0):
 - the default aiohttp transport cannot do duplex streams: always pass AWSCRTHTTPClient() (crt.py's
@@ -45,6 +45,7 @@ from runner.transports.base import ConnectionInfo
 from runner.transports.crt import LeanCRTHTTPClient, direct_writer
 from runner.transports.endpoint import endpoint_problem, run_endpoint
 from runner.transports.sdk_files import check_sdk_files
+from runner.transports.sdk_receive import FastChunkReceiver, attach_receiver
 from runner.transports.sdk_send import FastChunkSender, attach, bounded_if_suspends
 
 log = logging.getLogger("runner.transport")
@@ -106,8 +107,9 @@ def translate_error(exc: BaseException) -> TransportError:
 
 
 # AGENT_RUN_SDK_FAST_PATHS=0 turns off what relies on the SDK's and awscrt's internals (the send
-# fast path, sdk_send.py, and the lean HTTP/2 client, crt.py): every stream then uses the SDK as
-# it is, for a little more CPU. An escape hatch, should a fast path ever misbehave.
+# fast path, sdk_send.py, the receive fast path, sdk_receive.py, and the lean HTTP/2 client, crt.py):
+# every stream then uses the SDK as it is, for a little more CPU. An escape hatch, should a fast
+# path ever misbehave.
 FAST_PATHS_VARIABLE: Final = "AGENT_RUN_SDK_FAST_PATHS"
 
 
@@ -127,6 +129,13 @@ class BedrockStream:
         self._closed = False
         self._attached = False
         self._fast: FastChunkSender | None = None
+        self._fast_rx: FastChunkReceiver | None = None
+        self._rx_attached = False
+
+    @property
+    def fast_receiver(self) -> FastChunkReceiver | None:
+        """The receive fast path in use (None: not accepted yet, or the SDK's own receive)."""
+        return self._fast_rx
 
     @property
     def fast_sender(self) -> FastChunkSender | None:
@@ -170,15 +179,22 @@ class BedrockStream:
         except Exception as exc:
             self._output_ended = True
             raise translate_error(exc) from exc
+        if not self._rx_attached and fast_paths():  # once: a second would lose what the first holds
+            self._rx_attached = True
+            # Chunk events are decoded without the SDK's generic deserializer when that gives the
+            # same bytes; everything else still goes through its receiver (sdk_receive.py).
+            self._fast_rx = await attach_receiver(self._receiver, _chunk_payload)
 
     async def receive(self) -> bytes | None:
         await self.wait_accepted()
         try:
             while True:
-                item = await self._receiver.receive()
+                item = await self._next_item()
                 if item is None:
                     self._output_ended = True
                     return None
+                if type(item) is bytes:  # a chunk's payload, from the fast path
+                    return item
                 if isinstance(item, InvokeModelWithBidirectionalStreamOutputChunk):
                     data: bytes = item.value.bytes_
                     return data
@@ -207,9 +223,20 @@ class BedrockStream:
             if on_closed is not None:
                 await on_closed()
 
+    def _next_item(self) -> Awaitable[object]:
+        fast = self._fast_rx
+        return self._receiver.receive() if fast is None else fast.receive()
+
     async def _drain(self) -> None:
-        while await self._receiver.receive() is not None:
+        while await self._next_item() is not None:
             pass
+
+
+def _chunk_payload(item: object) -> bytes | None:
+    if isinstance(item, InvokeModelWithBidirectionalStreamOutputChunk):
+        data: bytes | None = item.value.bytes_
+        return data
+    return None
 
 
 def _chunk(payload: bytes) -> InvokeModelWithBidirectionalStreamInputChunk:
