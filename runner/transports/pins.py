@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import logging
 from collections.abc import Mapping
 
 
@@ -24,3 +25,14 @@ def pin_problem(pins: Mapping[str, str]) -> str | None:
         if found != pinned:
             return f"{name} is {found or 'not installed'}, the fast path knows {pinned}"
     return None
+
+
+# The fast paths that have said why they stand aside (each says it once per process).
+logged_fallbacks: set[str] = set()
+
+
+def log_fallback_once(path: str, instead: str, problem: str) -> None:
+    """Say once per process, at debug level, why fast path `path` stands aside for `instead`."""
+    if path not in logged_fallbacks:
+        logged_fallbacks.add(path)
+        logging.getLogger("runner.transport").debug("%s fast path off, using %s: %s", path, instead, problem)

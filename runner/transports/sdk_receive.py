@@ -39,7 +39,7 @@ from smithy_core.aio.types import AsyncBytesReader
 from smithy_http.aio.crt import AWSCRTHTTPResponse
 
 from runner.emulator.eventstream import Byte, Long, Short, Timestamp, encode_headers, frame
-from runner.transports.pins import pin_problem
+from runner.transports.pins import log_fallback_once, pin_problem
 
 log = logging.getLogger("runner.transport")
 
@@ -62,7 +62,6 @@ _U32 = struct.Struct(">I")
 _I64 = struct.Struct(">q")
 _FIXED: Final = {0: 0, 1: 0, 2: 1, 3: 2, 4: 4, 5: 8, 9: 16}  # header value widths by type tag
 _KNOWN_MAX: Final = 16
-_logged_fallback = False
 
 # An SDK output item -> its chunk payload, or None if it is not a chunk (bedrock.py's knowledge).
 type ChunkPayload = Callable[[object], bytes | None]
@@ -239,10 +238,7 @@ async def attach_receiver(receiver: Any, chunk_payload: ChunkPayload) -> FastChu
                 return FastChunkReceiver(receiver, found)
     except Exception as exc:  # any surprise inside the SDK: its own path still works
         problem = f"{type(exc).__name__}: {exc}"
-    global _logged_fallback
-    if not _logged_fallback:
-        _logged_fallback = True
-        log.debug("SDK receive fast path off, using the SDK's receiver: %s", problem)
+    log_fallback_once("SDK receive", "the SDK's receiver", problem)
     return None
 
 

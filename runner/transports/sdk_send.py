@@ -44,7 +44,7 @@ from smithy_aws_event_stream.aio import AWSEventPublisher, SigningConfig
 from smithy_aws_event_stream.events import MAX_PAYLOAD_LENGTH, EventMessage
 
 from runner.sigv4 import KeyedHmac, signing_key
-from runner.transports.pins import pin_problem
+from runner.transports.pins import log_fallback_once, pin_problem
 
 log = logging.getLogger("runner.transport")
 
@@ -64,7 +64,6 @@ _I64 = struct.Struct(">q")
 _PRELUDE = struct.Struct(">II")
 _PRELUDE_CRC = struct.Struct(">III")
 _PRELUDE_SIZE: Final = 12
-_logged_fallback = False
 
 type Clock = Callable[[], datetime.datetime]
 type MakeEvent = Callable[[bytes], Any]
@@ -235,10 +234,7 @@ async def attach(publisher: Any, make_event: MakeEvent, clock: Clock | None = No
                                            find_direct)
     except Exception as exc:  # any surprise inside the SDK: its own path still works
         problem = f"{type(exc).__name__}: {exc}"
-    global _logged_fallback
-    if not _logged_fallback:
-        _logged_fallback = True
-        log.debug("SDK send fast path off, using the SDK's publisher: %s", problem)
+    log_fallback_once("SDK send", "the SDK's publisher", problem)
     return None
 
 

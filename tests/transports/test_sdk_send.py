@@ -28,7 +28,7 @@ from smithy_aws_event_stream.events import EventHeaderEncoder
 from smithy_core.aio.types import AsyncBytesProvider
 
 from runner.errors import TransportError
-from runner.transports import bedrock, sdk_send
+from runner.transports import bedrock, pins, sdk_send
 from runner.transports.bedrock import BedrockStream, _chunk
 from runner.transports.sdk_send import FastChunkSender, attach, bounded_if_suspends
 
@@ -279,7 +279,7 @@ def test_a_changed_internal_makes_it_fall_back_to_the_sdk(codec: Any, change: st
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     make_change, reason = CHANGES[change]
     caplog.set_level(logging.DEBUG, "runner.transport")
-    monkeypatch.setattr(sdk_send, "_logged_fallback", False)
+    monkeypatch.setattr(pins, "logged_fallbacks", set())
 
     async def main() -> None:
         publisher, _ = make_publisher(codec, Resolver())
