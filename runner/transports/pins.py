@@ -1,5 +1,6 @@
 """Which version of a distribution is installed, for the fast paths that rely on a pinned
-dependency's internals (sdk_send.py, crt.py): with any other version they stand aside."""
+dependency's internals (sdk_send.py, sdk_receive.py, crt.py): with any other version they stand
+aside, and each says once why."""
 
 from __future__ import annotations
 

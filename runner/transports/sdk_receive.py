@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import functools
 import inspect
 import logging
 import struct
@@ -227,7 +228,7 @@ async def attach_receiver(receiver: Any, chunk_payload: ChunkPayload) -> FastChu
     """A fast receiver for this SDK stream's (unused) receiver, or None (use the SDK's receive) if
     anything the fast path relies on is not exactly as in the pinned SDK. Never raises."""
     try:
-        problem = _versions_problem() or await _probe_problem(receiver, chunk_payload)
+        problem = pin_problem(PINNED) or await _probe_problem(receiver, chunk_payload)
         if problem is None:
             # Last, with no await after it: nothing can read the receiver between this check
             # and the fast receiver taking over its stream.
@@ -240,10 +241,6 @@ async def attach_receiver(receiver: Any, chunk_payload: ChunkPayload) -> FastChu
         problem = f"{type(exc).__name__}: {exc}"
     log_fallback_once("SDK receive", "the SDK's receiver", problem)
     return None
-
-
-def _versions_problem() -> str | None:
-    return pin_problem(PINNED)
 
 
 def _stream_of(receiver: Any) -> Any:
@@ -281,14 +278,15 @@ _PROBE_HEADERS: Final = (
 )
 
 
-def _probe_frames() -> list[tuple[bytes, bytes]]:
+@functools.cache  # the same frames for every stream's probe
+def _probe_frames() -> tuple[tuple[bytes, bytes], ...]:
     frames = []
     for headers in _PROBE_HEADERS:
         raw = encode_headers(headers)  # type: ignore[arg-type]
         for prefix in _PREFIXES:
             for data in _PROBES:
                 frames.append((frame(raw, prefix + b64encode(data) + _SUFFIX), data))
-    return frames
+    return tuple(frames)
 
 
 async def _probe_problem(receiver: Any, chunk_payload: ChunkPayload) -> str | None:
